@@ -1,0 +1,44 @@
+# GNU Guix for CI/CD, on Debian sid. Built per platform by the harness
+# (`cargo run -p harness -- run`), or by hand:
+#   docker build --platform linux/arm64 --build-arg BASE_IMAGE=debian:sid-slim .
+# No step needs --privileged or a BuildKit frontend; what needs the daemon's
+# namespaces (scripts/pull.sh) runs later as "run with capabilities, commit".
+ARG BASE_IMAGE=debian:sid-slim
+FROM ${BASE_IMAGE}
+
+# Guix's build users, before the package so its postinst finds them.
+RUN groupadd --system guixbuild \
+	&& for i in $(seq -w 1 10); do \
+		useradd --system -g guixbuild -G guixbuild -d /var/empty \
+			-s /usr/sbin/nologin -c "Guix build user $i" "guixbuilder$i"; \
+	done
+
+# Debian's guix 1.5.0. The mirror's sid Release file may be past Valid-Until.
+RUN apt-get -o Acquire::Check-Valid-Until=false -o Acquire::Retries=5 update \
+	&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		-o Acquire::Retries=5 guix ca-certificates git gzip \
+	&& rm -rf /var/lib/apt/lists/* \
+	&& mkdir -p /gnu/store /var/guix /var/log/guix /root/.cache/guix
+
+ENV SSL_CERT_DIR=/etc/ssl/certs \
+	SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+	GIT_SSL_CAINFO=/etc/ssl/certs/ca-certificates.crt
+
+# Substitute servers: keys authorized, URLs the entry point's default.
+COPY substitutes/ /etc/guix-matrix/substitutes/
+RUN for key in /etc/guix-matrix/substitutes/*.pub; do \
+		guix archive --authorize <"$key"; \
+	done \
+	&& cp /etc/guix-matrix/substitutes/urls /etc/guix-matrix/substitute-urls
+
+# The pinned channel: a plain `guix pull` stays on this commit.
+COPY channels/channels.scm /root/.config/guix/channels.scm
+
+# Per-platform daemon flags from matrix.toml (e.g. --disable-chroot under qemu).
+ARG GUIX_DAEMON_ARGS=""
+ENV GUIX_DAEMON_ARGS=${GUIX_DAEMON_ARGS}
+
+COPY scripts/pull.sh /usr/local/bin/guix-pull.sh
+COPY scripts/entry-point.sh /entry-point.sh
+ENTRYPOINT ["/entry-point.sh"]
+CMD ["sh"]

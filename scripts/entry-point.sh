@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# guix-matrix entry point: start guix-daemon, run the command, report failed
+# builds in place, stop the daemon, and exit with the command's own code.
+#
+#   /entry-point.sh guix build hello
+#
+# Environment (all optional):
+#   GUIX_SUBSTITUTE_URLS   space-separated substitute servers; default: the
+#                          list in /etc/guix-matrix/substitute-urls
+#   GUIX_DAEMON_ARGS       extra guix-daemon flags; default: baked in at build
+#                          time from matrix.toml (e.g. --disable-chroot under
+#                          qemu-user)
+#   GUIX_DAEMON_TIMEOUT    seconds to wait for the daemon socket (default 60)
+#   XDG_CACHE_HOME         when it points outside $HOME/.cache (a tmpfs, for
+#                          armhf), Guix's cache is copied there before the
+#                          command and back after it
+if [ -z "${BASH_VERSION:-}" ]; then
+	exec bash "$0" "$@"
+fi
+set -exuo pipefail
+
+socket=/var/guix/daemon-socket/socket
+daemon_pid=""
+marker=""
+
+default_urls() {
+	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' /etc/guix-matrix/substitute-urls | tr '\n' ' '
+}
+
+stop_daemon() {
+	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+		kill -TERM "$daemon_pid"
+		wait "$daemon_pid" || true
+	fi
+	daemon_pid=""
+}
+
+cleanup() {
+	local rc=$?
+	stop_daemon
+	[ -z "$marker" ] || rm -f "$marker"
+	return "$rc"
+}
+trap cleanup EXIT
+
+start_daemon() {
+	local urls="${GUIX_SUBSTITUTE_URLS-$(default_urls)}"
+	# shellcheck disable=SC2086 # GUIX_DAEMON_ARGS is a list of flags
+	guix-daemon --build-users-group=guixbuild \
+		--substitute-urls="$urls" ${GUIX_DAEMON_ARGS-} &
+	daemon_pid=$!
+	local deadline=$((SECONDS + ${GUIX_DAEMON_TIMEOUT:-60}))
+	until [ -S "$socket" ]; do
+		if ! kill -0 "$daemon_pid" 2>/dev/null; then
+			echo "guix-matrix: guix-daemon exited before it answered (see its output above)" >&2
+			daemon_pid=""
+			exit 125
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "guix-matrix: guix-daemon did not open $socket within ${GUIX_DAEMON_TIMEOUT:-60}s" >&2
+			exit 125
+		fi
+		sleep 0.1
+	done
+}
+
+# Copy Guix's cache to a tmpfs XDG_CACHE_HOME (and back): 32-bit programs
+# under qemu-user cannot readdir() ext4/overlay directories (64-bit offsets).
+cache_in() {
+	if [ -n "${XDG_CACHE_HOME:-}" ] && [ "$XDG_CACHE_HOME" != "$HOME/.cache" ]; then
+		mkdir -p "$XDG_CACHE_HOME/guix" "$HOME/.cache/guix"
+		cp -a "$HOME/.cache/guix/." "$XDG_CACHE_HOME/guix/"
+	fi
+}
+cache_out() {
+	if [ -n "${XDG_CACHE_HOME:-}" ] && [ "$XDG_CACHE_HOME" != "$HOME/.cache" ]; then
+		cp -a "$XDG_CACHE_HOME/guix/." "$HOME/.cache/guix/"
+	fi
+}
+
+# The derivations whose build failed during this command: their log is newer
+# than the marker and at least one of their outputs is not in the store.
+failed_logs() {
+	local log drv out missing
+	find /var/log/guix/drvs -type f -name '*.drv.gz' -newer "$marker" 2>/dev/null | sort |
+		while read -r log; do
+			drv="/gnu/store/$(basename "$(dirname "$log")")$(basename "$log" .gz)"
+			missing=1
+			if [ -f "$drv" ]; then
+				missing=0
+				for out in $(grep -o '("[^"]*","/gnu/store/[^"]*"' "$drv" | cut -d'"' -f4); do
+					[ -e "$out" ] || missing=1
+				done
+			fi
+			[ "$missing" -eq 0 ] || echo "$log"
+		done
+}
+
+report_failure() {
+	local logs log name
+	logs=$(failed_logs)
+	if [ -z "$logs" ]; then
+		echo "guix-matrix: the command failed; no derivation build log was written during it"
+		return 0
+	fi
+	for log in $logs; do
+		name="$(basename "$(dirname "$log")")$(basename "$log" .drv.gz)"
+		cp "$log" "./$name.drv.gz"
+		gzip -dc "./$name.drv.gz" >"./$name.drv.log"
+		echo "guix-matrix: ==> build log of /gnu/store/$name.drv (copied to $PWD/$name.drv.gz, unpacked to $PWD/$name.drv.log)"
+		cat "./$name.drv.log"
+		echo "guix-matrix: <== end of build log of /gnu/store/$name.drv"
+	done
+}
+
+if [ "$#" -eq 0 ]; then
+	set -- sh
+fi
+
+marker=$(mktemp /tmp/guix-matrix-marker.XXXXXX)
+cache_in
+start_daemon
+
+rc=0
+"$@" || rc=$?
+
+if [ "$rc" -ne 0 ]; then
+	report_failure || echo "guix-matrix: could not collect the build logs" >&2
+fi
+stop_daemon
+cache_out || echo "guix-matrix: could not copy the cache back from $XDG_CACHE_HOME" >&2
+exit "$rc"
