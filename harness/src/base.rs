@@ -1,0 +1,399 @@
+//! Base images: a local one, else a pulled one, else one built offline from the Debian mirror.
+
+use crate::engine::{
+    timeout, Engine, EngineError, LocalImage, LABEL_INPUTS, LABEL_MANAGED, LABEL_PLATFORM,
+};
+use crate::matrix::{Defaults, Platform};
+use crate::retry;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ImportImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Label saying where a base came from.
+pub const LABEL_ORIGIN: &str = "io.guix-matrix.origin";
+
+/// Pulls of one multi-arch tag for several platforms must not interleave:
+/// each pull moves the tag.
+static PULL_LOCK: Mutex<()> = Mutex::const_new(());
+
+/// Which of the three routes gave the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Already in the engine.
+    Local,
+    /// Pulled from a registry.
+    Pulled,
+    /// Built here with mmdebstrap from the Debian mirror and loaded.
+    BuiltOffline,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Local => "local",
+            Origin::Pulled => "pulled",
+            Origin::BuiltOffline => "built offline from the Debian mirror",
+        })
+    }
+}
+
+/// A base image ready for `FROM`.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The reference to put in `FROM` (our per-platform tag).
+    pub reference: String,
+    pub id: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{platform}: mmdebstrap is not installed\n  fix: apt-get install -y mmdebstrap arch-test (or `bash .ci/run`, which installs it)")]
+    NoMmdebstrap { platform: String },
+    #[error("{platform}: mmdebstrap failed (exit {code}); last output:\n{tail}\n  fix: check the Debian mirror ({mirror}) is reachable; for a foreign architecture the emulator must be registered (`harness emulators`)")]
+    Mmdebstrap {
+        platform: String,
+        code: i32,
+        tail: String,
+        mirror: String,
+    },
+    #[error("{platform}: {context}: {source}")]
+    Io {
+        platform: String,
+        context: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{platform}: the engine loaded the base but reports architecture {found}, expected {expected}")]
+    WrongArchitecture {
+        platform: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Our per-platform tag for the base.
+pub fn base_tag(defaults: &Defaults, platform: &Platform) -> String {
+    format!("{}-base:{}", defaults.image, platform.slug())
+}
+
+fn matches(image: &LocalImage, platform: &Platform) -> bool {
+    let oci = platform.oci();
+    image.architecture == oci.architecture
+        && match (&oci.variant, &image.variant) {
+            (Some(want), Some(have)) => want == have,
+            // arm64 images often omit v8; a variant is only required for arm/v*.
+            (Some(want), None) => oci.architecture != "arm" || want.is_empty(),
+            (None, _) => true,
+        }
+}
+
+/// Finds, pulls or builds the base for `platform`.
+pub async fn ensure(
+    engine: &Engine,
+    defaults: &Defaults,
+    platform: &Platform,
+    allow_pull: bool,
+) -> Result<Base, BaseError> {
+    let tag = base_tag(defaults, platform);
+    if let Some(img) = engine.local_image(&tag).await? {
+        if matches(&img, platform) {
+            let origin = match img.labels.get(LABEL_ORIGIN).map(String::as_str) {
+                Some("mmdebstrap") => Origin::BuiltOffline,
+                _ => Origin::Local,
+            };
+            tracing::info!(platform = %platform.docker, "base {tag}: already in the engine ({origin})");
+            return Ok(Base {
+                reference: tag,
+                id: img.id,
+                origin: Origin::Local,
+            });
+        }
+    }
+    if let Some(img) = engine.local_image(&defaults.base_image).await? {
+        if matches(&img, platform) {
+            tag_as(engine, &img.id, &tag).await?;
+            tracing::info!(platform = %platform.docker, "base: local {} tagged {tag}", defaults.base_image);
+            return Ok(Base {
+                reference: tag,
+                id: img.id,
+                origin: Origin::Local,
+            });
+        }
+    }
+    if allow_pull {
+        match pull(engine, defaults, platform, &tag).await {
+            Ok(id) => {
+                return Ok(Base {
+                    reference: tag,
+                    id,
+                    origin: Origin::Pulled,
+                })
+            }
+            Err(e) => {
+                tracing::info!(platform = %platform.docker, "base: cannot pull {}: {e}; building it offline", defaults.base_image)
+            }
+        }
+    }
+    let id = build_offline(engine, defaults, platform, &tag).await?;
+    Ok(Base {
+        reference: tag,
+        id,
+        origin: Origin::BuiltOffline,
+    })
+}
+
+async fn tag_as(engine: &Engine, id: &str, tag: &str) -> Result<(), EngineError> {
+    let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+    let opts = TagImageOptionsBuilder::default().repo(repo).tag(t).build();
+    engine
+        .docker
+        .tag_image(id, Some(opts))
+        .await
+        .map_err(EngineError::api(format!("tag {tag}")))
+}
+
+/// Pulls `base_image` for the platform, retrying transient failures.
+async fn pull(
+    engine: &Engine,
+    defaults: &Defaults,
+    platform: &Platform,
+    tag: &str,
+) -> Result<String, EngineError> {
+    let _guard = PULL_LOCK.lock().await;
+    let step = format!("{}: pull {}", platform.docker, defaults.base_image);
+    retry::network(&step, retry::is_transient_engine, || async {
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&defaults.base_image)
+            .platform(&platform.docker)
+            .build();
+        let mut stream = engine.docker.create_image(Some(opts), None, None);
+        timeout(&step, platform.timeout(Duration::from_secs(300)), async {
+            while let Some(item) = stream.next().await {
+                item.map_err(EngineError::api(step.clone()))?;
+            }
+            Ok::<(), EngineError>(())
+        })
+        .await??;
+        Ok(())
+    })
+    .await?;
+    let img = engine
+        .local_image(&defaults.base_image)
+        .await?
+        .ok_or_else(|| EngineError::Api {
+            step: step.clone(),
+            source: bollard::errors::Error::DockerStreamError {
+                error: "pulled image not found".into(),
+            },
+        })?;
+    tag_as(engine, &img.id, tag).await?;
+    Ok(img.id)
+}
+
+/// mmdebstrap minbase of the suite for the platform's Debian arch, loaded as a
+/// docker-archive whose config carries the platform (so `--platform` finds it).
+async fn build_offline(
+    engine: &Engine,
+    defaults: &Defaults,
+    platform: &Platform,
+    tag: &str,
+) -> Result<String, BaseError> {
+    let p = platform.docker.clone();
+    let io = |context: &'static str| {
+        let p = p.clone();
+        move |source| BaseError::Io {
+            platform: p,
+            context,
+            source,
+        }
+    };
+    if which("mmdebstrap").is_none() {
+        return Err(BaseError::NoMmdebstrap { platform: p });
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("guix-matrix-base-")
+        .tempdir()
+        .map_err(io("create a temporary directory"))?;
+    let rootfs = dir.path().join("rootfs.tar");
+    let step = format!(
+        "{p}: mmdebstrap {} {}",
+        defaults.suite, platform.debian_arch
+    );
+    let started = std::time::Instant::now();
+    retry::network(
+        &step,
+        |e: &BaseError| matches!(e, BaseError::Mmdebstrap { .. }),
+        || mmdebstrap(defaults, platform, &rootfs),
+    )
+    .await?;
+    tracing::info!(platform = %p, "base: mmdebstrap done in {:.0?}", started.elapsed());
+
+    let archive = dir.path().join("image.tar");
+    let (p2, rootfs2, archive2, tag2) =
+        (p.clone(), rootfs.clone(), archive.clone(), tag.to_string());
+    let defaults2 = defaults.clone();
+    let platform2 = platform.clone();
+    tokio::task::spawn_blocking(move || {
+        write_archive(&defaults2, &platform2, &rootfs2, &archive2, &tag2)
+    })
+    .await
+    .expect("archive task")
+    .map_err(|source| BaseError::Io {
+        platform: p2,
+        context: "write the docker-archive",
+        source,
+    })?;
+    std::fs::remove_file(&rootfs).ok();
+
+    let file = tokio::fs::File::open(&archive)
+        .await
+        .map_err(io("open the docker-archive"))?;
+    let body = tokio_util::io::ReaderStream::new(file);
+    let load_step = format!("{p}: load base image");
+    let mut stream = engine.docker.import_image_stream(
+        ImportImageOptionsBuilder::default().quiet(true).build(),
+        body,
+        None,
+    );
+    timeout(&load_step, Duration::from_secs(300), async {
+        while let Some(item) = stream.next().await {
+            item.map_err(EngineError::api(load_step.clone()))?;
+        }
+        Ok::<(), EngineError>(())
+    })
+    .await??;
+    let img = engine
+        .local_image(tag)
+        .await?
+        .ok_or_else(|| BaseError::WrongArchitecture {
+            platform: p.clone(),
+            found: "nothing (the tag is missing after load)".into(),
+            expected: platform.docker.clone(),
+        })?;
+    if !matches(&img, platform) {
+        return Err(BaseError::WrongArchitecture {
+            platform: p,
+            found: format!("{}/{}", img.architecture, img.variant.unwrap_or_default()),
+            expected: platform.docker.clone(),
+        });
+    }
+    tracing::info!(platform = %platform.docker, "base: built offline and loaded as {tag}");
+    Ok(img.id)
+}
+
+async fn mmdebstrap(defaults: &Defaults, platform: &Platform, out: &Path) -> Result<(), BaseError> {
+    let mut cmd = tokio::process::Command::new("mmdebstrap");
+    cmd.args([
+        "--variant=minbase",
+        &format!("--arch={}", platform.debian_arch),
+        "--aptopt=Acquire::Check-Valid-Until \"false\"",
+        "--aptopt=Acquire::Retries \"5\"",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--format=tar",
+        &defaults.suite,
+    ])
+    .arg(out)
+    .arg(&defaults.mirror)
+    .kill_on_drop(true)
+    .stdin(std::process::Stdio::null());
+    let limit = platform.timeout(Duration::from_secs(defaults.step_timeout_secs));
+    let step = format!("{}: mmdebstrap", platform.docker);
+    let output = timeout(&step, limit, cmd.output())
+        .await?
+        .map_err(|source| BaseError::Io {
+            platform: platform.docker.clone(),
+            context: "run mmdebstrap",
+            source,
+        })?;
+    if !output.status.success() {
+        let text = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = text.lines().collect();
+        return Err(BaseError::Mmdebstrap {
+            platform: platform.docker.clone(),
+            code: output.status.code().unwrap_or(-1),
+            tail: lines[lines.len().saturating_sub(15)..].join("\n"),
+            mirror: defaults.mirror.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes a docker-archive (manifest.json, config, one layer) around `rootfs`.
+fn write_archive(
+    defaults: &Defaults,
+    platform: &Platform,
+    rootfs: &Path,
+    archive: &Path,
+    tag: &str,
+) -> std::io::Result<()> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(rootfs)?, &mut hasher)?;
+    let diff_id = hex::encode(hasher.finalize());
+    let oci = platform.oci();
+    let inputs = format!(
+        "{} {} {}",
+        defaults.mirror, defaults.suite, platform.debian_arch
+    );
+    let mut config = serde_json::json!({
+        "architecture": oci.architecture,
+        "os": oci.os,
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["bash"],
+            "Labels": {
+                LABEL_MANAGED: "true",
+                LABEL_PLATFORM: platform.docker,
+                LABEL_ORIGIN: "mmdebstrap",
+                LABEL_INPUTS: inputs,
+            }
+        },
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": format!("mmdebstrap --variant=minbase --arch={} {} {}", platform.debian_arch, defaults.suite, defaults.mirror)}],
+    });
+    if let Some(v) = oci.variant {
+        config["variant"] = serde_json::Value::String(v);
+    }
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
+    let layer_name = format!("{diff_id}/layer.tar");
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": [layer_name],
+    }]))?;
+
+    let mut out = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(archive)?));
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append_data(&mut h, name, data)
+    };
+    add("manifest.json", &manifest)?;
+    add(&config_name, &config_bytes)?;
+    out.append_path_with_name(rootfs, &layer_name)?;
+    out.into_inner()?.flush()
+}
+
+/// The path of `program` on PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}

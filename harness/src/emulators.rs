@@ -1,0 +1,183 @@
+//! binfmt_misc + qemu-user: the helper image and the handlers the matrix needs.
+
+use crate::engine::Engine;
+use crate::image::{self, BuildSpec};
+use crate::matrix::Platform;
+use crate::run::{self, Privilege, RunSpec};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One binfmt_misc handler as the kernel sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Handler {
+    pub name: String,
+    /// registered | missing | disabled | wrong
+    pub state: String,
+    pub interpreter: String,
+    pub flags: String,
+    pub qemu: String,
+}
+
+/// A platform's emulation status, for the status view and reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub platform: String,
+    /// native | registered | missing | disabled | wrong
+    pub state: String,
+    pub handler: Option<Handler>,
+}
+
+impl Handler {
+    /// What the emulator looks like, for reports: `qemu-arm: qemu-arm version 10.1.0 (flags OPF, /usr/bin/qemu-arm)`.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{}: {} (flags {}, {})",
+            self.name, self.qemu, self.flags, self.interpreter
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error(transparent)]
+    Build(#[from] image::BuildError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error("emulator helper exited {code}:\n{output}")]
+    Helper { code: i64, output: String },
+    #[error("{platform}: emulator {name} is {state} (interpreter {interpreter}, flags {flags})\n  fix: as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")]
+    Wrong {
+        platform: String,
+        name: String,
+        state: String,
+        interpreter: String,
+        flags: String,
+    },
+}
+
+/// The helper image's tag.
+pub fn helper_tag(image: &str) -> String {
+    format!("{image}-binfmt:latest")
+}
+
+/// Builds (or finds) the helper image from the native base.
+pub async fn helper(
+    engine: &Engine,
+    image: &str,
+    native: &Platform,
+    base_ref: &str,
+    base_id: &str,
+) -> Result<String, EmulatorError> {
+    let spec = BuildSpec {
+        tag: helper_tag(image),
+        platform: native.docker.clone(),
+        dockerfile: "emulators/Dockerfile".into(),
+        context: vec!["emulators".into()],
+        build_args: BTreeMap::from([("BASE_IMAGE".into(), base_ref.to_string())]),
+        from_ids: vec![base_id.to_string()],
+        timeout: Duration::from_secs(900),
+        step: format!("{}: emulator helper image", native.docker),
+    };
+    let built = image::build(engine, &spec, &|_| {}).await?;
+    Ok(built.tag)
+}
+
+/// Runs the helper with `action` (status, register, unregister) for `names`.
+pub async fn helper_run(
+    engine: &Engine,
+    helper: &str,
+    action: &str,
+    names: &[String],
+) -> Result<Vec<Handler>, EmulatorError> {
+    if names.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut cmd = vec![action.to_string()];
+    cmd.extend(names.iter().cloned());
+    let spec = RunSpec::new(helper, format!("binfmt {action}"))
+        .cmd(cmd)
+        .privilege(Privilege::Binfmt)
+        .timeout(Duration::from_secs(120));
+    let out = run::run(engine, &spec).await?;
+    if out.exit_code != 0 && out.exit_code != 3 {
+        return Err(EmulatorError::Helper {
+            code: out.exit_code,
+            output: out.combined,
+        });
+    }
+    Ok(parse_status(&out.stdout))
+}
+
+/// Parses binfmt.sh's tab-separated lines.
+pub fn parse_status(text: &str) -> Vec<Handler> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            (f.len() == 5).then(|| Handler {
+                name: f[0].into(),
+                state: f[1].into(),
+                interpreter: f[2].into(),
+                flags: f[3].into(),
+                qemu: f[4].into(),
+            })
+        })
+        .collect()
+}
+
+/// The emulators the platforms need, each once.
+pub fn needed(platforms: &[Platform]) -> Vec<String> {
+    let mut names: Vec<String> = platforms
+        .iter()
+        .filter(|p| !p.is_native())
+        .map(|p| p.emulator.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Per-platform status from the handlers.
+pub fn statuses(platforms: &[Platform], handlers: &[Handler]) -> Vec<Status> {
+    platforms
+        .iter()
+        .map(|p| {
+            if p.is_native() {
+                return Status {
+                    platform: p.docker.clone(),
+                    state: "native".into(),
+                    handler: None,
+                };
+            }
+            let h = handlers.iter().find(|h| h.name == p.emulator).cloned();
+            Status {
+                platform: p.docker.clone(),
+                state: h.as_ref().map_or("missing".into(), |h| h.state.clone()),
+                handler: h,
+            }
+        })
+        .collect()
+}
+
+/// Registers what the platforms need; errors name the platform whose handler is wrong.
+pub async fn register(
+    engine: &Engine,
+    helper: &str,
+    platforms: &[Platform],
+) -> Result<Vec<Status>, EmulatorError> {
+    let handlers = helper_run(engine, helper, "register", &needed(platforms)).await?;
+    let statuses = statuses(platforms, &handlers);
+    for s in &statuses {
+        if let Some(h) = &s.handler {
+            if h.state != "registered" {
+                return Err(EmulatorError::Wrong {
+                    platform: s.platform.clone(),
+                    name: h.name.clone(),
+                    state: h.state.clone(),
+                    interpreter: h.interpreter.clone(),
+                    flags: h.flags.clone(),
+                });
+            }
+        }
+    }
+    Ok(statuses)
+}

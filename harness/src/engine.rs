@@ -1,0 +1,219 @@
+//! The Docker engine: connection, labels on everything we create, timeouts, cleanup.
+
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
+};
+use bollard::Docker;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Label on every container, image and volume the harness creates.
+pub const LABEL_MANAGED: &str = "io.guix-matrix.managed";
+/// Label carrying the content hash of an image's inputs.
+pub const LABEL_INPUTS: &str = "io.guix-matrix.inputs";
+/// Label carrying the Docker platform an image or container is for.
+pub const LABEL_PLATFORM: &str = "io.guix-matrix.platform";
+
+/// What went wrong talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no Docker engine answers at {host}: {source}\n  fix: start one (`sudo dockerd &`, or `bash .ci/run` which installs and starts it), or set DOCKER_HOST")]
+    Unavailable {
+        host: String,
+        source: bollard::errors::Error,
+    },
+    #[error("{step}: timed out after {secs}s")]
+    Timeout { step: String, secs: u64 },
+    #[error("{step}: {source}")]
+    Api {
+        step: String,
+        source: bollard::errors::Error,
+    },
+}
+
+impl EngineError {
+    pub fn api(step: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+        let step = step.into();
+        move |source| EngineError::Api { step, source }
+    }
+}
+
+/// A connected engine plus the registry of what this process created and has
+/// not yet removed (for Ctrl-C).
+#[derive(Clone)]
+pub struct Engine {
+    pub docker: Docker,
+    pub host: String,
+    live: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Engine {
+    /// Connects through DOCKER_HOST or the default socket and checks the engine answers.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unavailable = |source| EngineError::Unavailable {
+            host: host.clone(),
+            source,
+        };
+        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = timeout("connect to the engine", Duration::from_secs(15), async {
+            let docker = docker.negotiate_version().await.map_err(unavailable)?;
+            docker.ping().await.map_err(unavailable)?;
+            Ok(docker)
+        })
+        .await??;
+        Ok(Engine {
+            docker,
+            host,
+            live: Arc::default(),
+        })
+    }
+
+    /// The labels every object we create carries.
+    pub fn labels(platform: Option<&str>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
+        if let Some(p) = platform {
+            labels.insert(LABEL_PLATFORM.to_string(), p.to_string());
+        }
+        labels
+    }
+
+    /// Remembers a container to remove on Ctrl-C.
+    pub fn track(&self, id: &str) {
+        self.live
+            .lock()
+            .expect("registry lock")
+            .insert(id.to_string());
+    }
+
+    /// Forgets a container once it is removed (or kept on purpose).
+    pub fn untrack(&self, id: &str) {
+        self.live.lock().expect("registry lock").remove(id);
+    }
+
+    /// Force-removes a container; a container already gone is fine.
+    pub async fn remove_container(&self, id: &str) {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let res = timeout(
+            "remove container",
+            Duration::from_secs(60),
+            self.docker.remove_container(id, Some(opts)),
+        )
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => {}
+            Ok(Err(e)) => tracing::warn!("could not remove container {id}: {e}"),
+            Err(e) => tracing::warn!("could not remove container {id}: {e}"),
+        }
+        self.untrack(id);
+    }
+
+    /// Removes every container this process created and still tracks.
+    pub async fn remove_tracked(&self) -> usize {
+        let ids: Vec<String> = self
+            .live
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .cloned()
+            .collect();
+        for id in &ids {
+            self.remove_container(id).await;
+        }
+        ids.len()
+    }
+
+    /// Removes every container and image that carries our label (any run).
+    pub async fn clean_all(&self) -> Result<(usize, usize), EngineError> {
+        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+        let containers = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(EngineError::api("list containers"))?;
+        for c in &containers {
+            if let Some(id) = &c.id {
+                self.remove_container(id).await;
+            }
+        }
+        let images = self
+            .docker
+            .list_images(Some(
+                ListImagesOptionsBuilder::default()
+                    .all(false)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .map_err(EngineError::api("list images"))?;
+        let mut removed = 0;
+        for image in &images {
+            let opts = RemoveImageOptionsBuilder::default().force(true).build();
+            match self.docker.remove_image(&image.id, Some(opts), None).await {
+                Ok(_) => removed += 1,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => tracing::warn!("could not remove image {}: {e}", image.id),
+            }
+        }
+        Ok((containers.len(), removed))
+    }
+
+    /// `Some(labels)` when `reference` names a local image, with its architecture.
+    pub async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(LocalImage {
+                id: i.id.unwrap_or_default(),
+                architecture: i.architecture.unwrap_or_default(),
+                variant: i.variant,
+                labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(EngineError::Api {
+                step: format!("inspect image {reference}"),
+                source: e,
+            }),
+        }
+    }
+}
+
+/// What the engine knows of a local image.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub id: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// Runs `fut` with a deadline; the error names the step and the budget.
+pub async fn timeout<T>(
+    step: &str,
+    limit: Duration,
+    fut: impl Future<Output = T>,
+) -> Result<T, EngineError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| EngineError::Timeout {
+            step: step.to_string(),
+            secs: limit.as_secs(),
+        })
+}

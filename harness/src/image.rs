@@ -1,0 +1,238 @@
+//! Image builds through the engine's classic builder, skipped when the inputs' content hash is unchanged.
+
+use crate::engine::{timeout, Engine, EngineError, LABEL_INPUTS};
+use bollard::query_parameters::BuildImageOptionsBuilder;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// `repo:tag` of the result.
+    pub tag: String,
+    pub platform: String,
+    /// Dockerfile path inside the context.
+    pub dockerfile: String,
+    /// Repository-relative files and folders that make the context.
+    pub context: Vec<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    /// Image ids the build starts from (part of the content hash).
+    pub from_ids: Vec<String>,
+    pub timeout: Duration,
+    /// Step name used in messages and progress.
+    pub step: String,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub tag: String,
+    pub id: String,
+    pub inputs: String,
+    /// False when an image with the same inputs hash was already there.
+    pub rebuilt: bool,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{step}: cannot read build input {path}: {source}")]
+    Input {
+        step: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{step}: the build failed: {message}\n  last build output:\n{tail}")]
+    Failed {
+        step: String,
+        message: String,
+        tail: String,
+    },
+}
+
+/// The files of the context, sorted, with their bytes and modes.
+fn collect(
+    root: &Path,
+    context: &[PathBuf],
+    step: &str,
+) -> Result<Vec<(String, u32, Vec<u8>)>, BuildError> {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = context.to_vec();
+    while let Some(rel) = stack.pop() {
+        let abs = root.join(&rel);
+        let err = |source| BuildError::Input {
+            step: step.to_string(),
+            path: abs.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&abs).map_err(err)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&abs).map_err(err)? {
+                let entry = entry.map_err(err)?;
+                stack.push(rel.join(entry.file_name()));
+            }
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            files.push((
+                rel.to_string_lossy().into_owned(),
+                mode,
+                std::fs::read(&abs).map_err(err)?,
+            ));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// sha256 over the context files, the build arguments, the platform and the
+/// parent images: equal hashes mean an equal image.
+pub fn inputs_hash(spec: &BuildSpec, files: &[(String, u32, Vec<u8>)]) -> String {
+    let mut h = Sha256::new();
+    for (path, mode, data) in files {
+        h.update(format!("file {path} {mode:o} {}\n", data.len()));
+        h.update(data);
+    }
+    for (k, v) in &spec.build_args {
+        h.update(format!("arg {k}={v}\n"));
+    }
+    for id in &spec.from_ids {
+        h.update(format!("from {id}\n"));
+    }
+    h.update(format!(
+        "platform {}\ndockerfile {}\n",
+        spec.platform, spec.dockerfile
+    ));
+    hex::encode(h.finalize())
+}
+
+/// Builds `spec` unless the tagged image already carries the same inputs hash.
+pub async fn build(
+    engine: &Engine,
+    spec: &BuildSpec,
+    progress: &dyn Fn(&str),
+) -> Result<Built, BuildError> {
+    let started = Instant::now();
+    let files = collect(&crate::repo_root(), &spec.context, &spec.step)?;
+    let inputs = inputs_hash(spec, &files);
+    if let Some(img) = engine.local_image(&spec.tag).await? {
+        if img.labels.get(LABEL_INPUTS) == Some(&inputs) {
+            tracing::info!(
+                "{}: {} is up to date (inputs {})",
+                spec.step,
+                spec.tag,
+                &inputs[..12]
+            );
+            return Ok(Built {
+                tag: spec.tag.clone(),
+                id: img.id,
+                inputs,
+                rebuilt: false,
+                elapsed: started.elapsed(),
+            });
+        }
+    }
+
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, mode, data) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data.as_slice())
+            .map_err(|source| BuildError::Input {
+                step: spec.step.clone(),
+                path: path.into(),
+                source,
+            })?;
+    }
+    let context = tar.into_inner().expect("in-memory tar");
+
+    let mut labels: HashMap<String, String> = Engine::labels(Some(&spec.platform));
+    labels.insert(LABEL_INPUTS.into(), inputs.clone());
+    let args: HashMap<String, String> = spec.build_args.clone().into_iter().collect();
+    let opts = BuildImageOptionsBuilder::default()
+        .dockerfile(&spec.dockerfile)
+        .t(&spec.tag)
+        .platform(&spec.platform)
+        .buildargs(&args)
+        .labels(&labels)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let mut stream =
+        engine
+            .docker
+            .build_image(opts, None, Some(bollard::body_full(context.into())));
+    let mut log = String::new();
+    let mut id = None;
+    let result = timeout(&spec.step, spec.timeout, async {
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    return Err(BuildError::Failed {
+                        step: spec.step.clone(),
+                        message: error,
+                        tail: tail(&log, 25),
+                    })
+                }
+                Err(e) => return Err(EngineError::api(spec.step.clone())(e).into()),
+            };
+            if let Some(s) = info.stream {
+                log.push_str(&s);
+                if let Some(step_line) = s.lines().find(|l| l.starts_with("Step ")) {
+                    progress(step_line);
+                }
+            }
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(BuildError::Failed {
+                    step: spec.step.clone(),
+                    message: err,
+                    tail: tail(&log, 25),
+                });
+            }
+            if let Some(aux) = info.aux.and_then(|a| a.id) {
+                id = Some(aux);
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::debug!("{}: build output:\n{log}", spec.step);
+    let img = engine.local_image(&spec.tag).await?;
+    let id = img.map(|i| i.id).or(id).unwrap_or_default();
+    tracing::info!(
+        "{}: built {} in {:.0?}",
+        spec.step,
+        spec.tag,
+        started.elapsed()
+    );
+    Ok(Built {
+        tag: spec.tag.clone(),
+        id,
+        inputs,
+        rebuilt: true,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

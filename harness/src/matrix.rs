@@ -1,0 +1,421 @@
+//! matrix.toml: the typed list of platforms and the defaults every step reads.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A matrix.toml that cannot be used, with where and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error(
+        "cannot read {path}: {source} (fix: run from the repository root or pass --matrix PATH)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: platform {platform}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        platform: String,
+        field: &'static str,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Empty { path: PathBuf, message: String },
+    #[error("no platform in {path} matches `{wanted}` (known: {known})")]
+    UnknownPlatform {
+        path: PathBuf,
+        wanted: String,
+        known: String,
+    },
+}
+
+/// Settings shared by every platform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// The image the Dockerfile starts FROM when it can be found or pulled.
+    pub base_image: String,
+    /// Debian suite of the offline base (mmdebstrap).
+    pub suite: String,
+    /// Debian mirror for the offline base.
+    pub mirror: String,
+    /// Repository name of the images the harness builds.
+    pub image: String,
+    /// The Guix version the image must report.
+    pub guix_version: String,
+    /// Timeout of one step on a native platform, before `slowdown`.
+    pub step_timeout_secs: u64,
+}
+
+/// One row of the matrix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    pub docker: String,
+    pub guix_system: String,
+    pub debian_arch: String,
+    pub uname_m: String,
+    pub emulator: String,
+    #[serde(default)]
+    pub daemon_args: Vec<String>,
+    pub cache_tmpfs: bool,
+    #[serde(default)]
+    pub probe_cc: Option<String>,
+    pub slowdown: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    defaults: Defaults,
+    #[serde(rename = "platform", default)]
+    platforms: Vec<Platform>,
+}
+
+/// The loaded, validated matrix.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub path: PathBuf,
+    pub defaults: Defaults,
+    pub platforms: Vec<Platform>,
+}
+
+/// The OCI fields of a Docker platform string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OciPlatform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// `linux/arm/v7` -> os, architecture, variant.
+    pub fn oci(&self) -> OciPlatform {
+        let mut parts = self.docker.split('/');
+        OciPlatform {
+            os: parts.next().unwrap_or_default().to_string(),
+            architecture: parts.next().unwrap_or_default().to_string(),
+            variant: parts.next().map(str::to_string),
+        }
+    }
+
+    /// Whether the host runs this platform without an emulator.
+    pub fn is_native(&self) -> bool {
+        self.emulator == "none"
+    }
+
+    /// A name safe for tags, file names and test names: `arm-v7`.
+    pub fn slug(&self) -> String {
+        self.docker.trim_start_matches("linux/").replace('/', "-")
+    }
+
+    /// A step's timeout on this platform: the native budget times `slowdown`.
+    pub fn timeout(&self, native: Duration) -> Duration {
+        native.mul_f64(self.slowdown.max(1.0))
+    }
+}
+
+impl Matrix {
+    /// Reads and validates `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, MatrixError> {
+        let path = path.as_ref().to_path_buf();
+        let text = std::fs::read_to_string(&path).map_err(|source| MatrixError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&path, &text)
+    }
+
+    /// Parses and validates matrix text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, MatrixError> {
+        let file: File = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(text, s.start))
+                .unwrap_or((1, 1));
+            MatrixError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let matrix = Matrix {
+            path: path.to_path_buf(),
+            defaults: file.defaults,
+            platforms: file.platforms,
+        };
+        matrix.validate()?;
+        Ok(matrix)
+    }
+
+    fn validate(&self) -> Result<(), MatrixError> {
+        if self.platforms.is_empty() {
+            return Err(MatrixError::Empty {
+                path: self.path.clone(),
+                message:
+                    "no [[platform]] table (fix: add at least one, e.g. docker = \"linux/amd64\")"
+                        .into(),
+            });
+        }
+        let mut seen = HashSet::new();
+        for p in &self.platforms {
+            let bad = |field: &'static str, message: String| MatrixError::Invalid {
+                path: self.path.clone(),
+                platform: p.docker.clone(),
+                field,
+                message,
+            };
+            let parts: Vec<&str> = p.docker.split('/').collect();
+            if parts.len() < 2
+                || parts.len() > 3
+                || parts[0] != "linux"
+                || parts.iter().any(|s| s.is_empty())
+            {
+                return Err(bad(
+                    "docker",
+                    "expected linux/ARCH or linux/ARCH/VARIANT, e.g. \"linux/arm/v7\"".into(),
+                ));
+            }
+            if !seen.insert(p.docker.clone()) {
+                return Err(bad(
+                    "docker",
+                    "listed twice (fix: keep one [[platform]] per Docker platform)".into(),
+                ));
+            }
+            if !p.guix_system.ends_with("-linux") || p.guix_system.len() <= "-linux".len() {
+                return Err(bad(
+                    "guix_system",
+                    format!(
+                        "`{}` is not a Guix system type such as \"x86_64-linux\"",
+                        p.guix_system
+                    ),
+                ));
+            }
+            if p.debian_arch.is_empty() || p.uname_m.is_empty() {
+                return Err(bad("debian_arch", "must not be empty".into()));
+            }
+            if p.emulator != "none" && !p.emulator.starts_with("qemu-") {
+                return Err(bad(
+                    "emulator",
+                    format!("`{}`: use \"none\" or a qemu-user-static handler name such as \"qemu-arm\"", p.emulator),
+                ));
+            }
+            if !p.is_native() && !p.daemon_args.iter().any(|a| a == "--disable-chroot") {
+                return Err(bad(
+                    "daemon_args",
+                    "an emulated platform needs \"--disable-chroot\" (qemu-user cannot clone the builder into new namespaces)".into(),
+                ));
+            }
+            if !(p.slowdown.is_finite() && p.slowdown >= 1.0) {
+                return Err(bad(
+                    "slowdown",
+                    format!("{} must be a number >= 1.0", p.slowdown),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The platforms named in `wanted` (Docker platform, slug or Guix system),
+    /// or all of them when `wanted` is empty.
+    pub fn select(&self, wanted: &[String]) -> Result<Vec<Platform>, MatrixError> {
+        if wanted.is_empty() {
+            return Ok(self.platforms.clone());
+        }
+        wanted.iter().map(|w| self.find(w).cloned()).collect()
+    }
+
+    /// One platform by Docker platform (`linux/arm/v7`), slug (`arm-v7`) or
+    /// Guix system (`armhf-linux`).
+    pub fn find(&self, wanted: &str) -> Result<&Platform, MatrixError> {
+        self.platforms
+            .iter()
+            .find(|p| p.docker == wanted || p.slug() == wanted || p.guix_system == wanted)
+            .ok_or_else(|| MatrixError::UnknownPlatform {
+                path: self.path.clone(),
+                wanted: wanted.to_string(),
+                known: self
+                    .platforms
+                    .iter()
+                    .map(|p| p.docker.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+/// The repository's matrix.toml: `$GUIX_MATRIX_FILE`, else next to the workspace.
+pub fn default_path() -> PathBuf {
+    if let Ok(p) = std::env::var("GUIX_MATRIX_FILE") {
+        return PathBuf::from(p);
+    }
+    crate::repo_root().join("matrix.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Matrix, MatrixError> {
+        Matrix::parse(Path::new("matrix.toml"), text)
+    }
+
+    const DEFAULTS: &str = r#"
+[defaults]
+base_image = "debian:sid-slim"
+suite = "sid"
+mirror = "http://deb.debian.org/debian"
+image = "guix-matrix"
+guix_version = "1.5.0"
+step_timeout_secs = 600
+"#;
+
+    const ARM: &str = r#"
+[[platform]]
+docker = "linux/arm/v7"
+guix_system = "armhf-linux"
+debian_arch = "armhf"
+uname_m = "armv7l"
+emulator = "qemu-arm"
+daemon_args = ["--disable-chroot"]
+cache_tmpfs = true
+probe_cc = "arm-linux-gnueabihf-gcc"
+slowdown = 6.0
+"#;
+
+    #[test]
+    fn the_repository_matrix_loads_with_six_platforms() {
+        let m = Matrix::load(default_path()).unwrap();
+        let docker: Vec<_> = m.platforms.iter().map(|p| p.docker.as_str()).collect();
+        assert_eq!(
+            docker,
+            [
+                "linux/amd64",
+                "linux/386",
+                "linux/arm/v7",
+                "linux/arm64/v8",
+                "linux/ppc64le",
+                "linux/riscv64"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_good_file_parses_and_platform_fields_split() {
+        let m = parse(&format!("{DEFAULTS}{ARM}")).unwrap();
+        let p = &m.platforms[0];
+        assert_eq!(
+            p.oci(),
+            OciPlatform {
+                os: "linux".into(),
+                architecture: "arm".into(),
+                variant: Some("v7".into())
+            }
+        );
+        assert_eq!(p.slug(), "arm-v7");
+        assert!(!p.is_native());
+        assert_eq!(p.timeout(Duration::from_secs(10)), Duration::from_secs(60));
+        assert_eq!(m.find("armhf-linux").unwrap().docker, "linux/arm/v7");
+        assert_eq!(m.find("arm-v7").unwrap().docker, "linux/arm/v7");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = parse(&format!("{DEFAULTS}\n[[platform]]\ndocker = linux/amd64\n")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("matrix.toml:11:"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_line() {
+        let text = format!("{DEFAULTS}{}", ARM.replace("slowdown", "slow_down"));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("slow_down"), "{msg}");
+        assert!(msg.starts_with("matrix.toml:19:"), "{msg}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text = format!("{DEFAULTS}{}", ARM.replace("uname_m = \"armv7l\"\n", ""));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("missing field `uname_m`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = format!(
+            "{DEFAULTS}{}",
+            ARM.replace("cache_tmpfs = true", "cache_tmpfs = \"yes\"")
+        );
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.contains("invalid type"), "{msg}");
+        assert!(msg.starts_with("matrix.toml:17:"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_name_platform_and_field() {
+        let cases = [
+            (ARM.replace("linux/arm/v7", "arm/v7"), "field `docker`"),
+            (ARM.replace("armhf-linux", "armhf"), "field `guix_system`"),
+            (ARM.replace("qemu-arm", "box64"), "field `emulator`"),
+            (
+                ARM.replace("[\"--disable-chroot\"]", "[]"),
+                "field `daemon_args`",
+            ),
+            (ARM.replace("6.0", "0.5"), "field `slowdown`"),
+            (format!("{ARM}{ARM}"), "listed twice"),
+        ];
+        for (platforms, expected) in cases {
+            let msg = parse(&format!("{DEFAULTS}{platforms}"))
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(expected), "{expected}: {msg}");
+            assert!(msg.starts_with("matrix.toml: platform "), "{msg}");
+        }
+    }
+
+    #[test]
+    fn no_platform_is_an_error_with_a_fix() {
+        let msg = parse(DEFAULTS).unwrap_err().to_string();
+        assert!(msg.contains("no [[platform]]"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_platform_lists_the_known_ones() {
+        let m = parse(&format!("{DEFAULTS}{ARM}")).unwrap();
+        let msg = m.select(&["linux/s390x".into()]).unwrap_err().to_string();
+        assert!(
+            msg.contains("linux/s390x") && msg.contains("known: linux/arm/v7"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let msg = Matrix::load("/nonexistent/matrix.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("/nonexistent/matrix.toml"), "{msg}");
+    }
+}

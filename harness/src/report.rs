@@ -1,0 +1,208 @@
+//! Results: the per-platform summary table, and the JSON and JUnit reports.
+
+use crate::scenarios::{Outcome, Verdict};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::path::Path;
+use std::time::Duration;
+
+/// Everything one platform's leg produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Leg {
+    pub platform: String,
+    /// "native" or the emulator's fingerprint.
+    pub emulator: String,
+    pub base: String,
+    pub image: String,
+    pub image_id: String,
+    /// Whether the image was built in this run (false: up to date).
+    pub rebuilt: bool,
+    /// Set when the leg failed before its checks could run.
+    pub error: Option<String>,
+    pub outcomes: Vec<Outcome>,
+    #[serde(serialize_with = "secs")]
+    pub prepare_time: Duration,
+    #[serde(serialize_with = "secs")]
+    pub elapsed: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 10.0).round() / 10.0)
+}
+
+impl Leg {
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+            || self
+                .outcomes
+                .iter()
+                .any(|o| matches!(o.verdict, Verdict::Failed(_)))
+    }
+
+    /// "passed", "FAILED" or "passed (n skipped)".
+    pub fn result(&self) -> String {
+        if self.failed() {
+            return "FAILED".into();
+        }
+        let skipped = self
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.verdict, Verdict::Skipped(_)))
+            .count();
+        if skipped > 0 {
+            format!("passed ({skipped} skipped)")
+        } else {
+            "passed".into()
+        }
+    }
+}
+
+/// The summary table: one row per platform and scenario.
+pub fn table(legs: &[Leg]) -> String {
+    let mut rows = vec![[
+        "platform".to_string(),
+        "scenario".to_string(),
+        "result".to_string(),
+        "time".to_string(),
+        "detail".to_string(),
+    ]];
+    for leg in legs {
+        rows.push([
+            leg.platform.clone(),
+            "(prepare)".into(),
+            if leg.error.is_some() {
+                "FAILED".into()
+            } else {
+                "ok".into()
+            },
+            format!("{:.1}s", leg.prepare_time.as_secs_f64()),
+            match &leg.error {
+                Some(e) => first_line(e),
+                None => format!(
+                    "image {} ({})",
+                    leg.image,
+                    if leg.rebuilt { "built" } else { "up to date" }
+                ),
+            },
+        ]);
+        for o in &leg.outcomes {
+            let (result, detail) = match &o.verdict {
+                Verdict::Passed => ("passed".to_string(), String::new()),
+                Verdict::Failed(why) => ("FAILED".to_string(), first_line(why)),
+                Verdict::Skipped(why) => ("skipped".to_string(), first_line(why)),
+            };
+            rows.push([
+                leg.platform.clone(),
+                o.scenario.name().into(),
+                result,
+                format!("{:.1}s", o.elapsed.as_secs_f64()),
+                detail,
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{:w0$}  {:w1$}  {:w2$}  {:>w3$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )
+            .trim_end()
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or_default();
+    if line.len() > 120 {
+        format!(
+            "{}…",
+            &line[..line.char_indices().nth(119).map_or(line.len(), |(i, _)| i)]
+        )
+    } else {
+        line.to_string()
+    }
+}
+
+/// The JUnit report: one suite per platform, one case per scenario.
+pub fn junit(legs: &[Leg]) -> Report {
+    let mut report = Report::new("guix-matrix");
+    for leg in legs {
+        let mut suite = TestSuite::new(leg.platform.clone());
+        suite.add_property(("emulator", leg.emulator.as_str()));
+        suite.add_property(("image", leg.image.as_str()));
+        suite.add_property(("image-id", leg.image_id.as_str()));
+        suite.add_property(("base", leg.base.as_str()));
+        if let Some(err) = &leg.error {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status
+                .set_message(first_line(err))
+                .set_description(err.as_str());
+            let mut case = TestCase::new("prepare", status);
+            case.set_classname(leg.platform.clone())
+                .set_time(leg.prepare_time);
+            suite.add_test_case(case);
+        }
+        for o in &leg.outcomes {
+            let status = match &o.verdict {
+                Verdict::Passed => TestCaseStatus::success(),
+                Verdict::Failed(why) => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(first_line(why)).set_description(why.as_str());
+                    s
+                }
+                Verdict::Skipped(why) => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(why.as_str());
+                    s
+                }
+            };
+            let mut case = TestCase::new(o.scenario.name(), status);
+            case.set_classname(leg.platform.clone())
+                .set_time(o.elapsed)
+                .set_system_out(o.log_tail.as_str());
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+    }
+    report
+}
+
+/// Writes report.json and junit.xml into `dir`.
+pub fn write(dir: &Path, legs: &[Leg]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(legs)?)?;
+    let xml = junit(legs).to_string().map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("junit.xml"), xml)
+}
+
+/// The closing line every test-runner reader understands.
+pub fn closing_line(legs: &[Leg]) -> String {
+    let mut passed = 0;
+    let mut failed = 0;
+    let mut skipped = 0;
+    for leg in legs {
+        if leg.error.is_some() {
+            failed += 1;
+        }
+        for o in &leg.outcomes {
+            match o.verdict {
+                Verdict::Passed => passed += 1,
+                Verdict::Failed(_) => failed += 1,
+                Verdict::Skipped(_) => skipped += 1,
+            }
+        }
+    }
+    format!("harness: {passed} passed, {failed} failed, {skipped} skipped")
+}

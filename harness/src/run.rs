@@ -1,0 +1,394 @@
+//! Running one command in a container: least privilege, streamed output, exit code, removal.
+
+use crate::engine::{timeout, Engine, EngineError};
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The privileges a step asks for. Never `--privileged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// Nothing beyond Docker's defaults.
+    None,
+    /// guix-daemon: new namespaces and mounts for builds
+    /// (`--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined`).
+    GuixDaemon,
+    /// Mounting binfmt_misc and registering handlers
+    /// (`--cap-add SYS_ADMIN --security-opt apparmor=unconfined`).
+    Binfmt,
+}
+
+impl Privilege {
+    fn host_config(self) -> (Option<Vec<String>>, Option<Vec<String>>) {
+        match self {
+            Privilege::None => (None, None),
+            Privilege::GuixDaemon => (
+                Some(vec!["SYS_ADMIN".into()]),
+                Some(vec![
+                    "seccomp=unconfined".into(),
+                    "apparmor=unconfined".into(),
+                ]),
+            ),
+            Privilege::Binfmt => (
+                Some(vec!["SYS_ADMIN".into()]),
+                Some(vec!["apparmor=unconfined".into()]),
+            ),
+        }
+    }
+
+    /// The same privileges as `docker run` flags, for commands we print.
+    pub fn docker_flags(self) -> &'static str {
+        match self {
+            Privilege::None => "",
+            Privilege::GuixDaemon => {
+                "--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined"
+            }
+            Privilege::Binfmt => "--cap-add SYS_ADMIN --security-opt apparmor=unconfined",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub image: String,
+    pub platform: Option<String>,
+    /// Arguments after the image's entry point (or after `entrypoint`).
+    pub cmd: Vec<String>,
+    /// Replaces the image's entry point when set.
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    /// tmpfs mounts: path -> options (e.g. "rw,exec,size=512m").
+    pub tmpfs: HashMap<String, String>,
+    pub privilege: Privilege,
+    /// No network: the offline checks must not wait on DNS.
+    pub network_none: bool,
+    pub working_dir: Option<String>,
+    /// Files to put in the container before it starts: (tar bytes, target dir).
+    pub uploads: Vec<(Vec<u8>, String)>,
+    pub timeout: Duration,
+    /// Keep the container when the command fails (for `repro`).
+    pub keep_on_failure: bool,
+    /// Print output lines as they come, prefixed with this tag.
+    pub echo: Option<String>,
+    /// Step name used in messages.
+    pub step: String,
+}
+
+impl RunSpec {
+    pub fn new(image: impl Into<String>, step: impl Into<String>) -> Self {
+        RunSpec {
+            image: image.into(),
+            platform: None,
+            cmd: vec![],
+            entrypoint: None,
+            env: vec![],
+            tmpfs: HashMap::new(),
+            privilege: Privilege::GuixDaemon,
+            network_none: true,
+            working_dir: None,
+            uploads: vec![],
+            timeout: Duration::from_secs(600),
+            keep_on_failure: false,
+            echo: None,
+            step: step.into(),
+        }
+    }
+
+    pub fn cmd<S: Into<String>>(mut self, cmd: impl IntoIterator<Item = S>) -> Self {
+        self.cmd = cmd.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `bash -c SCRIPT` instead of the entry point (the script may call /entry-point.sh).
+    pub fn bash(mut self, script: impl Into<String>) -> Self {
+        self.entrypoint = Some(vec!["bash".into(), "-c".into()]);
+        self.cmd = vec![script.into()];
+        self
+    }
+
+    pub fn platform(mut self, platform: &str) -> Self {
+        self.platform = Some(platform.to_string());
+        self
+    }
+
+    pub fn env(mut self, kv: impl Into<String>) -> Self {
+        self.env.push(kv.into());
+        self
+    }
+
+    pub fn tmpfs(mut self, path: &str, options: &str) -> Self {
+        self.tmpfs.insert(path.into(), options.into());
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    pub fn privilege(mut self, p: Privilege) -> Self {
+        self.privilege = p;
+        self
+    }
+
+    pub fn upload(mut self, tar: Vec<u8>, dir: &str) -> Self {
+        self.uploads.push((tar, dir.into()));
+        self
+    }
+
+    /// The equivalent `docker run` line, for humans.
+    pub fn docker_command(&self) -> String {
+        let mut parts = vec!["docker run --rm -it".to_string()];
+        if let Some(p) = &self.platform {
+            parts.push(format!("--platform {p}"));
+        }
+        let flags = self.privilege.docker_flags();
+        if !flags.is_empty() {
+            parts.push(flags.into());
+        }
+        if self.network_none {
+            parts.push("--network none".into());
+        }
+        let mut tmpfs: Vec<_> = self.tmpfs.iter().collect();
+        tmpfs.sort();
+        for (path, opts) in tmpfs {
+            parts.push(format!("--tmpfs {path}:{opts}"));
+        }
+        for e in &self.env {
+            parts.push(format!("-e {}", shell_quote(e)));
+        }
+        if let Some(ep) = &self.entrypoint {
+            parts.push(format!("--entrypoint {}", ep[0]));
+        }
+        parts.push(self.image.clone());
+        if let Some(ep) = &self.entrypoint {
+            parts.extend(ep[1..].iter().map(|s| shell_quote(s)));
+        }
+        parts.extend(self.cmd.iter().map(|s| shell_quote(s)));
+        parts.join(" ")
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What a finished command left.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub exit_code: i64,
+    /// stdout alone.
+    pub stdout: String,
+    /// stderr alone (the entry point's trace goes here).
+    pub stderr: String,
+    /// Both, interleaved as they came.
+    pub combined: String,
+    pub elapsed: Duration,
+    /// Set when the container was kept for inspection.
+    pub kept_container: Option<String>,
+}
+
+impl RunOutput {
+    /// The last `n` lines of the combined output.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.combined.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// A run that did not produce an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{step}: timed out after {secs}s; last output:\n{tail}")]
+    Timeout {
+        step: String,
+        secs: u64,
+        tail: String,
+    },
+}
+
+/// Runs `spec` to completion and removes the container (unless kept).
+pub async fn run(engine: &Engine, spec: &RunSpec) -> Result<RunOutput, RunError> {
+    let docker = &engine.docker;
+    let (cap_add, security_opt) = spec.privilege.host_config();
+    let host_config = HostConfig {
+        cap_add,
+        security_opt,
+        network_mode: spec.network_none.then(|| "none".to_string()),
+        tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone()),
+        ..Default::default()
+    };
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(spec.cmd.clone()),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.clone()),
+        working_dir: spec.working_dir.clone(),
+        labels: Some(Engine::labels(spec.platform.as_deref())),
+        host_config: Some(host_config),
+        ..Default::default()
+    };
+    let mut opts = CreateContainerOptionsBuilder::default();
+    if let Some(p) = &spec.platform {
+        opts = opts.platform(p);
+    }
+    let created = timeout(
+        &format!("{}: create container", spec.step),
+        Duration::from_secs(60),
+        docker.create_container(Some(opts.build()), body),
+    )
+    .await?
+    .map_err(EngineError::api(format!(
+        "{}: create container from {}",
+        spec.step, spec.image
+    )))?;
+    let id = created.id;
+    engine.track(&id);
+
+    let result = drive(engine, &id, spec).await;
+    let keep = spec.keep_on_failure && !matches!(&result, Ok(out) if out.exit_code == 0);
+    if keep {
+        engine.untrack(&id);
+        return result.map(|mut out| {
+            out.kept_container = Some(id.clone());
+            out
+        });
+    }
+    engine.remove_container(&id).await;
+    result
+}
+
+async fn drive(engine: &Engine, id: &str, spec: &RunSpec) -> Result<RunOutput, RunError> {
+    let docker = &engine.docker;
+    for (tar, dir) in &spec.uploads {
+        let opts = UploadToContainerOptionsBuilder::default().path(dir).build();
+        timeout(
+            &format!("{}: upload to {dir}", spec.step),
+            Duration::from_secs(60),
+            docker.upload_to_container(id, Some(opts), bollard::body_full(tar.clone().into())),
+        )
+        .await?
+        .map_err(EngineError::api(format!(
+            "{}: upload files to {dir}",
+            spec.step
+        )))?;
+    }
+    let started = Instant::now();
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(EngineError::api(format!("{}: start container", spec.step)))?;
+
+    let mut out = RunOutput {
+        exit_code: -1,
+        stdout: String::new(),
+        stderr: String::new(),
+        combined: String::new(),
+        elapsed: Duration::ZERO,
+        kept_container: None,
+    };
+    let logs_opts = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(id, Some(logs_opts));
+    let collect = async {
+        while let Some(item) = logs.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    let text = String::from_utf8_lossy(&message);
+                    echo(spec, &text);
+                    out.stdout.push_str(&text);
+                    out.combined.push_str(&text);
+                }
+                Ok(LogOutput::StdErr { message }) => {
+                    let text = String::from_utf8_lossy(&message);
+                    echo(spec, &text);
+                    out.stderr.push_str(&text);
+                    out.combined.push_str(&text);
+                }
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => return Err(EngineError::api(format!("{}: read output", spec.step))(e)),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(spec.timeout, collect).await {
+        Ok(res) => res?,
+        Err(_) => {
+            return Err(RunError::Timeout {
+                step: spec.step.clone(),
+                secs: spec.timeout.as_secs(),
+                tail: out.tail(20),
+            })
+        }
+    }
+    out.exit_code = exit_code(engine, id, &spec.step).await?;
+    out.elapsed = started.elapsed();
+    Ok(out)
+}
+
+/// The exit code of a stopped container. A non-zero code arrives from
+/// `wait_container` as an error; read it from there.
+async fn exit_code(engine: &Engine, id: &str, step: &str) -> Result<i64, EngineError> {
+    let mut wait = engine
+        .docker
+        .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    let res = timeout(
+        &format!("{step}: wait for exit"),
+        Duration::from_secs(60),
+        wait.next(),
+    )
+    .await?;
+    match res {
+        Some(Ok(r)) => Ok(r.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(e)) => Err(EngineError::api(format!("{step}: wait for exit"))(e)),
+        None => Err(EngineError::Api {
+            step: format!("{step}: wait for exit"),
+            source: bollard::errors::Error::DockerStreamError {
+                error: "the engine closed the wait stream without an exit code".into(),
+            },
+        }),
+    }
+}
+
+fn echo(spec: &RunSpec, text: &str) {
+    if let Some(tag) = &spec.echo {
+        for line in text.lines() {
+            eprintln!("{tag} {line}");
+        }
+    }
+}
+
+/// A tar archive of (path, mode, content) entries, for uploads.
+pub fn tar_of(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, mode, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, *content)
+            .expect("in-memory tar");
+    }
+    builder.into_inner().expect("in-memory tar")
+}

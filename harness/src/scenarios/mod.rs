@@ -1,0 +1,178 @@
+//! The checks the image exists for, one module each, all returning an `Outcome`.
+
+pub mod smoke;
+
+use crate::run::{self, RunOutput, RunSpec};
+use crate::{Error, Harness, Prepared};
+use std::time::{Duration, Instant};
+
+/// The scenarios, in the order a leg runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// uname -m, guix --version, daemon answers, current system, no daemon left.
+    Smoke,
+}
+
+impl Scenario {
+    pub const ALL: &'static [Scenario] = &[Scenario::Smoke];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Smoke => "smoke",
+        }
+    }
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", content = "why", rename_all = "kebab-case")]
+pub enum Verdict {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+/// A check's verdict plus what a person needs to see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub platform: String,
+    pub verdict: Verdict,
+    /// Facts observed (key, value), in order.
+    pub facts: Vec<(String, String)>,
+    /// The tail of the container output.
+    pub log_tail: String,
+    #[serde(with = "secs")]
+    pub elapsed: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 10.0).round() / 10.0)
+    }
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Passed
+    }
+}
+
+/// Collects facts and failed expectations while a check runs.
+pub struct Check {
+    scenario: Scenario,
+    platform: String,
+    started: Instant,
+    facts: Vec<(String, String)>,
+    failures: Vec<String>,
+    log_tail: String,
+}
+
+impl Check {
+    pub fn new(scenario: Scenario, platform: &str) -> Self {
+        Check {
+            scenario,
+            platform: platform.to_string(),
+            started: Instant::now(),
+            facts: vec![],
+            failures: vec![],
+            log_tail: String::new(),
+        }
+    }
+
+    pub fn fact(&mut self, key: &str, value: impl ToString) {
+        self.facts.push((key.to_string(), value.to_string()));
+    }
+
+    /// Records a failure unless `ok`.
+    pub fn expect(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.failures.push(what());
+        }
+    }
+
+    pub fn output(&mut self, out: &RunOutput) {
+        self.log_tail = out.tail(40);
+    }
+
+    pub fn finish(self) -> Outcome {
+        let verdict = if self.failures.is_empty() {
+            Verdict::Passed
+        } else {
+            Verdict::Failed(self.failures.join("; "))
+        };
+        self.outcome(verdict)
+    }
+
+    pub fn skip(self, why: impl Into<String>) -> Outcome {
+        self.outcome(Verdict::Skipped(why.into()))
+    }
+
+    pub fn error(self, e: &dyn std::fmt::Display) -> Outcome {
+        self.outcome(Verdict::Failed(e.to_string()))
+    }
+
+    fn outcome(self, verdict: Verdict) -> Outcome {
+        Outcome {
+            scenario: self.scenario,
+            platform: self.platform,
+            verdict,
+            facts: self.facts,
+            log_tail: self.log_tail,
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+/// `key=value` lines of a fixture's output.
+pub fn kv(text: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+/// The repository's fixtures/ files, as a tar to upload to `/` (they land in /fixtures).
+pub fn fixtures_tar(names: &[&str]) -> Result<Vec<u8>, Error> {
+    let dir = crate::repo_root().join("fixtures");
+    let files: Vec<(String, Vec<u8>)> = names
+        .iter()
+        .map(|n| {
+            std::fs::read(dir.join(n))
+                .map(|b| (format!("fixtures/{n}"), b))
+                .map_err(|e| {
+                    Error::Other(format!(
+                        "cannot read fixture {}: {e}",
+                        dir.join(n).display()
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let entries: Vec<(&str, u32, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), 0o755, b.as_slice()))
+        .collect();
+    Ok(run::tar_of(&entries))
+}
+
+/// A run of the platform's image with the scenario's defaults: guix-daemon's
+/// privileges, no network, the platform's timeout.
+pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
+    RunSpec::new(
+        p.image.tag.clone(),
+        format!("{}: {step}", p.platform.docker),
+    )
+    .platform(&p.platform.docker)
+    .timeout(h.step_timeout(&p.platform))
+}
+
+/// Runs one scenario on a prepared platform.
+pub async fn run_one(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
+    match scenario {
+        Scenario::Smoke => smoke::check(h, p).await,
+    }
+}

@@ -1,0 +1,46 @@
+//! Smoke: the right machine, Guix 1.5.0, a daemon that answers and is gone afterwards.
+
+use super::{fixtures_tar, kv, spec, Check, Outcome, Scenario};
+use crate::{Harness, Prepared};
+
+pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
+    let mut c = Check::new(Scenario::Smoke, &p.platform.docker);
+    let tar = match fixtures_tar(&["smoke.sh", "smoke.scm"]) {
+        Ok(t) => t,
+        Err(e) => return c.error(&e),
+    };
+    let run = spec(h, p, "smoke")
+        .bash("/fixtures/smoke.sh")
+        .upload(tar, "/");
+    let out = match crate::run::run(&h.engine, &run).await {
+        Ok(o) => o,
+        Err(e) => return c.error(&e),
+    };
+    c.output(&out);
+    let want_version = format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version);
+    let facts = [
+        ("uname-m", p.platform.uname_m.clone()),
+        ("guix-version", want_version),
+        ("current-system", p.platform.guix_system.clone()),
+        ("smoke-rc", "0".into()),
+        ("daemons-left", "0".into()),
+    ];
+    for (key, want) in facts {
+        let got = kv(&out.stdout, key).unwrap_or_default();
+        c.fact(key, &got);
+        c.expect(got == want, || {
+            format!("{key}: expected `{want}`, got `{got}`")
+        });
+    }
+    let store_path = kv(&out.stdout, "store-path").unwrap_or_default();
+    c.fact("store-path", &store_path);
+    c.expect(
+        store_path.starts_with("/gnu/store/") && store_path.ends_with("-guix-matrix-smoke"),
+        || format!("the daemon did not answer a store write (store-path=`{store_path}`)"),
+    );
+    c.fact("exit-code", out.exit_code);
+    c.expect(out.exit_code == 0, || {
+        format!("smoke script exited {}", out.exit_code)
+    });
+    c.finish()
+}
