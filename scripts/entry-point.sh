@@ -97,7 +97,8 @@ failed_logs() {
 }
 
 report_failure() {
-	local logs log name
+	local logs log name dir="${PWD%/}"
+
 	logs=$(failed_logs)
 	if [ -z "$logs" ]; then
 		echo "guix-matrix: the command failed; no derivation build log was written during it"
@@ -105,10 +106,11 @@ report_failure() {
 	fi
 	for log in $logs; do
 		name="$(basename "$(dirname "$log")")$(basename "$log" .drv.gz)"
-		cp "$log" "./$name.drv.gz"
-		gzip -dc "./$name.drv.gz" >"./$name.drv.log"
-		echo "guix-matrix: ==> build log of /gnu/store/$name.drv (copied to $PWD/$name.drv.gz, unpacked to $PWD/$name.drv.log)"
-		cat "./$name.drv.log"
+		cp "$log" "$dir/$name.drv.gz"
+		gzip -dc "$dir/$name.drv.gz" >"$dir/$name.drv.log"
+		echo "guix-matrix: ==> build log of /gnu/store/$name.drv (copied to $dir/$name.drv.gz, unpacked to $dir/$name.drv.log)"
+		cat "$dir/$name.drv.log"
+
 		echo "guix-matrix: <== end of build log of /gnu/store/$name.drv"
 	done
 }

@@ -43,7 +43,10 @@ pub enum EmulatorError {
     Build(#[from] image::BuildError),
     #[error(transparent)]
     Run(#[from] run::RunError),
+    #[error("cannot mount binfmt_misc on this host ({0}); mmdebstrap needs it to build foreign bases\n  fix: as root on the engine's host, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then run again")]
+    HostMount(String),
     #[error("emulator helper exited {code}:\n{output}")]
+
     Helper { code: i64, output: String },
     #[error("{platform}: emulator {name} is {state} (interpreter {interpreter}, flags {flags})\n  fix: as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")]
     Wrong {
@@ -158,13 +161,44 @@ pub fn statuses(platforms: &[Platform], handlers: &[Handler]) -> Vec<Status> {
         .collect()
 }
 
+/// mmdebstrap (through arch-test) runs foreign maintainer scripts only when it
+/// sees binfmt_misc in the host's mounts; the handlers themselves are
+/// registered from the helper container. Mounts it when this process can
+/// (root, local engine) and says how otherwise.
+pub fn keep_host_mount() -> Result<(), EmulatorError> {
+    let dir = std::path::Path::new("/proc/sys/fs/binfmt_misc");
+    if dir.join("register").exists() {
+        return Ok(());
+    }
+    let out = std::process::Command::new("mount")
+        .args(["-t", "binfmt_misc", "binfmt_misc"])
+        .arg(dir)
+        .output()
+        .map_err(|e| EmulatorError::HostMount(e.to_string()))?;
+    if !out.status.success() {
+        return Err(EmulatorError::HostMount(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    tracing::info!("mounted binfmt_misc on the host (mmdebstrap looks for it there)");
+    Ok(())
+}
+
 /// Registers what the platforms need; errors name the platform whose handler is wrong.
 pub async fn register(
     engine: &Engine,
     helper: &str,
     platforms: &[Platform],
 ) -> Result<Vec<Status>, EmulatorError> {
-    let handlers = helper_run(engine, helper, "register", &needed(platforms)).await?;
+    let names = needed(platforms);
+    if names.is_empty() {
+        return Ok(statuses(platforms, &[]));
+    }
+    keep_host_mount()?;
+    helper_run(engine, helper, "register", &names).await?;
+    // Read back from a fresh container: what the kernel kept after the helper exited.
+    let handlers = helper_run(engine, helper, "status", &names).await?;
+
     let statuses = statuses(platforms, &handlers);
     for s in &statuses {
         if let Some(h) = &s.handler {

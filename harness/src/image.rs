@@ -175,7 +175,6 @@ pub async fn build(
             .docker
             .build_image(opts, None, Some(bollard::body_full(context.into())));
     let mut log = String::new();
-    let mut id = None;
     let result = timeout(&spec.step, spec.timeout, async {
         while let Some(item) = stream.next().await {
             let info = match item {
@@ -202,9 +201,6 @@ pub async fn build(
                     tail: tail(&log, 25),
                 });
             }
-            if let Some(aux) = info.aux.and_then(|a| a.id) {
-                id = Some(aux);
-            }
         }
         Ok(())
     })
@@ -216,7 +212,7 @@ pub async fn build(
     }
     tracing::debug!("{}: build output:\n{log}", spec.step);
     let img = engine.local_image(&spec.tag).await?;
-    let id = img.map(|i| i.id).or(id).unwrap_or_default();
+    let id = img.map(|i| i.id).unwrap_or_default();
     tracing::info!(
         "{}: built {} in {:.0?}",
         spec.step,

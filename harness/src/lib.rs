@@ -151,9 +151,8 @@ impl Harness {
         self.handlers
             .get_or_try_init(|| async {
                 let helper = self.helper().await?;
-                emulators::register(&self.engine, helper, &self.matrix.platforms).await?;
-                let names = emulators::needed(&self.matrix.platforms);
-                Ok(emulators::helper_run(&self.engine, helper, "status", &names).await?)
+                let statuses = emulators::register(&self.engine, helper, &self.matrix.platforms).await?;
+                Ok(statuses.into_iter().filter_map(|s| s.handler).collect())
             })
             .await
     }

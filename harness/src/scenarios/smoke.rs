@@ -20,6 +20,7 @@ pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
     let want_version = format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version);
     let facts = [
         ("uname-m", p.platform.uname_m.clone()),
+        ("dpkg-arch", p.platform.debian_arch.clone()),
         ("guix-version", want_version),
         ("current-system", p.platform.guix_system.clone()),
         ("smoke-rc", "0".into()),

@@ -1,0 +1,81 @@
+//! The spine on the native platform: the image builds, the entry point runs
+//! Guix with a daemon that answers and is gone afterwards, exit codes survive.
+
+mod common;
+use common::{block_on, harness, prepared};
+use harness::run::{self, RunSpec};
+use harness::scenarios::{self, Scenario};
+
+fn entry_point(args: &[&str]) -> run::RunOutput {
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = RunSpec::new(p.image.tag.clone(), "amd64 test")
+        .platform(&p.platform.docker)
+        .cmd(args.iter().copied())
+        .timeout(h.step_timeout(&p.platform));
+    block_on(run::run(&h.engine, &spec)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn image_carries_platform_and_inputs_labels() {
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let img = block_on(h.engine.local_image(&p.image.tag)).unwrap().expect("image is in the engine");
+    assert_eq!(img.architecture, "amd64");
+    assert_eq!(img.labels.get(harness::engine::LABEL_INPUTS), Some(&p.image.inputs));
+    assert_eq!(img.labels.get(harness::engine::LABEL_MANAGED).map(String::as_str), Some("true"));
+}
+
+#[test]
+fn guix_version_through_the_entry_point() {
+    let out = entry_point(&["guix", "--version"]);
+    assert_eq!(out.exit_code, 0, "{}", out.combined);
+    assert!(out.stdout.starts_with("guix (GNU Guix) 1.5.0\n"), "{}", out.stdout);
+    // Every command is traced (set -x) on stderr.
+    assert!(out.stderr.contains("+ guix --version"), "{}", out.stderr);
+}
+
+#[test]
+fn exit_code_of_the_command_comes_back_unchanged() {
+    for code in [3, 1, 42] {
+        let out = entry_point(&["sh", "-c", &format!("exit {code}")]);
+        assert_eq!(out.exit_code, code, "{}", out.combined);
+        assert!(out.stdout.contains("no derivation build log was written"), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn daemon_answers_during_the_command_and_is_gone_after() {
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let outcome = block_on(scenarios::run_one(h, &p, Scenario::Smoke));
+    assert!(outcome.passed(), "{:?}\n{}", outcome.verdict, outcome.log_tail);
+    let fact = |k: &str| outcome.facts.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(fact("store-path").starts_with("/gnu/store/"));
+    assert_eq!(fact("daemons-left"), "0");
+}
+
+#[test]
+fn substitute_urls_are_overridable_without_rebuilding() {
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = RunSpec::new(p.image.tag.clone(), "substitutes override")
+        .platform(&p.platform.docker)
+        .env("GUIX_SUBSTITUTE_URLS=https://example.invalid")
+        .cmd(["true"]);
+    let out = block_on(run::run(&h.engine, &spec)).unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert!(out.stderr.contains("--substitute-urls=https://example.invalid"), "{}", out.stderr);
+    let default = entry_point(&["true"]);
+    assert!(default.stderr.contains("https://ci.guix.gnu.org https://bordeaux.guix.gnu.org"), "{}", default.stderr);
+}
+
+#[test]
+fn second_prepare_rebuilds_nothing() {
+    let h = harness();
+    let first = prepared("linux/amd64");
+    let spec = h.image_spec(&first.platform, &first.base);
+    let again = block_on(harness::image::build(&h.engine, &spec, &|_| {})).unwrap();
+    assert!(!again.rebuilt, "unchanged inputs must not rebuild");
+    assert_eq!(again.id, first.image.id);
+}
