@@ -46,7 +46,6 @@ pub enum EmulatorError {
     #[error("cannot mount binfmt_misc on this host ({0}); mmdebstrap needs it to build foreign bases\n  fix: as root on the engine's host, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then run again")]
     HostMount(String),
     #[error("emulator helper exited {code}:\n{output}")]
-
     Helper { code: i64, output: String },
     #[error("{platform}: emulator {name} is {state} (interpreter {interpreter}, flags {flags})\n  fix: as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")]
     Wrong {

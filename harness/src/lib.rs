@@ -69,6 +69,10 @@ pub struct Harness {
     pub matrix: Matrix,
     /// Try to pull `base_image` before building it offline.
     pub allow_pull: bool,
+    /// Run the legs that need the internet (a real `guix pull`); else they say "skipped: offline".
+    pub online: bool,
+    probes: OnceCell<HashMap<String, Vec<u8>>>,
+
     native: OnceCell<(Platform, base::Base)>,
     helper: OnceCell<String>,
     handlers: OnceCell<Vec<emulators::Handler>>,
@@ -84,7 +88,10 @@ impl Harness {
             matrix,
             allow_pull: std::env::var("GUIX_MATRIX_OFFLINE")
                 .map_or(true, |v| v.is_empty() || v == "0"),
+            online: std::env::var("GUIX_MATRIX_ONLINE").is_ok_and(|v| v == "1"),
+            probes: OnceCell::new(),
             native: OnceCell::new(),
+
             helper: OnceCell::new(),
             handlers: OnceCell::new(),
             prepared: Mutex::default(),
@@ -129,7 +136,67 @@ impl Harness {
             .await
     }
 
+    /// The readdir() probe for every `probe_cc` of the matrix, built on the native base.
+    pub async fn probes(&self) -> Result<&HashMap<String, Vec<u8>>, Error> {
+        self.probes
+            .get_or_try_init(|| async {
+                let (native, base) = self.native().await?;
+                let mut ccs: Vec<String> = self
+                    .matrix
+                    .platforms
+                    .iter()
+                    .filter_map(|p| p.probe_cc.clone())
+                    .collect();
+                ccs.sort();
+                ccs.dedup();
+                let spec = image::BuildSpec {
+                    tag: format!("{}-probe:latest", self.matrix.defaults.image),
+                    platform: native.docker.clone(),
+                    dockerfile: "fixtures/probe.Dockerfile".into(),
+                    context: vec![
+                        "fixtures/probe.Dockerfile".into(),
+                        "fixtures/readdir-probe.c".into(),
+                    ],
+                    build_args: BTreeMap::from([
+                        ("BASE_IMAGE".to_string(), base.reference.clone()),
+                        ("PROBE_CCS".to_string(), ccs.join(" ")),
+                    ]),
+                    from_ids: vec![base.id.clone()],
+                    timeout: Duration::from_secs(1200),
+                    step: format!("{}: readdir probe image", native.docker),
+                };
+                let built = image::build(&self.engine, &spec, &|_| {}).await?;
+                let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
+                let mut probes = HashMap::new();
+                let mut archive = tar::Archive::new(tar.as_slice());
+                let entries = archive
+                    .entries()
+                    .map_err(|e| Error::Other(format!("probe archive: {e}")))?;
+                for entry in entries {
+                    let mut entry =
+                        entry.map_err(|e| Error::Other(format!("probe archive: {e}")))?;
+                    let path = entry
+                        .path()
+                        .map_err(|e| Error::Other(format!("probe archive: {e}")))?
+                        .into_owned();
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if entry.header().entry_type().is_file() {
+                        let mut bytes = Vec::new();
+                        std::io::Read::read_to_end(&mut entry, &mut bytes)
+                            .map_err(|e| Error::Other(format!("probe archive: {e}")))?;
+                        probes.insert(name, bytes);
+                    }
+                }
+                Ok(probes)
+            })
+            .await
+    }
+
     /// The emulator helper image.
+
     pub async fn helper(&self) -> Result<&String, Error> {
         self.helper
             .get_or_try_init(|| async {
@@ -151,7 +218,8 @@ impl Harness {
         self.handlers
             .get_or_try_init(|| async {
                 let helper = self.helper().await?;
-                let statuses = emulators::register(&self.engine, helper, &self.matrix.platforms).await?;
+                let statuses =
+                    emulators::register(&self.engine, helper, &self.matrix.platforms).await?;
                 Ok(statuses.into_iter().filter_map(|s| s.handler).collect())
             })
             .await

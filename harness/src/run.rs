@@ -392,3 +392,45 @@ pub fn tar_of(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     }
     builder.into_inner().expect("in-memory tar")
 }
+
+/// The tar of `path` inside `image` (a container is created, read, removed).
+pub async fn copy_out(engine: &Engine, image: &str, path: &str) -> Result<Vec<u8>, RunError> {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["true".into()]),
+        labels: Some(Engine::labels(None)),
+        ..Default::default()
+    };
+    let created = engine
+        .docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+        .map_err(EngineError::api(format!("create a container from {image}")))?;
+    engine.track(&created.id);
+    let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = engine
+        .docker
+        .download_from_container(&created.id, Some(opts));
+    let mut tar = Vec::new();
+    let res = timeout(
+        &format!("copy {path} out of {image}"),
+        Duration::from_secs(120),
+        async {
+            while let Some(chunk) = stream.next().await {
+                tar.extend_from_slice(
+                    &chunk.map_err(EngineError::api(format!("copy {path} out of {image}")))?,
+                );
+            }
+            Ok::<(), EngineError>(())
+        },
+    )
+    .await;
+    engine.remove_container(&created.id).await;
+    res??;
+    Ok(tar)
+}

@@ -20,17 +20,31 @@ fn entry_point(args: &[&str]) -> run::RunOutput {
 fn image_carries_platform_and_inputs_labels() {
     let h = harness();
     let p = prepared("linux/amd64");
-    let img = block_on(h.engine.local_image(&p.image.tag)).unwrap().expect("image is in the engine");
+    let img = block_on(h.engine.local_image(&p.image.tag))
+        .unwrap()
+        .expect("image is in the engine");
     assert_eq!(img.architecture, "amd64");
-    assert_eq!(img.labels.get(harness::engine::LABEL_INPUTS), Some(&p.image.inputs));
-    assert_eq!(img.labels.get(harness::engine::LABEL_MANAGED).map(String::as_str), Some("true"));
+    assert_eq!(
+        img.labels.get(harness::engine::LABEL_INPUTS),
+        Some(&p.image.inputs)
+    );
+    assert_eq!(
+        img.labels
+            .get(harness::engine::LABEL_MANAGED)
+            .map(String::as_str),
+        Some("true")
+    );
 }
 
 #[test]
 fn guix_version_through_the_entry_point() {
     let out = entry_point(&["guix", "--version"]);
     assert_eq!(out.exit_code, 0, "{}", out.combined);
-    assert!(out.stdout.starts_with("guix (GNU Guix) 1.5.0\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("guix (GNU Guix) 1.5.0\n"),
+        "{}",
+        out.stdout
+    );
     // Every command is traced (set -x) on stderr.
     assert!(out.stderr.contains("+ guix --version"), "{}", out.stderr);
 }
@@ -40,7 +54,11 @@ fn exit_code_of_the_command_comes_back_unchanged() {
     for code in [3, 1, 42] {
         let out = entry_point(&["sh", "-c", &format!("exit {code}")]);
         assert_eq!(out.exit_code, code, "{}", out.combined);
-        assert!(out.stdout.contains("no derivation build log was written"), "{}", out.stdout);
+        assert!(
+            out.stdout.contains("no derivation build log was written"),
+            "{}",
+            out.stdout
+        );
     }
 }
 
@@ -49,8 +67,20 @@ fn daemon_answers_during_the_command_and_is_gone_after() {
     let h = harness();
     let p = prepared("linux/amd64");
     let outcome = block_on(scenarios::run_one(h, &p, Scenario::Smoke));
-    assert!(outcome.passed(), "{:?}\n{}", outcome.verdict, outcome.log_tail);
-    let fact = |k: &str| outcome.facts.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(
+        outcome.passed(),
+        "{:?}\n{}",
+        outcome.verdict,
+        outcome.log_tail
+    );
+    let fact = |k: &str| {
+        outcome
+            .facts
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     assert!(fact("store-path").starts_with("/gnu/store/"));
     assert_eq!(fact("daemons-left"), "0");
 }
@@ -65,9 +95,20 @@ fn substitute_urls_are_overridable_without_rebuilding() {
         .cmd(["true"]);
     let out = block_on(run::run(&h.engine, &spec)).unwrap();
     assert_eq!(out.exit_code, 0);
-    assert!(out.stderr.contains("--substitute-urls=https://example.invalid"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--substitute-urls=https://example.invalid"),
+        "{}",
+        out.stderr
+    );
     let default = entry_point(&["true"]);
-    assert!(default.stderr.contains("https://ci.guix.gnu.org https://bordeaux.guix.gnu.org"), "{}", default.stderr);
+    assert!(
+        default
+            .stderr
+            .contains("https://ci.guix.gnu.org https://bordeaux.guix.gnu.org"),
+        "{}",
+        default.stderr
+    );
 }
 
 #[test]

@@ -6,13 +6,23 @@ use harness::scenarios::{self, Scenario};
 use rstest::rstest;
 
 /// The cases below, which must be exactly matrix.toml's platforms.
-const CASES: [&str; 6] = ["linux/amd64", "linux/386", "linux/arm/v7", "linux/arm64/v8", "linux/ppc64le", "linux/riscv64"];
+const CASES: [&str; 6] = [
+    "linux/amd64",
+    "linux/386",
+    "linux/arm/v7",
+    "linux/arm64/v8",
+    "linux/ppc64le",
+    "linux/riscv64",
+];
 
 #[test]
 fn cases_match_matrix_toml() {
     let m = harness::matrix::Matrix::load(harness::matrix::default_path()).unwrap();
     let docker: Vec<&str> = m.platforms.iter().map(|p| p.docker.as_str()).collect();
-    assert_eq!(docker, CASES, "matrix.toml and the rstest cases in tests/platforms.rs disagree: add or remove a #[case]");
+    assert_eq!(
+        docker, CASES,
+        "matrix.toml and the rstest cases in tests/platforms.rs disagree: add or remove a #[case]"
+    );
 }
 
 #[rstest]
@@ -25,9 +35,20 @@ fn cases_match_matrix_toml() {
 fn smoke(#[case] platform: &str) {
     let h = harness();
     let p = prepared(platform);
-    let img = block_on(h.engine.local_image(&p.image.tag)).unwrap().expect("image in the engine");
+    let img = block_on(h.engine.local_image(&p.image.tag))
+        .unwrap()
+        .expect("image in the engine");
     let oci = p.platform.oci();
-    assert_eq!(img.architecture, oci.architecture, "{platform}: image metadata");
+    assert_eq!(
+        img.architecture, oci.architecture,
+        "{platform}: image metadata"
+    );
     let outcome = block_on(scenarios::run_one(h, &p, Scenario::Smoke));
-    assert!(outcome.passed(), "{platform}: {:?}\nfacts: {:?}\n{}", outcome.verdict, outcome.facts, outcome.log_tail);
+    assert!(
+        outcome.passed(),
+        "{platform}: {:?}\nfacts: {:?}\n{}",
+        outcome.verdict,
+        outcome.facts,
+        outcome.log_tail
+    );
 }

@@ -1,6 +1,9 @@
 //! The checks the image exists for, one module each, all returning an `Outcome`.
 
+pub mod faillog;
+pub mod pin;
 pub mod smoke;
+pub mod tmpfs;
 
 use crate::run::{self, RunOutput, RunSpec};
 use crate::{Error, Harness, Prepared};
@@ -12,14 +15,32 @@ use std::time::{Duration, Instant};
 pub enum Scenario {
     /// uname -m, guix --version, daemon answers, current system, no daemon left.
     Smoke,
+    /// guix pull stays on the pinned commit (offline, with a fixture channel).
+    Pin,
+    /// The real `guix pull` to the image's pin and `guix describe` (online only).
+    PullOnline,
+    /// armhf readdir EOVERFLOW on overlay, fixed by Guix's cache on tmpfs.
+    Tmpfs,
+    /// Failed derivations' logs copied, unpacked and printed; the exit code kept.
+    Faillog,
 }
 
 impl Scenario {
-    pub const ALL: &'static [Scenario] = &[Scenario::Smoke];
+    pub const ALL: &'static [Scenario] = &[
+        Scenario::Smoke,
+        Scenario::Pin,
+        Scenario::PullOnline,
+        Scenario::Tmpfs,
+        Scenario::Faillog,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Smoke => "smoke",
+            Scenario::Pin => "pin",
+            Scenario::PullOnline => "pull-online",
+            Scenario::Tmpfs => "tmpfs",
+            Scenario::Faillog => "faillog",
         }
     }
 }
@@ -43,6 +64,9 @@ pub struct Outcome {
     pub facts: Vec<(String, String)>,
     /// The tail of the container output.
     pub log_tail: String,
+    /// The part of the output that snapshot tests compare (may be empty).
+    pub transcript: String,
+
     #[serde(with = "secs")]
     pub elapsed: Duration,
 }
@@ -70,6 +94,7 @@ pub struct Check {
     facts: Vec<(String, String)>,
     failures: Vec<String>,
     log_tail: String,
+    transcript: String,
 }
 
 impl Check {
@@ -81,6 +106,7 @@ impl Check {
             facts: vec![],
             failures: vec![],
             log_tail: String::new(),
+            transcript: String::new(),
         }
     }
 
@@ -97,6 +123,11 @@ impl Check {
 
     pub fn output(&mut self, out: &RunOutput) {
         self.log_tail = out.tail(40);
+    }
+
+    /// The part of the output snapshot tests compare.
+    pub fn transcript(&mut self, text: impl Into<String>) {
+        self.transcript = text.into();
     }
 
     pub fn finish(self) -> Outcome {
@@ -123,6 +154,7 @@ impl Check {
             verdict,
             facts: self.facts,
             log_tail: self.log_tail,
+            transcript: self.transcript,
             elapsed: self.started.elapsed(),
         }
     }
@@ -138,6 +170,11 @@ pub fn kv(text: &str, key: &str) -> Option<String> {
 
 /// The repository's fixtures/ files, as a tar to upload to `/` (they land in /fixtures).
 pub fn fixtures_tar(names: &[&str]) -> Result<Vec<u8>, Error> {
+    fixtures_tar_with(names, &[])
+}
+
+/// Like `fixtures_tar`, plus generated files (name, bytes) under /fixtures.
+pub fn fixtures_tar_with(names: &[&str], extra: &[(&str, &[u8])]) -> Result<Vec<u8>, Error> {
     let dir = crate::repo_root().join("fixtures");
     let files: Vec<(String, Vec<u8>)> = names
         .iter()
@@ -152,6 +189,12 @@ pub fn fixtures_tar(names: &[&str]) -> Result<Vec<u8>, Error> {
                 })
         })
         .collect::<Result<_, _>>()?;
+    let mut files = files;
+    files.extend(
+        extra
+            .iter()
+            .map(|(n, b)| (format!("fixtures/{n}"), b.to_vec())),
+    );
     let entries: Vec<(&str, u32, &[u8])> = files
         .iter()
         .map(|(n, b)| (n.as_str(), 0o755, b.as_slice()))
@@ -174,5 +217,9 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
 pub async fn run_one(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
     match scenario {
         Scenario::Smoke => smoke::check(h, p).await,
+        Scenario::Pin => pin::check(h, p).await,
+        Scenario::PullOnline => pin::check_online(h, p).await,
+        Scenario::Tmpfs => tmpfs::check(h, p).await,
+        Scenario::Faillog => faillog::check(h, p).await,
     }
 }

@@ -1,0 +1,122 @@
+//! Pinning: `guix pull` checks out the pinned commit, not the branch head, and keeps the image's pin.
+
+use super::{fixtures_tar, kv, spec, Check, Outcome, Scenario};
+use crate::{Harness, Prepared};
+use std::time::Duration;
+
+/// The commit pinned in the repository's channels/channels.scm.
+pub fn repo_pin() -> Result<String, String> {
+    let path = crate::repo_root().join("channels/channels.scm");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let re = regex::Regex::new(r#"\(commit\s+"([0-9a-f]{40})"\)"#).expect("regex");
+    re.captures(&text)
+        .map(|c| c[1].to_string())
+        .ok_or_else(|| format!("{}: no (commit \"<40 hex digits>\") found", path.display()))
+}
+
+/// Offline pinning with a fixture channel, and the image's own pin.
+pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
+    let mut c = Check::new(Scenario::Pin, &p.platform.docker);
+    let want_pin = match repo_pin() {
+        Ok(pin) => pin,
+        Err(e) => return c.error(&e),
+    };
+    let tar = match fixtures_tar(&["pin.sh"]) {
+        Ok(t) => t,
+        Err(e) => return c.error(&e),
+    };
+    let mut run = spec(h, p, "pin").bash("/fixtures/pin.sh").upload(tar, "/");
+    if p.platform.cache_tmpfs {
+        run = run.tmpfs("/root/.cache/guix", "rw,exec,size=256m");
+    }
+    let out = match crate::run::run(&h.engine, &run).await {
+        Ok(o) => o,
+        Err(e) => return c.error(&e),
+    };
+    c.output(&out);
+    let get = |k: &str| kv(&out.stdout, k).unwrap_or_default();
+    let (pinned, head, checkout) = (get("pinned"), get("branch-head"), get("checkout"));
+    for (k, v) in [
+        ("pinned", &pinned),
+        ("branch-head", &head),
+        ("checkout", &checkout),
+    ] {
+        c.fact(k, v);
+    }
+    c.expect(
+        pinned.len() == 40 && head.len() == 40 && pinned != head,
+        || {
+            format!(
+                "the fixture channel did not get two commits (pinned `{pinned}`, head `{head}`)"
+            )
+        },
+    );
+    c.expect(checkout == pinned, || {
+        format!("guix pull checked out `{checkout}`, not the pinned commit `{pinned}` (branch head `{head}`)")
+    });
+    let said: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("pull-said="))
+        .map(str::to_string)
+        .collect();
+    c.expect(
+        said.iter().any(|l| {
+            l.contains("Updating channel 'guix' from Git repository at 'file:///srv/channel'")
+        }),
+        || format!("guix pull did not say it updated the channel from the fixture: {said:?}"),
+    );
+    c.transcript(said.join("\n"));
+
+    let (image_pin, wanted) = (get("image-pin"), get("url-pull-wanted"));
+    c.fact("image-pin", &image_pin);
+    c.fact("url-pull-wanted", &wanted);
+    c.expect(image_pin == want_pin, || {
+        format!("the image pins `{image_pin}` but channels/channels.scm pins `{want_pin}` (rebuild the image)")
+    });
+    c.expect(wanted == want_pin, || {
+        format!("`guix pull --url=<mirror>` asked for `{wanted}`, not the pinned `{want_pin}`")
+    });
+    c.finish()
+}
+
+/// The real pull to the pin (the seed's privileged step) and `guix describe`.
+pub async fn check_online(h: &Harness, p: &Prepared) -> Outcome {
+    let c = Check::new(Scenario::PullOnline, &p.platform.docker);
+    if !h.online {
+        return c.skip("offline: codeberg.org and the substitute servers are not reachable here; the nightly workflow runs this leg (harness run --online)");
+    }
+    online(h, p, c).await
+}
+
+async fn online(h: &Harness, p: &Prepared, mut c: Check) -> Outcome {
+    let want_pin = match repo_pin() {
+        Ok(pin) => pin,
+        Err(e) => return c.error(&e),
+    };
+    let mut run = spec(h, p, "pull-online")
+        .cmd([
+            "bash",
+            "-c",
+            "/usr/local/bin/guix-pull.sh && /root/.config/guix/current/bin/guix describe",
+        ])
+        .timeout(p.platform.timeout(Duration::from_secs(3 * 3600)));
+    run.network_none = false;
+    if p.platform.cache_tmpfs {
+        run = run.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
+    }
+    let out = match crate::run::run(&h.engine, &run).await {
+        Ok(o) => o,
+        Err(e) => return c.error(&e),
+    };
+    c.output(&out);
+    c.fact("exit-code", out.exit_code);
+    c.expect(out.exit_code == 0, || {
+        format!("the pull step exited {}", out.exit_code)
+    });
+    c.expect(out.stdout.contains(&want_pin), || {
+        format!("guix describe does not show the pinned commit {want_pin}")
+    });
+    c.finish()
+}

@@ -1,0 +1,88 @@
+//! The tmpfs workaround: readdir() EOVERFLOW where matrix.toml says so, and none with the cache on tmpfs.
+
+use super::{fixtures_tar_with, kv, spec, Check, Outcome, Scenario};
+use crate::{Harness, Prepared};
+
+const EOVERFLOW: &str = "Value too large for defined data type";
+
+pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
+    let mut c = Check::new(Scenario::Tmpfs, &p.platform.docker);
+    let Some(cc) = p.platform.probe_cc.clone() else {
+        return c.error(&format!(
+            "matrix.toml: platform {}: no `probe_cc`, so the readdir() probe cannot be built for it",
+            p.platform.docker
+        ));
+    };
+    let probe = match h.probes().await {
+        Ok(probes) => match probes.get(&cc) {
+            Some(bin) => bin.clone(),
+            None => return c.error(&format!("the probe image has no binary for {cc}")),
+        },
+        Err(e) => return c.error(&e),
+    };
+    let tar = match fixtures_tar_with(&["tmpfs.sh"], &[("readdir-probe", &probe)]) {
+        Ok(t) => t,
+        Err(e) => return c.error(&e),
+    };
+    // The writable layer and the entry point's XDG_CACHE_HOME route.
+    let xdg = spec(h, p, "tmpfs (xdg route)")
+        .bash("/fixtures/tmpfs.sh")
+        .upload(tar.clone(), "/")
+        .tmpfs("/tmp/guix-cache", "rw,exec,size=64m");
+    // The seed's route: the whole cache on tmpfs.
+    let seed = spec(h, p, "tmpfs (seed route)")
+        .bash("/fixtures/tmpfs.sh")
+        .upload(tar, "/")
+        .env("TMPFS_SEED=1")
+        .tmpfs("/root/.cache/guix", "rw,exec,size=64m");
+    let (xdg, seed) = match (
+        crate::run::run(&h.engine, &xdg).await,
+        crate::run::run(&h.engine, &seed).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return c.error(&e),
+    };
+    c.output(&xdg);
+    let text = format!("{}{}", xdg.stdout, seed.stdout);
+    let get = |k: &str| kv(&text, k).unwrap_or_default();
+    let writable = get("writable-layer");
+    for k in [
+        "writable-layer",
+        "writable-layer-fs",
+        "seed-tmpfs",
+        "xdg-tmpfs",
+        "xdg-marker",
+        "copied-back",
+    ] {
+        c.fact(k, get(k));
+    }
+    let bug_seen = writable != "ok";
+    c.expect(bug_seen == p.platform.cache_tmpfs, || {
+        format!(
+            "matrix.toml says cache_tmpfs = {} for {}, but readdir() on the writable layer gave `{writable}`",
+            p.platform.cache_tmpfs, p.platform.docker
+        )
+    });
+    c.expect(!bug_seen || writable == EOVERFLOW, || {
+        format!("readdir() failed, but not with EOVERFLOW: `{writable}`")
+    });
+    c.expect(get("seed-tmpfs") == "ok", || {
+        format!(
+            "with the cache on tmpfs (seed route) readdir() gave `{}`",
+            get("seed-tmpfs")
+        )
+    });
+    c.expect(get("xdg-tmpfs") == "ok", || {
+        format!(
+            "with XDG_CACHE_HOME on tmpfs readdir() gave `{}`",
+            get("xdg-tmpfs")
+        )
+    });
+    c.expect(get("xdg-marker") == "before", || {
+        "the entry point did not copy the image's cache into XDG_CACHE_HOME".into()
+    });
+    c.expect(get("copied-back") == "written-inside", || {
+        "what the command wrote to XDG_CACHE_HOME was not copied back".into()
+    });
+    c.finish()
+}
