@@ -35,7 +35,9 @@ stop_daemon() {
 	daemon_pid=""
 }
 
+# shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
+
 	local rc=$?
 	stop_daemon
 	[ -z "$marker" ] || rm -f "$marker"
@@ -88,9 +90,10 @@ failed_logs() {
 			missing=1
 			if [ -f "$drv" ]; then
 				missing=0
-				for out in $(grep -o '("[^"]*","/gnu/store/[^"]*"' "$drv" | cut -d'"' -f4); do
+				while read -r out; do
 					[ -e "$out" ] || missing=1
-				done
+				done < <(grep -o '("[^"]*","/gnu/store/[^"]*"' "$drv" | cut -d'"' -f4)
+
 			fi
 			[ "$missing" -eq 0 ] || echo "$log"
 		done

@@ -9,6 +9,8 @@ pub mod emulators;
 pub mod engine;
 pub mod image;
 pub mod matrix;
+pub mod pin;
+
 pub mod report;
 pub mod retry;
 pub mod run;

@@ -40,7 +40,23 @@ enum Command {
         /// Write report.json and junit.xml here.
         #[arg(long, default_value = "reports")]
         report: PathBuf,
+        /// Run the legs that need the internet (real guix pull); also GUIX_MATRIX_ONLINE=1.
+        #[arg(long)]
+        online: bool,
     },
+    /// Show or move the guix channel pin in channels/channels.scm.
+    Pin {
+        /// Print the newest commit ci.guix.gnu.org evaluated successfully (needs the internet).
+        #[arg(long, conflicts_with = "set")]
+        latest: bool,
+        /// Pin this commit.
+        #[arg(long)]
+        set: Option<String>,
+        /// The Cuirass instance for --latest.
+        #[arg(long, default_value = "https://ci.guix.gnu.org")]
+        cuirass: String,
+    },
+
     /// The platform list, for a CI matrix.
     Matrix {
         #[arg(long)]
@@ -109,13 +125,33 @@ async fn real_main() -> Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Pin {
+            latest,
+            set,
+            cuirass,
+        } => {
+            let path = harness::repo_root().join("channels/channels.scm");
+            if latest {
+                println!("{}", harness::pin::latest(&cuirass).await?);
+            } else if let Some(commit) = set {
+                let old = harness::pin::write(&path, &commit)?;
+                println!("{}: {old} -> {commit}", path.display());
+            } else {
+                println!("{}", harness::pin::read(&path)?);
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Run {
             platforms,
+
             scenarios,
             jobs,
             report: dir,
+            online,
         } => {
-            let h = Harness::new(matrix).await?;
+            let mut h = Harness::new(matrix).await?;
+            h.online |= online;
+
             let selected = h.matrix.select(&platforms)?;
             let scenarios = if scenarios.is_empty() {
                 Scenario::ALL.to_vec()

@@ -5,14 +5,8 @@ use crate::{Harness, Prepared};
 use std::time::Duration;
 
 /// The commit pinned in the repository's channels/channels.scm.
-pub fn repo_pin() -> Result<String, String> {
-    let path = crate::repo_root().join("channels/channels.scm");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let re = regex::Regex::new(r#"\(commit\s+"([0-9a-f]{40})"\)"#).expect("regex");
-    re.captures(&text)
-        .map(|c| c[1].to_string())
-        .ok_or_else(|| format!("{}: no (commit \"<40 hex digits>\") found", path.display()))
+pub fn repo_pin() -> Result<String, crate::pin::PinError> {
+    crate::pin::read(&crate::repo_root().join("channels/channels.scm"))
 }
 
 /// Offline pinning with a fixture channel, and the image's own pin.
