@@ -5,6 +5,8 @@
 //! matrix → engine → emulators → base → image → run → scenarios → report.
 
 pub mod base;
+pub mod doctor;
+
 pub mod emulators;
 pub mod engine;
 pub mod image;
@@ -73,6 +75,10 @@ pub struct Harness {
     pub allow_pull: bool,
     /// Run the legs that need the internet (a real `guix pull`); else they say "skipped: offline".
     pub online: bool,
+    /// Print every container's output as it comes (`harness repro`).
+    pub echo: bool,
+    /// Keep scenario containers for inspection (`harness repro`).
+    pub keep: bool,
     probes: OnceCell<HashMap<String, Vec<u8>>>,
 
     native: OnceCell<(Platform, base::Base)>,
@@ -92,6 +98,8 @@ impl Harness {
                 .map_or(true, |v| v.is_empty() || v == "0"),
             online: std::env::var("GUIX_MATRIX_ONLINE").is_ok_and(|v| v == "1"),
             probes: OnceCell::new(),
+            echo: false,
+            keep: false,
             native: OnceCell::new(),
 
             helper: OnceCell::new(),

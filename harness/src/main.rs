@@ -57,6 +57,32 @@ enum Command {
         cuirass: String,
     },
 
+    /// Reproduce one leg with its full output; keeps the containers for inspection.
+    Repro {
+        /// The platform (Docker platform, slug or Guix system).
+        #[arg(long)]
+        platform: String,
+        /// The scenario; every scenario when omitted.
+        #[arg(long, value_enum)]
+        scenario: Vec<Scenario>,
+        /// Remove the containers even when a check fails.
+        #[arg(long)]
+        no_keep: bool,
+    },
+    /// An interactive shell in a platform's image, through the entry point,
+    /// with the capabilities the scenarios use.
+    Shell {
+        #[arg(long)]
+        platform: String,
+        /// Put Guix's cache on tmpfs (default: what matrix.toml says for the platform).
+        #[arg(long)]
+        tmpfs: Option<bool>,
+        /// The command (default: bash, with /entry-point.sh available).
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Check the engine, binfmt_misc, emulators, disk, mirror and registry; print fixes.
+    Doctor,
     /// The platform list, for a CI matrix.
     Matrix {
         #[arg(long)]
@@ -103,6 +129,103 @@ async fn real_main() -> Result<std::process::ExitCode> {
                 }
             }
             Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let findings = harness::doctor::run(&matrix).await;
+            println!("{}", harness::doctor::render(&findings));
+            let problems = findings
+                .iter()
+                .filter(|f| f.level == harness::doctor::Level::Problem)
+                .count();
+            if problems > 0 {
+                println!("\n{problems} problem(s): run the fix commands above, then `harness doctor` again");
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+            println!("\nready");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Repro {
+            platform,
+            scenario,
+            no_keep,
+        } => {
+            let mut h = Harness::new(matrix).await?;
+            h.echo = true;
+            h.keep = !no_keep;
+            let p = h.matrix.find(&platform)?.clone();
+            let scenarios = if scenario.is_empty() {
+                Scenario::ALL.to_vec()
+            } else {
+                scenario
+            };
+            let engine = h.engine.clone();
+            let progress = |step: &str| eprintln!("[{}] == {step}", p.slug());
+            let leg = tokio::select! {
+                leg = harness::leg(&h, &p, &scenarios, &progress) => leg,
+                _ = tokio::signal::ctrl_c() => {
+                    let n = engine.remove_tracked().await;
+                    eprintln!("\ninterrupted: removed {n} container(s)");
+                    return Ok(std::process::ExitCode::from(130));
+                }
+            };
+            println!("\n{}\n", report::table(std::slice::from_ref(&leg)));
+            for o in &leg.outcomes {
+                let Some(id) = &o.kept_container else {
+                    continue;
+                };
+                if o.passed() || matches!(o.verdict, harness::scenarios::Verdict::Skipped(_)) {
+                    h.engine.remove_container(id).await;
+                    continue;
+                }
+                let short = &id[..12.min(id.len())];
+                println!(
+                    "{} failed; its container is kept for inspection:",
+                    o.scenario.name()
+                );
+                println!("  docker logs {short}");
+                println!(
+                    "  docker commit {short} guix-matrix-repro:{slug} && docker run --rm -it --platform {} {} --entrypoint bash guix-matrix-repro:{slug}",
+                    p.docker,
+                    harness::run::Privilege::GuixDaemon.docker_flags(),
+                    slug = p.slug()
+                );
+                println!("  remove it: docker rm {short}  (or `harness clean`)");
+            }
+            println!("{}", report::closing_line(std::slice::from_ref(&leg)));
+            Ok(if leg.failed() {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            })
+        }
+        Command::Shell {
+            platform,
+            tmpfs,
+            command,
+        } => {
+            let h = Harness::new(matrix).await?;
+            let p = h.matrix.find(&platform)?.clone();
+            let prepared = h.prepare(&p).await?;
+            let mut spec =
+                harness::run::RunSpec::new(prepared.image.tag.clone(), "shell").platform(&p.docker);
+            spec.network_none = false;
+            if tmpfs.unwrap_or(p.cache_tmpfs) {
+                spec = spec.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
+            }
+            spec.cmd = if command.is_empty() {
+                vec!["bash".into()]
+            } else {
+                command
+            };
+            let args = spec.docker_args();
+            eprintln!("docker {}", args.join(" "));
+            let status = std::process::Command::new("docker")
+                .args(&args)
+                .status()
+                .context("running the docker CLI (is it installed?)")?;
+            Ok(std::process::ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8,
+            ))
         }
         Command::Emulators => {
             let h = Harness::new(matrix).await?;

@@ -72,8 +72,8 @@ pub struct RunSpec {
     /// Files to put in the container before it starts: (tar bytes, target dir).
     pub uploads: Vec<(Vec<u8>, String)>,
     pub timeout: Duration,
-    /// Keep the container when the command fails (for `repro`).
-    pub keep_on_failure: bool,
+    /// Keep the container after it ran, for inspection (`repro`); it stays labelled.
+    pub keep: bool,
     /// Print output lines as they come, prefixed with this tag.
     pub echo: Option<String>,
     /// Step name used in messages.
@@ -94,7 +94,7 @@ impl RunSpec {
             working_dir: None,
             uploads: vec![],
             timeout: Duration::from_secs(600),
-            keep_on_failure: false,
+            keep: false,
             echo: None,
             step: step.into(),
         }
@@ -137,41 +137,60 @@ impl RunSpec {
         self
     }
 
+    /// Echo output with `tag`, and keep the container after it ran.
+    pub fn with_options(mut self, echo: Option<String>, keep: bool) -> Self {
+        self.echo = echo;
+        self.keep = keep;
+        self
+    }
+
     pub fn upload(mut self, tar: Vec<u8>, dir: &str) -> Self {
         self.uploads.push((tar, dir.into()));
         self
     }
 
-    /// The equivalent `docker run` line, for humans.
-    pub fn docker_command(&self) -> String {
-        let mut parts = vec!["docker run --rm -it".to_string()];
+    /// The equivalent `docker` CLI arguments (`run --rm -it … IMAGE CMD…`), labelled like ours.
+    pub fn docker_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "-it".into()];
+        args.extend([
+            "--label".into(),
+            format!("{}=true", crate::engine::LABEL_MANAGED),
+        ]);
         if let Some(p) = &self.platform {
-            parts.push(format!("--platform {p}"));
+            args.extend(["--platform".into(), p.clone()]);
         }
-        let flags = self.privilege.docker_flags();
-        if !flags.is_empty() {
-            parts.push(flags.into());
-        }
+        args.extend(
+            self.privilege
+                .docker_flags()
+                .split_whitespace()
+                .map(str::to_string),
+        );
         if self.network_none {
-            parts.push("--network none".into());
+            args.extend(["--network".into(), "none".into()]);
         }
         let mut tmpfs: Vec<_> = self.tmpfs.iter().collect();
         tmpfs.sort();
         for (path, opts) in tmpfs {
-            parts.push(format!("--tmpfs {path}:{opts}"));
+            args.extend(["--tmpfs".into(), format!("{path}:{opts}")]);
         }
         for e in &self.env {
-            parts.push(format!("-e {}", shell_quote(e)));
+            args.extend(["-e".into(), e.clone()]);
         }
         if let Some(ep) = &self.entrypoint {
-            parts.push(format!("--entrypoint {}", ep[0]));
+            args.extend(["--entrypoint".into(), ep[0].clone()]);
         }
-        parts.push(self.image.clone());
+        args.push(self.image.clone());
         if let Some(ep) = &self.entrypoint {
-            parts.extend(ep[1..].iter().map(|s| shell_quote(s)));
+            args.extend(ep[1..].iter().cloned());
         }
-        parts.extend(self.cmd.iter().map(|s| shell_quote(s)));
-        parts.join(" ")
+        args.extend(self.cmd.iter().cloned());
+        args
+    }
+
+    /// The equivalent `docker run` line, for humans.
+    pub fn docker_command(&self) -> String {
+        let args: Vec<String> = self.docker_args().iter().map(|a| shell_quote(a)).collect();
+        format!("docker {}", args.join(" "))
     }
 }
 
@@ -261,7 +280,7 @@ pub async fn run(engine: &Engine, spec: &RunSpec) -> Result<RunOutput, RunError>
     engine.track(&id);
 
     let result = drive(engine, &id, spec).await;
-    let keep = spec.keep_on_failure && !matches!(&result, Ok(out) if out.exit_code == 0);
+    let keep = spec.keep && result.is_ok();
     if keep {
         engine.untrack(&id);
         return result.map(|mut out| {

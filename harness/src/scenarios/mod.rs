@@ -66,6 +66,8 @@ pub struct Outcome {
     pub log_tail: String,
     /// The part of the output that snapshot tests compare (may be empty).
     pub transcript: String,
+    /// A container kept for inspection (`harness repro`), if any.
+    pub kept_container: Option<String>,
 
     #[serde(with = "secs")]
     pub elapsed: Duration,
@@ -95,6 +97,7 @@ pub struct Check {
     failures: Vec<String>,
     log_tail: String,
     transcript: String,
+    kept_container: Option<String>,
 }
 
 impl Check {
@@ -107,6 +110,7 @@ impl Check {
             failures: vec![],
             log_tail: String::new(),
             transcript: String::new(),
+            kept_container: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl Check {
 
     pub fn output(&mut self, out: &RunOutput) {
         self.log_tail = out.tail(40);
+        if out.kept_container.is_some() {
+            self.kept_container.clone_from(&out.kept_container);
+        }
     }
 
     /// The part of the output snapshot tests compare.
@@ -155,6 +162,7 @@ impl Check {
             facts: self.facts,
             log_tail: self.log_tail,
             transcript: self.transcript,
+            kept_container: self.kept_container,
             elapsed: self.started.elapsed(),
         }
     }
@@ -211,6 +219,7 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
     )
     .platform(&p.platform.docker)
     .timeout(h.step_timeout(&p.platform))
+    .with_options(h.echo.then(|| format!("[{}]", p.platform.slug())), h.keep)
 }
 
 /// Runs one scenario on a prepared platform.

@@ -1,0 +1,234 @@
+//! `harness doctor`: what this machine is missing for a run, each problem with the command that fixes it.
+
+use crate::engine::Engine;
+use crate::matrix::Matrix;
+use std::path::Path;
+use std::time::Duration;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    /// Works, with a caveat (e.g. offline: bases built locally).
+    Note,
+    /// A run will fail until fixed.
+    Problem,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    pub level: Level,
+    pub check: String,
+    pub detail: String,
+    /// The command that fixes it (problems and notes).
+    pub fix: Option<String>,
+}
+
+fn finding(level: Level, check: &str, detail: impl Into<String>, fix: Option<&str>) -> Finding {
+    Finding {
+        level,
+        check: check.into(),
+        detail: detail.into(),
+        fix: fix.map(str::to_string),
+    }
+}
+
+/// Free bytes on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+fn reachable(url: &str) -> Result<u16, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(8)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    agent
+        .head(url)
+        .call()
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs every check; never fails itself.
+pub async fn run(matrix: &Matrix) -> Vec<Finding> {
+    let mut out = vec![];
+    let engine = Engine::connect().await;
+    let mut root = "/var/lib/docker".to_string();
+    match &engine {
+        Ok(e) => {
+            let v = e.docker.version().await.ok();
+            if let Ok(info) = e.docker.info().await {
+                root = info.docker_root_dir.unwrap_or(root);
+            }
+            out.push(finding(
+                Level::Ok,
+                "engine",
+                format!(
+                    "{} answers: Docker {} (API {})",
+                    e.host,
+                    v.as_ref().and_then(|v| v.version.clone()).unwrap_or_default(),
+                    v.as_ref().and_then(|v| v.api_version.clone()).unwrap_or_default()
+                ),
+                None,
+            ));
+        }
+        Err(err) => out.push(finding(
+            Level::Problem,
+            "engine",
+            err.to_string().lines().next().unwrap_or_default(),
+            Some("apt-get install -y docker.io && (rm -f /var/run/docker.pid; dockerd >/tmp/dockerd.log 2>&1 &)"),
+        )),
+    }
+
+    let binfmt = Path::new("/proc/sys/fs/binfmt_misc");
+    let needed = crate::emulators::needed(&matrix.platforms);
+    if !binfmt.join("register").exists() {
+        out.push(finding(
+            Level::Problem,
+            "binfmt_misc",
+            "not mounted on this host (mmdebstrap needs it for foreign bases)",
+            Some("mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"),
+        ));
+    } else {
+        out.push(finding(Level::Ok, "binfmt_misc", "mounted", None));
+        for name in &needed {
+            let entry = std::fs::read_to_string(binfmt.join(name)).unwrap_or_default();
+            let flags = entry
+                .lines()
+                .find_map(|l| l.strip_prefix("flags: "))
+                .unwrap_or("");
+            let check = format!("emulator {name}");
+            if entry.is_empty() {
+                out.push(finding(
+                    Level::Problem,
+                    &check,
+                    "not registered",
+                    Some("cargo run -p harness -- emulators"),
+                ));
+            } else if !entry.starts_with("enabled") || !flags.contains('F') {
+                out.push(finding(
+                    Level::Problem,
+                    &check,
+                    format!("registered but {} (flags {flags})", if entry.starts_with("enabled") { "without F" } else { "disabled" }),
+                    Some(&format!("echo -1 > /proc/sys/fs/binfmt_misc/{name} && cargo run -p harness -- emulators")),
+                ));
+            } else {
+                out.push(finding(
+                    Level::Ok,
+                    &check,
+                    format!("registered, flags {flags}"),
+                    None,
+                ));
+            }
+        }
+    }
+
+    match crate::base::which("mmdebstrap") {
+        Some(p) => out.push(finding(
+            Level::Ok,
+            "mmdebstrap",
+            p.display().to_string(),
+            None,
+        )),
+        None => out.push(finding(
+            Level::Problem,
+            "mmdebstrap",
+            "not installed: bases cannot be built offline",
+            Some("apt-get install -y mmdebstrap arch-test"),
+        )),
+    }
+
+    let free = free_bytes(Path::new(&root)).or_else(|| free_bytes(Path::new("/")));
+    let need = 20u64 << 30;
+    match free {
+        Some(f) if f >= need => out.push(finding(
+            Level::Ok,
+            "disk",
+            format!("{} GiB free under {root}", f >> 30),
+            None,
+        )),
+        Some(f) => out.push(finding(
+            Level::Problem,
+            "disk",
+            format!(
+                "{} GiB free under {root}; a cold run of six platforms needs about 20 GiB",
+                f >> 30
+            ),
+            Some("cargo run -p harness -- clean && docker system prune"),
+        )),
+        None => out.push(finding(
+            Level::Note,
+            "disk",
+            format!("cannot measure free space under {root}"),
+            None,
+        )),
+    }
+
+    let mirror = format!(
+        "{}/dists/{}/Release",
+        matrix.defaults.mirror.trim_end_matches('/'),
+        matrix.defaults.suite
+    );
+    let checks: [(&str, String, Level, &str); 3] = [
+        ("debian mirror", mirror, Level::Problem, "check the network, or set [defaults] mirror in matrix.toml"),
+        (
+            "registry",
+            "https://registry-1.docker.io/v2/".into(),
+            Level::Note,
+            "none needed: bases are built from the Debian mirror (GUIX_MATRIX_OFFLINE=1 skips the pull attempt)",
+        ),
+        (
+            "guix infrastructure",
+            "https://codeberg.org/guix/guix.git/info/refs?service=git-upload-pack".into(),
+            Level::Note,
+            "none needed here: the online legs report `skipped: offline` (the nightly workflow runs them)",
+        ),
+    ];
+    for (check, url, level_if_down, fix) in checks {
+        let res = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || reachable(&url)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match res {
+            Ok(code) => out.push(finding(
+                Level::Ok,
+                check,
+                format!("{url} answers (HTTP {code})"),
+                None,
+            )),
+            Err(e) => out.push(finding(
+                level_if_down,
+                check,
+                format!("{url} unreachable: {e}"),
+                Some(fix),
+            )),
+        }
+    }
+    out
+}
+
+/// The findings as lines for a terminal.
+pub fn render(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            let tag = match f.level {
+                Level::Ok => "ok     ",
+                Level::Note => "note   ",
+                Level::Problem => "PROBLEM",
+            };
+            let mut line = format!("{tag} {:20} {}", f.check, f.detail);
+            if let Some(fix) = &f.fix {
+                line.push_str(&format!("\n        {:20} fix: {fix}", ""));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
