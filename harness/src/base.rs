@@ -96,14 +96,50 @@ fn matches(image: &LocalImage, platform: &Platform) -> bool {
         }
 }
 
-/// Finds, pulls or builds the base for `platform`.
+/// Finds, pulls or builds the base for `platform` (the matrix's suite).
 pub async fn ensure(
     engine: &Engine,
     defaults: &Defaults,
     platform: &Platform,
     allow_pull: bool,
 ) -> Result<Base, BaseError> {
-    let tag = base_tag(defaults, platform);
+    ensure_tagged(
+        engine,
+        defaults,
+        platform,
+        allow_pull,
+        base_tag(defaults, platform),
+    )
+    .await
+}
+
+/// The same for another Debian suite (`debian:<suite>-slim`, or mmdebstrap of it).
+pub async fn ensure_suite(
+    engine: &Engine,
+    defaults: &Defaults,
+    platform: &Platform,
+    suite: &str,
+    allow_pull: bool,
+) -> Result<Base, BaseError> {
+    if suite == defaults.suite {
+        return ensure(engine, defaults, platform, allow_pull).await;
+    }
+    let tag = format!("{}-{suite}", base_tag(defaults, platform));
+    let defaults = Defaults {
+        base_image: format!("debian:{suite}-slim"),
+        suite: suite.to_string(),
+        ..defaults.clone()
+    };
+    ensure_tagged(engine, &defaults, platform, allow_pull, tag).await
+}
+
+async fn ensure_tagged(
+    engine: &Engine,
+    defaults: &Defaults,
+    platform: &Platform,
+    allow_pull: bool,
+    tag: String,
+) -> Result<Base, BaseError> {
     if let Some(img) = engine.local_image(&tag).await? {
         if matches(&img, platform) {
             let origin = match img.labels.get(LABEL_ORIGIN).map(String::as_str) {

@@ -5,7 +5,7 @@ use bollard::query_parameters::{
     RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +47,8 @@ impl EngineError {
 pub struct Engine {
     pub docker: Docker,
     pub host: String,
-    live: Arc<Mutex<HashSet<String>>>,
+    /// Live containers: id -> the platform they run for.
+    live: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl Engine {
@@ -82,12 +83,12 @@ impl Engine {
         labels
     }
 
-    /// Remembers a container to remove on Ctrl-C.
-    pub fn track(&self, id: &str) {
+    /// Remembers a container to remove on Ctrl-C or when its leg times out.
+    pub fn track(&self, id: &str, platform: Option<&str>) {
         self.live
             .lock()
             .expect("registry lock")
-            .insert(id.to_string());
+            .insert(id.to_string(), platform.map(str::to_string));
     }
 
     /// Forgets a container once it is removed (or kept on purpose).
@@ -120,12 +121,22 @@ impl Engine {
 
     /// Removes every container this process created and still tracks.
     pub async fn remove_tracked(&self) -> usize {
+        self.remove_tracked_where(|_| true).await
+    }
+
+    /// Removes the tracked containers of one platform (a leg that timed out).
+    pub async fn remove_tracked_for(&self, platform: &str) -> usize {
+        self.remove_tracked_where(|p| p == Some(platform)).await
+    }
+
+    async fn remove_tracked_where(&self, keep: impl Fn(Option<&str>) -> bool) -> usize {
         let ids: Vec<String> = self
             .live
             .lock()
             .expect("registry lock")
             .iter()
-            .cloned()
+            .filter(|(_, p)| keep(p.as_deref()))
+            .map(|(id, _)| id.clone())
             .collect();
         for id in &ids {
             self.remove_container(id).await;

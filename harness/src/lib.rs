@@ -150,7 +150,11 @@ impl Harness {
     pub async fn probes(&self) -> Result<&HashMap<String, Vec<u8>>, Error> {
         self.probes
             .get_or_try_init(|| async {
-                let (native, base) = self.native().await?;
+                let (native, _) = self.native().await?;
+                let d = &self.matrix.defaults;
+                let base =
+                    base::ensure_suite(&self.engine, d, native, &d.probe_suite, self.allow_pull)
+                        .await?;
                 let mut ccs: Vec<String> = self
                     .matrix
                     .platforms
@@ -327,8 +331,50 @@ impl Harness {
     }
 }
 
-/// Prepares one platform and runs `scenarios` on it; never fails, the leg says what broke.
+/// Prepares one platform and runs `scenarios` on it within the platform's leg
+/// budget; never fails, the leg says what broke (and in which step).
 pub async fn leg(
+    h: &Harness,
+    platform: &Platform,
+    scenarios: &[scenarios::Scenario],
+    progress: &(dyn Fn(&str) + Sync),
+) -> report::Leg {
+    let started = std::time::Instant::now();
+    let step = Mutex::new(String::from("start"));
+    let track = |s: &str| {
+        *step.lock().expect("step lock") = s.to_string();
+        progress(s);
+    };
+    // Preparing takes a few steps, each check one: budget them all.
+    let steps = 4 + scenarios.len() as u32;
+    let limit = h.step_timeout(platform) * steps;
+    match tokio::time::timeout(limit, leg_within(h, platform, scenarios, &track)).await {
+        Ok(leg) => leg,
+        Err(_) => {
+            let removed = h.engine.remove_tracked_for(&platform.docker).await;
+            let step = step.lock().expect("step lock").clone();
+            report::Leg {
+                platform: platform.docker.clone(),
+                emulator: String::new(),
+                base: String::new(),
+                image: h.image_tag(platform),
+                image_id: String::new(),
+                rebuilt: false,
+                error: Some(format!(
+                    "{}: the leg timed out after {}s during `{step}` (budget: step_timeout_secs × slowdown {} × {steps} steps); removed {removed} container(s)",
+                    platform.docker,
+                    started.elapsed().as_secs(),
+                    platform.slowdown,
+                )),
+                outcomes: vec![],
+                prepare_time: started.elapsed(),
+                elapsed: started.elapsed(),
+            }
+        }
+    }
+}
+
+async fn leg_within(
     h: &Harness,
     platform: &Platform,
     scenarios: &[scenarios::Scenario],

@@ -55,6 +55,10 @@ pub struct Defaults {
     pub guix_version: String,
     /// Timeout of one step on a native platform, before `slowdown`.
     pub step_timeout_secs: u64,
+    /// Debian suite whose cross compilers build the readdir() probe. Its
+    /// glibc must still fail non-LFS readdir() with EOVERFLOW (2.36 does;
+    /// sid's 2.43 no longer does).
+    pub probe_suite: String,
 }
 
 /// One row of the matrix.
@@ -289,6 +293,7 @@ mirror = "http://deb.debian.org/debian"
 image = "guix-matrix"
 guix_version = "1.5.0"
 step_timeout_secs = 600
+probe_suite = "bookworm"
 "#;
 
     const ARM: &str = r#"

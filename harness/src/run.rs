@@ -277,7 +277,7 @@ pub async fn run(engine: &Engine, spec: &RunSpec) -> Result<RunOutput, RunError>
         spec.step, spec.image
     )))?;
     let id = created.id;
-    engine.track(&id);
+    engine.track(&id, spec.platform.as_deref());
 
     let result = drive(engine, &id, spec).await;
     let keep = spec.keep && result.is_ok();
@@ -428,7 +428,7 @@ pub async fn copy_out(engine: &Engine, image: &str, path: &str) -> Result<Vec<u8
         )
         .await
         .map_err(EngineError::api(format!("create a container from {image}")))?;
-    engine.track(&created.id);
+    engine.track(&created.id, None);
     let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
         .path(path)
         .build();

@@ -1,0 +1,250 @@
+//! The `harness` command as a newcomer uses it, against the real engine.
+
+mod common;
+use common::{block_on, harness, prepared};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+}
+
+/// These tests look at (and clean) every labelled container: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Our labelled containers still in the engine.
+fn labelled_containers() -> Vec<String> {
+    containers_with("io.guix-matrix.managed=true")
+}
+
+fn containers_with(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", &format!("label={label}")])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn doctor_reports_each_check_and_exits_zero_when_ready() {
+    let _serial = serial();
+    let out = bin().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for check in [
+        "engine",
+        "binfmt_misc",
+        "mmdebstrap",
+        "disk",
+        "debian mirror",
+        "registry",
+        "guix infrastructure",
+    ] {
+        assert!(
+            text.contains(check),
+            "doctor did not check {check}:\n{text}"
+        );
+    }
+    assert!(out.status.success(), "{text}");
+}
+
+#[test]
+fn doctor_says_how_to_start_an_engine_when_none_answers() {
+    let _serial = serial();
+    let out = bin()
+        .arg("doctor")
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("PROBLEM engine") && text.contains("fix: apt-get install -y docker.io"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_without_an_engine_is_a_clear_error_not_a_hang() {
+    let _serial = serial();
+    let started = Instant::now();
+    let out = bin()
+        .args(["run", "--platform", "linux/amd64"])
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no Docker engine answers at unix:///nonexistent.sock")
+            && err.contains("fix:"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn an_unknown_platform_names_the_known_ones() {
+    let _serial = serial();
+    let out = bin()
+        .args(["run", "--platform", "linux/s390x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("linux/s390x") && err.contains("known: linux/amd64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_one_platform_prints_the_table_and_writes_reports() {
+    let _serial = serial();
+    prepared("linux/amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "--platform",
+            "linux/amd64",
+            "--scenario",
+            "smoke",
+            "--scenario",
+            "pull-online",
+            "--report",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("linux/amd64  smoke") && text.contains("skipped"),
+        "{text}"
+    );
+    assert!(
+        text.contains("harness: 1 passed, 0 failed, 1 skipped"),
+        "{text}"
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(junit.contains("<skipped message=\"offline:"), "{junit}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json[0]["platform"], "linux/amd64");
+    assert_eq!(json[0]["outcomes"][0]["verdict"]["result"], "passed");
+}
+
+#[test]
+fn repro_streams_the_output_and_removes_containers_of_passing_checks() {
+    let _serial = serial();
+    prepared("linux/amd64");
+    let before = labelled_containers();
+    let out = bin()
+        .args(["repro", "--platform", "amd64", "--scenario", "smoke"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[amd64] + guix repl /fixtures/smoke.scm"),
+        "the trace is streamed:\n{err}"
+    );
+    assert_eq!(
+        labelled_containers(),
+        before,
+        "a passing check keeps nothing"
+    );
+}
+
+#[test]
+fn clean_removes_what_the_harness_labelled() {
+    let _serial = serial();
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = harness::run::RunSpec::new(p.image.tag.clone(), "kept for clean")
+        .cmd(["true"])
+        .with_options(None, true);
+    let out = block_on(harness::run::run(&h.engine, &spec)).unwrap();
+    let kept = out.kept_container.expect("kept");
+    assert!(labelled_containers()
+        .iter()
+        .any(|id| kept.starts_with(id.as_str())));
+    let out = bin().arg("clean").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!labelled_containers()
+        .iter()
+        .any(|id| kept.starts_with(id.as_str())));
+}
+
+/// Ctrl-C while a check's container runs: it is stopped and removed, exit 130,
+/// and the next run works.
+#[test]
+fn ctrl_c_mid_run_leaves_no_container_and_the_next_run_works() {
+    let _serial = serial();
+    prepared("linux/arm/v7");
+    let child = bin()
+        .args([
+            "run",
+            "--platform",
+            "linux/arm/v7",
+            "--scenario",
+            "smoke",
+            "--report",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the smoke container exists, then interrupt.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while containers_with("io.guix-matrix.platform=linux/arm/v7").is_empty() {
+        assert!(Instant::now() < deadline, "no container started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        labelled_containers().is_empty(),
+        "containers left after Ctrl-C"
+    );
+    let again = bin()
+        .args([
+            "run",
+            "--platform",
+            "linux/arm/v7",
+            "--scenario",
+            "smoke",
+            "--report",
+        ])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}
