@@ -27,13 +27,35 @@ default_urls() {
 	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' /etc/guix-matrix/substitute-urls | tr '\n' ' '
 }
 
+# True while guix-daemon has a worker (one per client connection) alive.
+# Quiet: it reads every /proc/N/stat.
+daemon_has_workers() {
+	{ set +x; } 2>/dev/null
+	local stat ppid found=1
+	for stat in /proc/[0-9]*/stat; do
+		read -r _ _ _ ppid _ <"$stat" 2>/dev/null || continue
+		if [ "$ppid" = "$daemon_pid" ]; then
+			found=0
+			break
+		fi
+	done
+	set -x
+	return "$found"
+}
+
+# Stop the daemon once its workers are done, so none is left orphaned.
 stop_daemon() {
 	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+		local deadline=$((SECONDS + 10))
+		while daemon_has_workers && [ "$SECONDS" -lt "$deadline" ]; do
+			sleep 0.1
+		done
 		kill -TERM "$daemon_pid"
 		wait "$daemon_pid" || true
 	fi
 	daemon_pid=""
 }
+
 
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {

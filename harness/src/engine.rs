@@ -124,6 +124,35 @@ impl Engine {
         self.remove_tracked_where(|_| true).await
     }
 
+    /// After an interrupt: removes labelled containers created since `since`
+    /// (unix seconds) that we did not track ourselves — the classic builder's
+    /// step containers, which inherit our labels from the base image.
+    pub async fn remove_created_since(&self, since: i64) -> usize {
+        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filter)
+            .build();
+        let Ok(Ok(list)) = timeout(
+            "list containers",
+            Duration::from_secs(30),
+            self.docker.list_containers(Some(opts)),
+        )
+        .await
+        else {
+            return 0;
+        };
+        let ids: Vec<String> = list
+            .into_iter()
+            .filter(|c| c.created.unwrap_or(0) >= since)
+            .filter_map(|c| c.id)
+            .collect();
+        for id in &ids {
+            self.remove_container(id).await;
+        }
+        ids.len()
+    }
+
     /// Removes the tracked containers of one platform (a leg that timed out).
     pub async fn remove_tracked_for(&self, platform: &str) -> usize {
         self.remove_tracked_where(|p| p == Some(platform)).await
@@ -144,8 +173,15 @@ impl Engine {
         ids.len()
     }
 
-    /// Removes every container and image that carries our label (any run).
-    pub async fn clean_all(&self) -> Result<(usize, usize), EngineError> {
+    /// Removes every container that carries our label, and every image tag
+    /// under `prefix` (`guix-matrix:*`, `guix-matrix-base:*`, …: what the
+    /// harness built, loaded or tagged); an image left without tags goes too.
+    /// With `containers_only`, images (the build cache) stay.
+    pub async fn clean(
+        &self,
+        prefix: &str,
+        containers_only: bool,
+    ) -> Result<(usize, usize), EngineError> {
         let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
         let containers = self
             .docker
@@ -162,25 +198,31 @@ impl Engine {
                 self.remove_container(id).await;
             }
         }
+        if containers_only {
+            return Ok((containers.len(), 0));
+        }
         let images = self
             .docker
-            .list_images(Some(
-                ListImagesOptionsBuilder::default()
-                    .all(false)
-                    .filters(&filter)
-                    .build(),
-            ))
+            .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
             .await
             .map_err(EngineError::api("list images"))?;
+        let ours = |tag: &str| {
+            tag.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('-'))
+        };
         let mut removed = 0;
-        for image in &images {
+        for tag in images
+            .iter()
+            .flat_map(|i| i.repo_tags.iter())
+            .filter(|t| ours(t))
+        {
             let opts = RemoveImageOptionsBuilder::default().force(true).build();
-            match self.docker.remove_image(&image.id, Some(opts), None).await {
+            match self.docker.remove_image(tag, Some(opts), None).await {
                 Ok(_) => removed += 1,
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 }) => {}
-                Err(e) => tracing::warn!("could not remove image {}: {e}", image.id),
+                Err(e) => tracing::warn!("could not remove image {tag}: {e}"),
             }
         }
         Ok((containers.len(), removed))

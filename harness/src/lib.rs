@@ -52,6 +52,8 @@ pub enum Error {
     Emulator(#[from] emulators::EmulatorError),
     #[error(transparent)]
     Run(#[from] run::RunError),
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
     #[error("no platform in {path} runs natively on this engine's architecture ({arch})\n  fix: add a [[platform]] with emulator = \"none\" for it")]
     NoNativePlatform { path: PathBuf, arch: String },
     #[error("{0}")]
@@ -210,7 +212,6 @@ impl Harness {
     }
 
     /// The emulator helper image.
-
     pub async fn helper(&self) -> Result<&String, Error> {
         self.helper
             .get_or_try_init(|| async {

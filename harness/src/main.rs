@@ -90,8 +90,12 @@ enum Command {
     },
     /// Register the emulators the matrix needs and show each platform's status.
     Emulators,
-    /// Remove every container and image the harness labelled.
-    Clean,
+    /// Remove every container the harness labelled and every image it tagged.
+    Clean {
+        /// Keep the images (the build cache); remove only containers.
+        #[arg(long)]
+        containers_only: bool,
+    },
 }
 
 #[tokio::main]
@@ -113,8 +117,20 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Ctrl-C: remove what this process started (its containers, and the build
+/// step containers of an interrupted image build); nothing half-built is tagged.
+async fn interrupted(engine: &harness::engine::Engine, started: i64) -> std::process::ExitCode {
+    eprintln!("\ninterrupted: removing the containers this run started");
+    let n = engine.remove_tracked().await + engine.remove_created_since(started).await;
+    eprintln!("removed {n} container(s); images being built are not tagged");
+    std::process::ExitCode::from(130)
+}
+
 async fn real_main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let matrix = Matrix::load(cli.matrix.clone().unwrap_or_else(matrix::default_path))?;
     match cli.command {
         Command::Matrix { json } => {
@@ -162,11 +178,7 @@ async fn real_main() -> Result<std::process::ExitCode> {
             let progress = |step: &str| eprintln!("[{}] == {step}", p.slug());
             let leg = tokio::select! {
                 leg = harness::leg(&h, &p, &scenarios, &progress) => leg,
-                _ = tokio::signal::ctrl_c() => {
-                    let n = engine.remove_tracked().await;
-                    eprintln!("\ninterrupted: removed {n} container(s)");
-                    return Ok(std::process::ExitCode::from(130));
-                }
+                _ = tokio::signal::ctrl_c() => return Ok(interrupted(&engine, started).await),
             };
             println!("\n{}\n", report::table(std::slice::from_ref(&leg)));
             for o in &leg.outcomes {
@@ -240,12 +252,11 @@ async fn real_main() -> Result<std::process::ExitCode> {
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Clean => {
+        Command::Clean { containers_only } => {
             let h = Harness::new(matrix).await?;
-            let (containers, images) = h.engine.clean_all().await?;
-            println!(
-                "removed {containers} container(s) and {images} image(s) labelled by the harness"
-            );
+            let prefix = h.matrix.defaults.image.clone();
+            let (containers, images) = h.engine.clean(&prefix, containers_only).await?;
+            println!("removed {containers} labelled container(s) and {images} image tag(s) under {prefix}");
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Pin {
@@ -292,12 +303,7 @@ async fn real_main() -> Result<std::process::ExitCode> {
                     println!("{}", report::closing_line(&legs));
                     Ok(if legs.iter().any(|l| l.failed()) { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
                 }
-                _ = tokio::signal::ctrl_c() => {
-                    eprintln!("\ninterrupted: removing the containers this run started");
-                    let n = engine.remove_tracked().await;
-                    eprintln!("removed {n} container(s); images being built are not tagged");
-                    Ok(std::process::ExitCode::from(130))
-                }
+                _ = tokio::signal::ctrl_c() => Ok(interrupted(&engine, started).await),
             }
         }
     }

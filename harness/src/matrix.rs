@@ -349,7 +349,7 @@ slowdown = 6.0
     fn syntax_error_names_file_and_line() {
         let err = parse(&format!("{DEFAULTS}\n[[platform]]\ndocker = linux/amd64\n")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("matrix.toml:11:"), "{msg}");
+        assert!(msg.starts_with("matrix.toml:12:"), "{msg}");
     }
 
     #[test]
@@ -357,7 +357,7 @@ slowdown = 6.0
         let text = format!("{DEFAULTS}{}", ARM.replace("slowdown", "slow_down"));
         let msg = parse(&text).unwrap_err().to_string();
         assert!(msg.contains("slow_down"), "{msg}");
-        assert!(msg.starts_with("matrix.toml:19:"), "{msg}");
+        assert!(msg.starts_with("matrix.toml:20:"), "{msg}");
     }
 
     #[test]
@@ -375,7 +375,7 @@ slowdown = 6.0
         );
         let msg = parse(&text).unwrap_err().to_string();
         assert!(msg.contains("invalid type"), "{msg}");
-        assert!(msg.starts_with("matrix.toml:17:"), "{msg}");
+        assert!(msg.starts_with("matrix.toml:18:"), "{msg}");
     }
 
     #[test]

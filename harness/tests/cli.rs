@@ -167,28 +167,67 @@ fn repro_streams_the_output_and_removes_containers_of_passing_checks() {
 }
 
 #[test]
-fn clean_removes_what_the_harness_labelled() {
+fn clean_removes_labelled_containers_and_only_the_matrix_images() {
     let _serial = serial();
     let h = harness();
     let p = prepared("linux/amd64");
+    // A kept (labelled) container, and an image tag under another matrix's name.
     let spec = harness::run::RunSpec::new(p.image.tag.clone(), "kept for clean")
         .cmd(["true"])
         .with_options(None, true);
-    let out = block_on(harness::run::run(&h.engine, &spec)).unwrap();
-    let kept = out.kept_container.expect("kept");
+    let kept = block_on(harness::run::run(&h.engine, &spec))
+        .unwrap()
+        .kept_container
+        .expect("kept");
     assert!(labelled_containers()
         .iter()
         .any(|id| kept.starts_with(id.as_str())));
-    let out = bin().arg("clean").output().unwrap();
-    assert!(out.status.success());
+    let tag = "guix-matrix-cleantest:amd64";
+    assert!(Command::new("docker")
+        .args(["tag", &p.image.tag, tag])
+        .status()
+        .unwrap()
+        .success());
+    let dir = tempfile::tempdir().unwrap();
+    let matrix = dir.path().join("matrix.toml");
+    let text = std::fs::read_to_string(harness::matrix::default_path()).unwrap();
+    std::fs::write(
+        &matrix,
+        text.replace(
+            "image = \"guix-matrix\"",
+            "image = \"guix-matrix-cleantest\"",
+        ),
+    )
+    .unwrap();
+
+    let out = bin()
+        .arg("--matrix")
+        .arg(&matrix)
+        .arg("clean")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("removed"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        text.contains("1 image tag(s) under guix-matrix-cleantest"),
+        "{text}"
     );
-    assert!(!labelled_containers()
-        .iter()
-        .any(|id| kept.starts_with(id.as_str())));
+    assert!(
+        !labelled_containers()
+            .iter()
+            .any(|id| kept.starts_with(id.as_str())),
+        "the kept container is gone"
+    );
+    assert!(
+        block_on(h.engine.local_image(tag)).unwrap().is_none(),
+        "the other matrix's tag is gone"
+    );
+    assert!(
+        block_on(h.engine.local_image(&p.image.tag))
+            .unwrap()
+            .is_some(),
+        "this matrix's image stays"
+    );
 }
 
 /// Ctrl-C while a check's container runs: it is stopped and removed, exit 130,

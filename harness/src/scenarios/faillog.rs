@@ -1,22 +1,14 @@
 //! Failure logs: the failed derivations' logs land in the working directory, unpacked and printed; nothing else does.
 
-use super::{fixtures_tar, kv, spec, Check, Outcome, Scenario};
-use crate::{Harness, Prepared};
+use super::{fixtures_tar, kv, run_fixture, spec, Check};
+use crate::{Error, Harness, Prepared};
 
-pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
-    let mut c = Check::new(Scenario::Faillog, &p.platform.docker);
-    let tar = match fixtures_tar(&["faillog.sh", "failing.scm", "earlier-failure.scm"]) {
-        Ok(t) => t,
-        Err(e) => return c.error(&e),
-    };
+pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+    let tar = fixtures_tar(&["faillog.sh", "failing.scm", "earlier-failure.scm"])?;
     let run = spec(h, p, "faillog")
         .bash("/fixtures/faillog.sh")
         .upload(tar, "/");
-    let out = match crate::run::run(&h.engine, &run).await {
-        Ok(o) => o,
-        Err(e) => return c.error(&e),
-    };
-    c.output(&out);
+    let out = run_fixture(h, c, &run).await?;
     let (earlier, rc) = (
         kv(&out.stdout, "earlier-rc").unwrap_or_default(),
         kv(&out.stdout, "command-rc").unwrap_or_default(),
@@ -90,5 +82,5 @@ pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
         || "the entry point reported a log from before the command".into(),
     );
     c.transcript(printed.join("\n"));
-    c.finish()
+    Ok(())
 }

@@ -98,6 +98,7 @@ pub struct Check {
     log_tail: String,
     transcript: String,
     kept_container: Option<String>,
+    skipped: Option<String>,
 }
 
 impl Check {
@@ -111,6 +112,7 @@ impl Check {
             log_tail: String::new(),
             transcript: String::new(),
             kept_container: None,
+            skipped: None,
         }
     }
 
@@ -137,17 +139,20 @@ impl Check {
         self.transcript = text.into();
     }
 
-    pub fn finish(self) -> Outcome {
-        let verdict = if self.failures.is_empty() {
-            Verdict::Passed
-        } else {
-            Verdict::Failed(self.failures.join("; "))
-        };
-        self.outcome(verdict)
+    /// Ends the check as skipped (with why) unless something failed.
+    pub fn skip_because(&mut self, why: impl Into<String>) {
+        self.skipped = Some(why.into());
     }
 
-    pub fn skip(self, why: impl Into<String>) -> Outcome {
-        self.outcome(Verdict::Skipped(why.into()))
+    pub fn finish(self) -> Outcome {
+        let verdict = if !self.failures.is_empty() {
+            Verdict::Failed(self.failures.join("; "))
+        } else if let Some(why) = self.skipped.clone() {
+            Verdict::Skipped(why)
+        } else {
+            Verdict::Passed
+        };
+        self.outcome(verdict)
     }
 
     pub fn error(self, e: &dyn std::fmt::Display) -> Outcome {
@@ -222,13 +227,25 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
     .with_options(h.echo.then(|| format!("[{}]", p.platform.slug())), h.keep)
 }
 
-/// Runs one scenario on a prepared platform.
+/// Runs one scenario on a prepared platform; an error ends it as failed.
 pub async fn run_one(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
-    match scenario {
-        Scenario::Smoke => smoke::check(h, p).await,
-        Scenario::Pin => pin::check(h, p).await,
-        Scenario::PullOnline => pin::check_online(h, p).await,
-        Scenario::Tmpfs => tmpfs::check(h, p).await,
-        Scenario::Faillog => faillog::check(h, p).await,
+    let mut c = Check::new(scenario, &p.platform.docker);
+    let result = match scenario {
+        Scenario::Smoke => smoke::body(h, p, &mut c).await,
+        Scenario::Pin => pin::body(h, p, &mut c).await,
+        Scenario::PullOnline => pin::online(h, p, &mut c).await,
+        Scenario::Tmpfs => tmpfs::body(h, p, &mut c).await,
+        Scenario::Faillog => faillog::body(h, p, &mut c).await,
+    };
+    match result {
+        Ok(()) => c.finish(),
+        Err(e) => c.error(&e),
     }
+}
+
+/// Runs `spec` in the engine and records its output in the check.
+pub async fn run_fixture(h: &Harness, c: &mut Check, spec: &RunSpec) -> Result<RunOutput, Error> {
+    let out = run::run(&h.engine, spec).await?;
+    c.output(&out);
+    Ok(out)
 }

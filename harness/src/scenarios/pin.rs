@@ -1,7 +1,7 @@
 //! Pinning: `guix pull` checks out the pinned commit, not the branch head, and keeps the image's pin.
 
-use super::{fixtures_tar, kv, spec, Check, Outcome, Scenario};
-use crate::{Harness, Prepared};
+use super::{fixtures_tar, kv, run_fixture, spec, Check};
+use crate::{Error, Harness, Prepared};
 use std::time::Duration;
 
 /// The commit pinned in the repository's channels/channels.scm.
@@ -10,25 +10,15 @@ pub fn repo_pin() -> Result<String, crate::pin::PinError> {
 }
 
 /// Offline pinning with a fixture channel, and the image's own pin.
-pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
-    let mut c = Check::new(Scenario::Pin, &p.platform.docker);
-    let want_pin = match repo_pin() {
-        Ok(pin) => pin,
-        Err(e) => return c.error(&e),
-    };
-    let tar = match fixtures_tar(&["pin.sh"]) {
-        Ok(t) => t,
-        Err(e) => return c.error(&e),
-    };
-    let mut run = spec(h, p, "pin").bash("/fixtures/pin.sh").upload(tar, "/");
+pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+    let want_pin = repo_pin()?;
+    let mut run = spec(h, p, "pin")
+        .bash("/fixtures/pin.sh")
+        .upload(fixtures_tar(&["pin.sh"])?, "/");
     if p.platform.cache_tmpfs {
         run = run.tmpfs("/root/.cache/guix", "rw,exec,size=256m");
     }
-    let out = match crate::run::run(&h.engine, &run).await {
-        Ok(o) => o,
-        Err(e) => return c.error(&e),
-    };
-    c.output(&out);
+    let out = run_fixture(h, c, &run).await?;
     let get = |k: &str| kv(&out.stdout, k).unwrap_or_default();
     let (pinned, head, checkout) = (get("pinned"), get("branch-head"), get("checkout"));
     for (k, v) in [
@@ -72,23 +62,17 @@ pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
     c.expect(wanted == want_pin, || {
         format!("`guix pull --url=<mirror>` asked for `{wanted}`, not the pinned `{want_pin}`")
     });
-    c.finish()
+    Ok(())
 }
 
-/// The real pull to the pin (the seed's privileged step) and `guix describe`.
-pub async fn check_online(h: &Harness, p: &Prepared) -> Outcome {
-    let c = Check::new(Scenario::PullOnline, &p.platform.docker);
+/// The real pull to the pin (the seed's privileged step) and `guix describe`;
+/// `skipped: offline` unless the harness runs online.
+pub async fn online(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     if !h.online {
-        return c.skip("offline: codeberg.org and the substitute servers are not reachable here; the nightly workflow runs this leg (harness run --online)");
+        c.skip_because("offline: codeberg.org and the substitute servers are not reachable here; the nightly workflow runs this leg (harness run --online)");
+        return Ok(());
     }
-    online(h, p, c).await
-}
-
-async fn online(h: &Harness, p: &Prepared, mut c: Check) -> Outcome {
-    let want_pin = match repo_pin() {
-        Ok(pin) => pin,
-        Err(e) => return c.error(&e),
-    };
+    let want_pin = repo_pin()?;
     let mut run = spec(h, p, "pull-online")
         .cmd([
             "bash",
@@ -100,11 +84,7 @@ async fn online(h: &Harness, p: &Prepared, mut c: Check) -> Outcome {
     if p.platform.cache_tmpfs {
         run = run.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
     }
-    let out = match crate::run::run(&h.engine, &run).await {
-        Ok(o) => o,
-        Err(e) => return c.error(&e),
-    };
-    c.output(&out);
+    let out = run_fixture(h, c, &run).await?;
     c.fact("exit-code", out.exit_code);
     c.expect(out.exit_code == 0, || {
         format!("the pull step exited {}", out.exit_code)
@@ -112,5 +92,5 @@ async fn online(h: &Harness, p: &Prepared, mut c: Check) -> Outcome {
     c.expect(out.stdout.contains(&want_pin), || {
         format!("guix describe does not show the pinned commit {want_pin}")
     });
-    c.finish()
+    Ok(())
 }

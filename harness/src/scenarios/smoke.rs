@@ -1,22 +1,13 @@
 //! Smoke: the right machine, Guix 1.5.0, a daemon that answers and is gone afterwards.
 
-use super::{fixtures_tar, kv, spec, Check, Outcome, Scenario};
-use crate::{Harness, Prepared};
+use super::{fixtures_tar, kv, run_fixture, spec, Check};
+use crate::{Error, Harness, Prepared};
 
-pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
-    let mut c = Check::new(Scenario::Smoke, &p.platform.docker);
-    let tar = match fixtures_tar(&["smoke.sh", "smoke.scm"]) {
-        Ok(t) => t,
-        Err(e) => return c.error(&e),
-    };
+pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let run = spec(h, p, "smoke")
         .bash("/fixtures/smoke.sh")
-        .upload(tar, "/");
-    let out = match crate::run::run(&h.engine, &run).await {
-        Ok(o) => o,
-        Err(e) => return c.error(&e),
-    };
-    c.output(&out);
+        .upload(fixtures_tar(&["smoke.sh", "smoke.scm"])?, "/");
+    let out = run_fixture(h, c, &run).await?;
     let want_version = format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version);
     let facts = [
         ("uname-m", p.platform.uname_m.clone()),
@@ -43,5 +34,5 @@ pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
     c.expect(out.exit_code == 0, || {
         format!("smoke script exited {}", out.exit_code)
     });
-    c.finish()
+    Ok(())
 }

@@ -1,29 +1,24 @@
 //! The tmpfs workaround: readdir() EOVERFLOW where matrix.toml says so, and none with the cache on tmpfs.
 
-use super::{fixtures_tar_with, kv, spec, Check, Outcome, Scenario};
-use crate::{Harness, Prepared};
+use super::{fixtures_tar_with, kv, spec, Check};
+use crate::{Error, Harness, Prepared};
 
 const EOVERFLOW: &str = "Value too large for defined data type";
 
-pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
-    let mut c = Check::new(Scenario::Tmpfs, &p.platform.docker);
-    let Some(cc) = p.platform.probe_cc.clone() else {
-        return c.error(&format!(
+pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+    let cc = p.platform.probe_cc.clone().ok_or_else(|| {
+        Error::Other(format!(
             "matrix.toml: platform {}: no `probe_cc`, so the readdir() probe cannot be built for it",
             p.platform.docker
-        ));
-    };
-    let probe = match h.probes().await {
-        Ok(probes) => match probes.get(&cc) {
-            Some(bin) => bin.clone(),
-            None => return c.error(&format!("the probe image has no binary for {cc}")),
-        },
-        Err(e) => return c.error(&e),
-    };
-    let tar = match fixtures_tar_with(&["tmpfs.sh"], &[("readdir-probe", &probe)]) {
-        Ok(t) => t,
-        Err(e) => return c.error(&e),
-    };
+        ))
+    })?;
+    let probe = h
+        .probes()
+        .await?
+        .get(&cc)
+        .cloned()
+        .ok_or_else(|| Error::Other(format!("the probe image has no binary for {cc}")))?;
+    let tar = fixtures_tar_with(&["tmpfs.sh"], &[("readdir-probe", &probe)])?;
     // The writable layer and the entry point's XDG_CACHE_HOME route.
     let xdg = spec(h, p, "tmpfs (xdg route)")
         .bash("/fixtures/tmpfs.sh")
@@ -35,14 +30,8 @@ pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
         .upload(tar, "/")
         .env("TMPFS_SEED=1")
         .tmpfs("/root/.cache/guix", "rw,exec,size=64m");
-    let (xdg, seed) = match (
-        crate::run::run(&h.engine, &xdg).await,
-        crate::run::run(&h.engine, &seed).await,
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return c.error(&e),
-    };
-    c.output(&xdg);
+    let seed = crate::run::run(&h.engine, &seed).await?;
+    let xdg = super::run_fixture(h, c, &xdg).await?;
     let text = format!("{}{}", xdg.stdout, seed.stdout);
     let get = |k: &str| kv(&text, k).unwrap_or_default();
     let writable = get("writable-layer");
@@ -84,5 +73,5 @@ pub async fn check(h: &Harness, p: &Prepared) -> Outcome {
     c.expect(get("copied-back") == "written-inside", || {
         "what the command wrote to XDG_CACHE_HOME was not copied back".into()
     });
-    c.finish()
+    Ok(())
 }
