@@ -179,9 +179,70 @@ pub fn junit(legs: &[Leg]) -> Report {
     report
 }
 
-/// Writes report.json and junit.xml into `dir`.
+/// What a person needs about one failed leg, in one file: what failed, the
+/// output tails and printed build logs, the emulator, image and pin, and the
+/// command that reproduces exactly this leg.
+pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
+    let mut out = format!(
+        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
+        leg.platform,
+        leg.platform,
+        match leg.outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_))).count() {
+            1 => format!(
+                " --scenario {}",
+                leg.outcomes.iter().find(|o| matches!(o.verdict, Verdict::Failed(_))).map_or("", |o| o.scenario.name())
+            ),
+            _ => String::new(),
+        },
+        leg.emulator,
+        leg.base,
+        leg.image,
+        leg.image_id,
+    );
+    if let Some(err) = &leg.error {
+        out.push_str(&format!("\n== prepare failed\n{err}\n"));
+    }
+    for o in leg
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Failed(_)))
+    {
+        let Verdict::Failed(why) = &o.verdict else {
+            continue;
+        };
+        out.push_str(&format!(
+            "\n== {} failed after {:.1}s\n{why}\n",
+            o.scenario.name(),
+            o.elapsed.as_secs_f64()
+        ));
+        out.push_str("\n-- facts\n");
+        for (k, v) in &o.facts {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+        if !o.transcript.is_empty() {
+            out.push_str(&format!("\n-- printed by the image\n{}\n", o.transcript));
+        }
+        out.push_str(&format!("\n-- last output\n{}\n", o.log_tail));
+    }
+    out
+}
+
+/// Writes report.json and junit.xml into `dir`, and `failures/<platform>.txt`
+/// for each failed leg.
 pub fn write(dir: &Path, legs: &[Leg]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let pin = crate::pin::read(&crate::repo_root().join("channels/channels.scm"))
+        .unwrap_or_else(|e| e.to_string());
+    let failures = dir.join("failures");
+    let _ = std::fs::remove_dir_all(&failures);
+    for leg in legs.iter().filter(|l| l.failed()) {
+        std::fs::create_dir_all(&failures)?;
+        let name = leg.platform.trim_start_matches("linux/").replace('/', "-");
+        std::fs::write(
+            failures.join(format!("{name}.txt")),
+            failure_bundle(leg, &pin),
+        )?;
+    }
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(legs)?)?;
     let xml = junit(legs).to_string().map_err(std::io::Error::other)?;
     std::fs::write(dir.join("junit.xml"), xml)

@@ -287,3 +287,59 @@ fn ctrl_c_mid_run_leaves_no_container_and_the_next_run_works() {
         String::from_utf8_lossy(&again.stdout)
     );
 }
+
+/// A matrix.toml that drops the armhf workaround: the tmpfs check fails,
+/// `run` exits 1 and writes a failure bundle with the command to reproduce it.
+#[test]
+fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
+    let _serial = serial();
+    prepared("linux/arm/v7");
+    let dir = tempfile::tempdir().unwrap();
+    let matrix = dir.path().join("matrix.toml");
+    let text = std::fs::read_to_string(harness::matrix::default_path()).unwrap();
+    let broken = text.replacen("cache_tmpfs = true", "cache_tmpfs = false", 1);
+    assert_ne!(broken, text);
+    std::fs::write(&matrix, broken).unwrap();
+    let reports = dir.path().join("reports");
+    let out = bin()
+        .arg("--matrix")
+        .arg(&matrix)
+        .args([
+            "run",
+            "--platform",
+            "linux/arm/v7",
+            "--scenario",
+            "tmpfs",
+            "--report",
+        ])
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("linux/arm/v7")
+            && l.contains(" tmpfs ")
+            && l.contains("FAILED")),
+        "{text}"
+    );
+    let bundle = std::fs::read_to_string(reports.join("failures/arm-v7.txt")).unwrap();
+    assert!(
+        bundle.contains(
+            "reproduce: cargo run -p harness -- repro --platform linux/arm/v7 --scenario tmpfs"
+        ),
+        "{bundle}"
+    );
+    assert!(
+        bundle.contains("matrix.toml says cache_tmpfs = false"),
+        "{bundle}"
+    );
+    assert!(
+        bundle.contains("writable-layer=Value too large for defined data type"),
+        "{bundle}"
+    );
+    assert!(
+        bundle.contains("emulator: qemu-arm: qemu-arm version"),
+        "{bundle}"
+    );
+}
