@@ -149,9 +149,16 @@ impl RunSpec {
         self
     }
 
-    /// The equivalent `docker` CLI arguments (`run --rm -it … IMAGE CMD…`), labelled like ours.
+    /// The equivalent `docker` CLI arguments (`run --rm -it … IMAGE CMD…`, `-i`
+    /// without a terminal), labelled like ours.
     pub fn docker_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "-it".into()];
+        use std::io::IsTerminal;
+        let tty = if std::io::stdin().is_terminal() {
+            "-it"
+        } else {
+            "-i"
+        };
+        let mut args: Vec<String> = vec!["run".into(), "--rm".into(), tty.into()];
         args.extend([
             "--label".into(),
             format!("{}=true", crate::engine::LABEL_MANAGED),

@@ -343,3 +343,30 @@ fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
         "{bundle}"
     );
 }
+
+#[test]
+fn shell_runs_a_command_in_the_image_through_the_entry_point() {
+    let _serial = serial();
+    prepared("linux/amd64");
+    let out = bin()
+        .args([
+            "shell",
+            "--platform",
+            "linux/amd64",
+            "--",
+            "guix",
+            "--version",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("guix (GNU Guix) 1.5.0"));
+    // The same capabilities as the scenarios, never --privileged.
+    assert!(
+        err.contains("--cap-add SYS_ADMIN --security-opt seccomp=unconfined"),
+        "{err}"
+    );
+    assert!(!err.contains("--privileged"), "{err}");
+}
