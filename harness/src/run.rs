@@ -246,6 +246,32 @@ pub enum RunError {
         secs: u64,
         tail: String,
     },
+    #[error("{platform}: the kernel cannot run this platform's programs ({detail}): no binfmt_misc handler is registered for it\n  fix: cargo run -p harness -- emulators   (then `harness doctor` shows the status)")]
+    NoEmulator { platform: String, detail: String },
+    #[error("{platform}: the emulator was not found when the container started ({detail}): its binfmt_misc handler is most likely registered without the F flag, so the kernel looks for the interpreter inside the container\n  fix: as root, `echo -1 > /proc/sys/fs/binfmt_misc/<handler>` for this platform's emulator (matrix.toml `emulator`), then `cargo run -p harness -- emulators`")]
+    EmulatorNotVisible { platform: String, detail: String },
+}
+
+/// Recognises the kernel's and runc's words for "cannot execute this
+/// architecture" in a start error or a container's output.
+fn diagnose_exec(platform: Option<&str>, text: &str) -> Option<RunError> {
+    let platform = platform?.to_string();
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .map(|l| l.trim().to_string())
+    };
+    if let Some(detail) = line("exec format error") {
+        return Some(RunError::NoEmulator { platform, detail });
+    }
+    let missing = text.lines().find(|l| {
+        (l.contains("exec user process caused") || l.starts_with("exec "))
+            && l.contains("no such file or directory")
+    });
+    missing.map(|l| RunError::EmulatorNotVisible {
+        platform,
+        detail: l.trim().to_string(),
+    })
 }
 
 /// Runs `spec` to completion and removes the container (unless kept).
@@ -315,10 +341,16 @@ async fn drive(engine: &Engine, id: &str, spec: &RunSpec) -> Result<RunOutput, R
         )))?;
     }
     let started = Instant::now();
-    docker
+    if let Err(e) = docker
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
         .await
-        .map_err(EngineError::api(format!("{}: start container", spec.step)))?;
+    {
+        return Err(
+            diagnose_exec(spec.platform.as_deref(), &e.to_string()).unwrap_or_else(|| {
+                EngineError::api(format!("{}: start container", spec.step))(e).into()
+            }),
+        );
+    }
 
     let mut out = RunOutput {
         exit_code: -1,
@@ -367,6 +399,12 @@ async fn drive(engine: &Engine, id: &str, spec: &RunSpec) -> Result<RunOutput, R
     }
     out.exit_code = exit_code(engine, id, &spec.step).await?;
     out.elapsed = started.elapsed();
+    if out.exit_code != 0 && out.combined.lines().count() <= 3 {
+        // A container that died before its program printed anything else.
+        if let Some(e) = diagnose_exec(spec.platform.as_deref(), &out.combined) {
+            return Err(e);
+        }
+    }
     Ok(out)
 }
 
@@ -459,4 +497,39 @@ pub async fn copy_out(engine: &Engine, image: &str, path: &str) -> Result<Vec<u8
     engine.remove_container(&created.id).await;
     res??;
     Ok(tar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_format_error_names_the_platform_and_the_fix() {
+        let e = diagnose_exec(
+            Some("linux/riscv64"),
+            "standard_init_linux.go:228: exec user process caused: exec format error",
+        )
+        .unwrap();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("linux/riscv64: the kernel cannot run"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("fix: cargo run -p harness -- emulators"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_missing_interpreter_points_at_the_f_flag() {
+        let e = diagnose_exec(
+            Some("linux/arm/v7"),
+            "standard_init_linux.go:228: exec user process caused: no such file or directory",
+        )
+        .unwrap();
+        assert!(e.to_string().contains("without the F flag"), "{e}");
+        assert!(diagnose_exec(None, "exec format error").is_none());
+        assert!(diagnose_exec(Some("linux/amd64"), "all good").is_none());
+    }
 }

@@ -1,0 +1,143 @@
+//! Known ways this breaks, reproduced on purpose: each must be reported with
+//! its cause and fix, never as a raw error or a hang. These tests change the
+//! kernel's binfmt_misc handlers for riscv64 and put them back afterwards.
+
+mod common;
+use common::{block_on, harness, prepared};
+use harness::emulators::{self, EmulatorError};
+use harness::run::{self, Privilege, RunError, RunSpec};
+
+const PLATFORM: &str = "linux/riscv64";
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Puts qemu-riscv64 back as the harness registers it, whatever happened.
+struct Restore;
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let h = harness();
+        let helper = block_on(h.helper()).unwrap().clone();
+        let names = vec!["qemu-riscv64".to_string()];
+        block_on(emulators::helper_run(
+            &h.engine,
+            &helper,
+            "unregister",
+            &names,
+        ))
+        .unwrap();
+        let back = block_on(emulators::helper_run(
+            &h.engine, &helper, "register", &names,
+        ))
+        .unwrap();
+        assert_eq!(
+            back[0].state, "registered",
+            "could not restore qemu-riscv64: {back:?}"
+        );
+    }
+}
+
+fn helper_bash(script: &str) -> run::RunOutput {
+    let h = harness();
+    let helper = block_on(h.helper()).unwrap().clone();
+    let spec = RunSpec::new(helper, "binfmt by hand")
+        .bash(script)
+        .privilege(Privilege::Binfmt);
+    block_on(run::run(&h.engine, &spec)).unwrap()
+}
+
+fn true_on_riscv64() -> Result<run::RunOutput, RunError> {
+    let h = harness();
+    let p = prepared(PLATFORM);
+    let spec = RunSpec::new(p.image.tag.clone(), "exec check")
+        .platform(PLATFORM)
+        .cmd(["true"]);
+    block_on(run::run(&h.engine, &spec))
+}
+
+#[test]
+fn no_emulator_registered_is_exec_format_error_with_the_fix() {
+    let _serial = serial();
+    prepared(PLATFORM);
+    let _restore = Restore;
+    let h = harness();
+    let helper = block_on(h.helper()).unwrap().clone();
+    block_on(emulators::helper_run(
+        &h.engine,
+        &helper,
+        "unregister",
+        &["qemu-riscv64".into()],
+    ))
+    .unwrap();
+    let err = true_on_riscv64().expect_err("a riscv64 container must not run without its emulator");
+    let msg = err.to_string();
+    assert!(matches!(err, RunError::NoEmulator { .. }), "{msg}");
+    assert!(
+        msg.starts_with("linux/riscv64: the kernel cannot run")
+            && msg.contains("exec format error"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("fix: cargo run -p harness -- emulators"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_handler_without_the_f_flag_is_named_wrong_with_the_fix() {
+    let _serial = serial();
+    prepared(PLATFORM);
+    let _restore = Restore;
+    // Register qemu-riscv64 as Debian's conf says but without F.
+    let out = helper_bash(
+        "d=/proc/sys/fs/binfmt_misc; [ -e $d/register ] || mount -t binfmt_misc binfmt_misc $d; \
+         [ ! -e $d/qemu-riscv64 ] || echo -1 > $d/qemu-riscv64; \
+         line=$(grep -v '^#' /usr/lib/binfmt.d/qemu-riscv64.conf); echo \"${line%:*}:P\" > $d/register && cat $d/qemu-riscv64",
+    );
+    assert_eq!(out.exit_code, 0, "{}", out.combined);
+    assert!(out.stdout.contains("flags: P\n"), "{}", out.stdout);
+
+    let h = harness();
+    let helper = block_on(h.helper()).unwrap().clone();
+    let err = block_on(emulators::register(&h.engine, &helper, &h.matrix.platforms))
+        .expect_err("must refuse a handler without F");
+    let msg = err.to_string();
+    assert!(matches!(err, EmulatorError::Wrong { .. }), "{msg}");
+    assert!(
+        msg.starts_with("linux/riscv64: emulator qemu-riscv64 is wrong"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("echo -1 > /proc/sys/fs/binfmt_misc/qemu-riscv64"),
+        "{msg}"
+    );
+
+    let err = true_on_riscv64().expect_err("the interpreter is not inside the container");
+    assert!(matches!(err, RunError::EmulatorNotVisible { .. }), "{err}");
+    assert!(err.to_string().contains("without the F flag"), "{err}");
+}
+
+#[test]
+fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
+    let _serial = serial();
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = RunSpec::new(p.image.tag.clone(), "bad daemon flag")
+        .platform(&p.platform.docker)
+        .env("GUIX_DAEMON_ARGS=--no-such-flag")
+        .cmd(["guix", "build", "hello"]);
+    let out = block_on(run::run(&h.engine, &spec)).unwrap();
+    assert_eq!(out.exit_code, 125, "{}", out.combined);
+    assert!(
+        out.stderr
+            .contains("guix-matrix: guix-daemon exited before it answered"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("+ guix build hello"),
+        "the command must not run without a daemon"
+    );
+}
