@@ -111,7 +111,15 @@ async fn main() -> std::process::ExitCode {
     match real_main().await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Our messages already carry their cause; print a cause only when it adds something.
+            let mut text = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    text = format!("{text}: {cause}");
+                }
+            }
+            eprintln!("error: {text}");
             std::process::ExitCode::from(2)
         }
     }
