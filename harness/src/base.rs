@@ -355,11 +355,10 @@ async fn mmdebstrap(defaults: &Defaults, platform: &Platform, out: &Path) -> Res
         })?;
     if !output.status.success() {
         let text = String::from_utf8_lossy(&output.stderr);
-        let lines: Vec<&str> = text.lines().collect();
         return Err(BaseError::Mmdebstrap {
             platform: platform.docker.clone(),
             code: output.status.code().unwrap_or(-1),
-            tail: lines[lines.len().saturating_sub(15)..].join("\n"),
+            tail: crate::tail_lines(&text, 15),
             mirror: defaults.mirror.clone(),
         });
     }

@@ -183,7 +183,7 @@ pub async fn build(
                     return Err(BuildError::Failed {
                         step: spec.step.clone(),
                         message: error,
-                        tail: tail(&log, 25),
+                        tail: crate::tail_lines(&log, 25),
                     })
                 }
                 Err(e) => return Err(EngineError::api(spec.step.clone())(e).into()),
@@ -198,7 +198,7 @@ pub async fn build(
                 return Err(BuildError::Failed {
                     step: spec.step.clone(),
                     message: err,
-                    tail: tail(&log, 25),
+                    tail: crate::tail_lines(&log, 25),
                 });
             }
         }
@@ -226,9 +226,4 @@ pub async fn build(
         rebuilt: true,
         elapsed: started.elapsed(),
     })
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

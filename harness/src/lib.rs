@@ -37,6 +37,12 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The last `n` lines of `text`, for messages.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Anything a pipeline step can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

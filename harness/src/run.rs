@@ -193,23 +193,6 @@ impl RunSpec {
         args.extend(self.cmd.iter().cloned());
         args
     }
-
-    /// The equivalent `docker run` line, for humans.
-    pub fn docker_command(&self) -> String {
-        let args: Vec<String> = self.docker_args().iter().map(|a| shell_quote(a)).collect();
-        format!("docker {}", args.join(" "))
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
 }
 
 /// What a finished command left.
@@ -230,8 +213,7 @@ pub struct RunOutput {
 impl RunOutput {
     /// The last `n` lines of the combined output.
     pub fn tail(&self, n: usize) -> String {
-        let lines: Vec<&str> = self.combined.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        crate::tail_lines(&self.combined, n)
     }
 }
 
