@@ -360,23 +360,15 @@ pub async fn leg(
         Err(_) => {
             let removed = h.engine.remove_tracked_for(&platform.docker).await;
             let step = step.lock().expect("step lock").clone();
-            report::Leg {
-                platform: platform.docker.clone(),
-                emulator: String::new(),
-                base: String::new(),
-                image: h.image_tag(platform),
-                image_id: String::new(),
-                rebuilt: false,
-                error: Some(format!(
-                    "{}: the leg timed out after {}s during `{step}` (budget: step_timeout_secs × slowdown {} × {steps} steps); removed {removed} container(s)",
-                    platform.docker,
-                    started.elapsed().as_secs(),
-                    platform.slowdown,
-                )),
-                outcomes: vec![],
-                prepare_time: started.elapsed(),
-                elapsed: started.elapsed(),
-            }
+            let mut leg =
+                report::Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
+            leg.error = Some(format!(
+                "{}: the leg timed out after {}s during `{step}` (budget: step_timeout_secs × slowdown {} × {steps} steps); removed {removed} container(s)",
+                platform.docker,
+                started.elapsed().as_secs(),
+                platform.slowdown,
+            ));
+            leg
         }
     }
 }
@@ -390,18 +382,8 @@ async fn leg_within(
     let started = std::time::Instant::now();
     let prepared = h.prepare_with(platform, progress).await;
     let prepare_time = started.elapsed();
-    let mut leg = report::Leg {
-        platform: platform.docker.clone(),
-        emulator: "native".into(),
-        base: String::new(),
-        image: h.image_tag(platform),
-        image_id: String::new(),
-        rebuilt: false,
-        error: None,
-        outcomes: vec![],
-        prepare_time,
-        elapsed: prepare_time,
-    };
+    let mut leg = report::Leg::new(&platform.docker, h.image_tag(platform), prepare_time);
+    leg.emulator = "native".into();
     let p = match prepared {
         Ok(p) => p,
         Err(e) => {

@@ -30,6 +30,22 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Leg {
+    /// A leg that has only been prepared (or failed to be) after `elapsed`.
+    pub fn new(platform: &str, image: String, elapsed: Duration) -> Self {
+        Leg {
+            platform: platform.to_string(),
+            emulator: String::new(),
+            base: String::new(),
+            image,
+            image_id: String::new(),
+            rebuilt: false,
+            error: None,
+            outcomes: vec![],
+            prepare_time: elapsed,
+            elapsed,
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.error.is_some()
             || self
