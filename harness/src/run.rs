@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 pub enum Privilege {
     /// Nothing beyond Docker's defaults.
     None,
-    /// guix-daemon: new namespaces and mounts for builds
-    /// (`--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined`).
+    /// guix-daemon: new namespaces and mounts for chroot builds, and the
+    /// loopback interface of the build's network namespace
+    /// (`--cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined`).
     GuixDaemon,
     /// Mounting binfmt_misc and registering handlers
     /// (`--cap-add SYS_ADMIN --security-opt apparmor=unconfined`).
@@ -28,7 +29,7 @@ impl Privilege {
         match self {
             Privilege::None => (None, None),
             Privilege::GuixDaemon => (
-                Some(vec!["SYS_ADMIN".into()]),
+                Some(vec!["SYS_ADMIN".into(), "NET_ADMIN".into()]),
                 Some(vec![
                     "seccomp=unconfined".into(),
                     "apparmor=unconfined".into(),
@@ -46,7 +47,7 @@ impl Privilege {
         match self {
             Privilege::None => "",
             Privilege::GuixDaemon => {
-                "--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined"
+                "--cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined"
             }
             Privilege::Binfmt => "--cap-add SYS_ADMIN --security-opt apparmor=unconfined",
         }

@@ -141,3 +141,42 @@ fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
         "the command must not run without a daemon"
     );
 }
+
+/// matrix.toml's daemon flags must match what each platform needs: the chroot
+/// check fails, naming the fix, when they are flipped either way.
+#[test]
+fn chroot_flags_that_disagree_with_the_platform_fail_the_check() {
+    let _serial = serial();
+    let h = harness();
+    let mut native = prepared("linux/amd64");
+    native.platform.daemon_args = vec!["--disable-chroot".into()];
+    let outcome = block_on(harness::scenarios::run_one(
+        h,
+        &native,
+        harness::scenarios::Scenario::Chroot,
+    ));
+    match &outcome.verdict {
+        harness::scenarios::Verdict::Failed(why) => {
+            assert!(
+                why.contains("chroot builds work on linux/amd64 but matrix.toml disables them"),
+                "{why}"
+            )
+        }
+        other => panic!("not noticed: {other:?}"),
+    }
+    let mut emulated = prepared("linux/arm64/v8");
+    emulated.platform.daemon_args = vec![];
+    let outcome = block_on(harness::scenarios::run_one(
+        h,
+        &emulated,
+        harness::scenarios::Scenario::Chroot,
+    ));
+    match &outcome.verdict {
+        harness::scenarios::Verdict::Failed(why) => assert!(
+            why.contains("chroot builds fail here (`clone: Invalid argument`")
+                && why.contains("fix: add \"--disable-chroot\""),
+            "{why}"
+        ),
+        other => panic!("not noticed: {other:?}"),
+    }
+}

@@ -37,7 +37,8 @@ fn facts(outcome: &Outcome) -> String {
 #[case::riscv64("linux/riscv64")]
 fn leg(
     #[case] platform: &str,
-    #[values(Scenario::Pin, Scenario::Tmpfs, Scenario::Faillog)] scenario: Scenario,
+    #[values(Scenario::Pin, Scenario::Tmpfs, Scenario::Faillog, Scenario::Chroot)]
+    scenario: Scenario,
 ) {
     let h = harness();
     let p = prepared(platform);
@@ -65,6 +66,8 @@ fn leg(
             settings.set_omit_expression(true);
             settings.bind(|| insta::assert_snapshot!("tmpfs_facts", facts(&outcome)));
         }
+        // Facts differ per platform by design (builder isolated, or clone refused): asserted above.
+        Scenario::Chroot => {}
         _ => unreachable!("not in #[values]"),
     }
 }

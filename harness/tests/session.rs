@@ -31,6 +31,7 @@ fn one_container_many_commands_each_with_its_own_daemon() {
             .with_cmd(["infinity"])
             .with_platform(p.platform.docker.as_str())
             .with_cap_add("SYS_ADMIN")
+            .with_cap_add("NET_ADMIN")
             .with_security_opt("seccomp=unconfined")
             .with_security_opt("apparmor=unconfined")
             .with_network("none")

@@ -1,5 +1,6 @@
 //! The checks the image exists for, one module each, all returning an `Outcome`.
 
+pub mod chroot;
 pub mod faillog;
 pub mod pin;
 pub mod smoke;
@@ -23,6 +24,8 @@ pub enum Scenario {
     Tmpfs,
     /// Failed derivations' logs copied, unpacked and printed; the exit code kept.
     Faillog,
+    /// matrix.toml's daemon flags match what the platform needs (chroot builds).
+    Chroot,
 }
 
 impl Scenario {
@@ -32,6 +35,7 @@ impl Scenario {
         Scenario::PullOnline,
         Scenario::Tmpfs,
         Scenario::Faillog,
+        Scenario::Chroot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Scenario {
             Scenario::PullOnline => "pull-online",
             Scenario::Tmpfs => "tmpfs",
             Scenario::Faillog => "faillog",
+            Scenario::Chroot => "chroot",
         }
     }
 }
@@ -236,6 +241,7 @@ pub async fn run_one(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
         Scenario::PullOnline => pin::online(h, p, &mut c).await,
         Scenario::Tmpfs => tmpfs::body(h, p, &mut c).await,
         Scenario::Faillog => faillog::body(h, p, &mut c).await,
+        Scenario::Chroot => chroot::body(h, p, &mut c).await,
     };
     match result {
         Ok(()) => c.finish(),
