@@ -47,11 +47,7 @@ impl Leg {
     }
 
     pub fn failed(&self) -> bool {
-        self.error.is_some()
-            || self
-                .outcomes
-                .iter()
-                .any(|o| matches!(o.verdict, Verdict::Failed(_)))
+        self.error.is_some() || self.outcomes.iter().any(|o| o.verdict.is_failure())
     }
 
     /// "passed", "FAILED" or "passed (n skipped)".
@@ -104,6 +100,7 @@ pub fn table(legs: &[Leg]) -> String {
             let (result, detail) = match &o.verdict {
                 Verdict::Passed => ("passed".to_string(), String::new()),
                 Verdict::Failed(why) => ("FAILED".to_string(), first_line(why)),
+                Verdict::EmulatorCrash(why) => ("EMU-CRASH".to_string(), first_line(why)),
                 Verdict::Skipped(why) => ("skipped".to_string(), first_line(why)),
             };
             rows.push([
@@ -183,6 +180,13 @@ pub fn junit(legs: &[Leg]) -> Report {
                     s.set_message(why.as_str());
                     s
                 }
+                Verdict::EmulatorCrash(why) => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                    s.set_message(first_line(why))
+                        .set_type("emulator-crash")
+                        .set_description(why.as_str());
+                    s
+                }
             };
             let mut case = TestCase::new(o.scenario.name(), status);
             case.set_classname(leg.platform.clone())
@@ -203,10 +207,10 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
         "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
         leg.platform,
         leg.platform,
-        match leg.outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_))).count() {
+        match leg.outcomes.iter().filter(|o| o.verdict.is_failure()).count() {
             1 => format!(
                 " --scenario {}",
-                leg.outcomes.iter().find(|o| matches!(o.verdict, Verdict::Failed(_))).map_or("", |o| o.scenario.name())
+                leg.outcomes.iter().find(|o| o.verdict.is_failure()).map_or("", |o| o.scenario.name())
             ),
             _ => String::new(),
         },
@@ -218,12 +222,8 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
     if let Some(err) = &leg.error {
         out.push_str(&format!("\n== prepare failed\n{err}\n"));
     }
-    for o in leg
-        .outcomes
-        .iter()
-        .filter(|o| matches!(o.verdict, Verdict::Failed(_)))
-    {
-        let Verdict::Failed(why) = &o.verdict else {
+    for o in leg.outcomes.iter().filter(|o| o.verdict.is_failure()) {
+        let (Verdict::Failed(why) | Verdict::EmulatorCrash(why)) = &o.verdict else {
             continue;
         };
         out.push_str(&format!(
@@ -276,7 +276,7 @@ pub fn closing_line(legs: &[Leg]) -> String {
         for o in &leg.outcomes {
             match o.verdict {
                 Verdict::Passed => passed += 1,
-                Verdict::Failed(_) => failed += 1,
+                Verdict::Failed(_) | Verdict::EmulatorCrash(_) => failed += 1,
                 Verdict::Skipped(_) => skipped += 1,
             }
         }

@@ -180,3 +180,61 @@ fn chroot_flags_that_disagree_with_the_platform_fail_the_check() {
         other => panic!("not noticed: {other:?}"),
     }
 }
+
+/// qemu-user reporting a dead guest ("uncaught target signal") is its own
+/// status, retried once; an ordinary failure is not retried.
+#[test]
+fn emulator_crashes_are_retried_once_then_reported_apart() {
+    use harness::scenarios::{retry_on_crash, Check, Scenario, Verdict};
+    let _serial = serial();
+    let h = harness();
+    let p = prepared("linux/arm/v7");
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let run_script = |script: &'static str| {
+        let spec = RunSpec::new(p.image.tag.clone(), "crash")
+            .platform("linux/arm/v7")
+            .bash(script);
+        let attempts = &attempts;
+        async move {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut c = Check::new(Scenario::Smoke, "linux/arm/v7");
+            let out = run::run(&h.engine, &spec).await.unwrap();
+            c.output(&out);
+            c.expect(out.exit_code == 0, || format!("exited {}", out.exit_code));
+            c.finish()
+        }
+    };
+    let crashed = block_on(retry_on_crash("linux/arm/v7", "smoke", || {
+        run_script("bash -c 'kill -SEGV $$'; exit $?")
+    }));
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a crash is retried once"
+    );
+    match &crashed.verdict {
+        Verdict::EmulatorCrash(why) => assert!(
+            why.contains(
+                "the emulator crashed twice: qemu: uncaught target signal 11 (Segmentation fault)"
+            ),
+            "{why}"
+        ),
+        other => panic!("expected an emulator crash, got {other:?}"),
+    }
+    assert!(crashed.verdict.is_failure());
+
+    attempts.store(0, std::sync::atomic::Ordering::SeqCst);
+    let failed = block_on(retry_on_crash("linux/arm/v7", "smoke", || {
+        run_script("exit 3")
+    }));
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "an ordinary failure is not retried"
+    );
+    assert!(
+        matches!(failed.verdict, Verdict::Failed(_)),
+        "{:?}",
+        failed.verdict
+    );
+}

@@ -57,6 +57,27 @@ pub enum Verdict {
     Passed,
     Failed(String),
     Skipped(String),
+    /// The emulator itself went down (qemu's "uncaught target signal"), twice:
+    /// not a verdict on the image, but no pass either.
+    EmulatorCrash(String),
+}
+
+impl Verdict {
+    /// Failed or crashed: the leg does not pass.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Verdict::Failed(_) | Verdict::EmulatorCrash(_))
+    }
+}
+
+/// The line where qemu-user reports that the emulated program died of a
+/// signal, if `text` has one.
+pub fn emulator_crash(text: &str) -> Option<String> {
+    text.lines()
+        .find(|l| {
+            l.contains("qemu: uncaught target signal")
+                || l.contains("qemu: unhandled CPU exception")
+        })
+        .map(|l| l.trim().to_string())
 }
 
 /// A check's verdict plus what a person needs to see it.
@@ -232,8 +253,47 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
     .with_options(h.echo.then(|| format!("[{}]", p.platform.slug())), h.keep)
 }
 
-/// Runs one scenario on a prepared platform; an error ends it as failed.
+/// Runs one scenario on a prepared platform; an error ends it as failed. A
+/// failure that shows an emulator crash is retried once (only those are); a
+/// second crash is reported as `EmulatorCrash`, not as a failed check.
 pub async fn run_one(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
+    retry_on_crash(&p.platform.docker, scenario.name(), || {
+        attempt(h, p, scenario)
+    })
+    .await
+}
+
+/// Runs `attempt`; when it fails with an emulator crash in its log, runs it
+/// once more, and reports a second crash as `EmulatorCrash`.
+pub async fn retry_on_crash<F, Fut>(platform: &str, name: &str, mut attempt: F) -> Outcome
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let first = attempt().await;
+    let Some(line) = crash_of(&first) else {
+        return first;
+    };
+    tracing::warn!("{platform} {name}: emulator crash ({line}); retrying once");
+    let mut second = attempt().await;
+    second.facts.push(("retried-after".into(), line));
+    if let Some(again) = crash_of(&second) {
+        second.verdict = Verdict::EmulatorCrash(format!(
+            "{platform}: the emulator crashed twice: {again} (not a failed check; see the log tail and `harness doctor`)"
+        ));
+    }
+    second
+}
+
+fn crash_of(o: &Outcome) -> Option<String> {
+    if matches!(o.verdict, Verdict::Failed(_)) {
+        emulator_crash(&o.log_tail)
+    } else {
+        None
+    }
+}
+
+async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
     let mut c = Check::new(scenario, &p.platform.docker);
     let result = match scenario {
         Scenario::Smoke => smoke::body(h, p, &mut c).await,
@@ -254,4 +314,19 @@ pub async fn run_fixture(h: &Harness, c: &mut Check, spec: &RunSpec) -> Result<R
     let out = run::run(&h.engine, spec).await?;
     c.output(&out);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_crash_lines_are_recognised() {
+        let log = "+ guix repl x.scm\nqemu: uncaught target signal 11 (Segmentation fault) - core dumped\n";
+        assert_eq!(
+            emulator_crash(log).as_deref(),
+            Some("qemu: uncaught target signal 11 (Segmentation fault) - core dumped")
+        );
+        assert_eq!(emulator_crash("guix build: error: build of x failed"), None);
+    }
 }
