@@ -27,6 +27,8 @@ pub enum EngineError {
     },
     #[error("{step}: timed out after {secs}s")]
     Timeout { step: String, secs: u64 },
+    #[error("{step}: the Docker engine went away ({detail})\n  fix: start it again (`bash .ci/run` starts one; `harness doctor` checks it), then rerun: what was built is kept")]
+    Lost { step: String, detail: String },
     #[error("{step}: {source}")]
     Api {
         step: String,
@@ -35,9 +37,23 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Wraps an API error for `step`; a connection that broke or vanished
+    /// becomes `Lost` (the engine went away), not a raw transport error.
     pub fn api(step: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
         let step = step.into();
-        move |source| EngineError::Api { step, source }
+        move |source| {
+            use bollard::errors::Error as B;
+            match source {
+                B::SocketNotFoundError(_)
+                | B::IOError { .. }
+                | B::HyperResponseError { .. }
+                | B::HyperLegacyError { .. } => EngineError::Lost {
+                    step,
+                    detail: source.to_string(),
+                },
+                _ => EngineError::Api { step, source },
+            }
+        }
     }
 }
 
@@ -54,13 +70,24 @@ pub struct Engine {
 impl Engine {
     /// Connects through DOCKER_HOST or the default socket and checks the engine answers.
     pub async fn connect() -> Result<Self, EngineError> {
-        let host =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) => Self::connect_to(&host).await,
+            Err(_) => Self::connect_to("unix:///var/run/docker.sock").await,
+        }
+    }
+
+    /// Connects to `host` (`unix:///path` or `tcp://…`) and checks the engine answers.
+    pub async fn connect_to(host: &str) -> Result<Self, EngineError> {
+        let host = host.to_string();
         let unavailable = |source| EngineError::Unavailable {
             host: host.clone(),
             source,
         };
-        let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+        let docker = match host.strip_prefix("unix://") {
+            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_host(&host),
+        }
+        .map_err(unavailable)?;
         let docker = timeout("connect to the engine", Duration::from_secs(15), async {
             let docker = docker.negotiate_version().await.map_err(unavailable)?;
             docker.ping().await.map_err(unavailable)?;

@@ -47,12 +47,41 @@ pub enum BuildError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{step}: the build failed: {message}\n  last build output:\n{tail}")]
+    #[error("{step}: the build failed: {message}{hint}\n  last build output:\n{tail}")]
     Failed {
         step: String,
         message: String,
         tail: String,
+        /// What the harness found out about the failure (e.g. a full disk).
+        hint: String,
     },
+}
+
+/// When a build fails, a full data root is the usual silent cause: the
+/// engine cannot even keep the step's output, and it frees the failed step's
+/// layer right after. An image needs about 1 GiB, so a data root (on this
+/// machine) with less than 2 GiB free after a failed build is named as the
+/// likely cause.
+async fn disk_hint(engine: &Engine, message: &str) -> String {
+    let root = engine
+        .docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.docker_root_dir);
+    let free = root
+        .as_deref()
+        .and_then(|r| crate::doctor::free_bytes(std::path::Path::new(r)));
+    let enospc = message.contains("no space left on device");
+    if !enospc && !free.is_some_and(|f| f < 2 << 30) {
+        return String::new();
+    }
+    format!(
+        "\n  cause{}: the engine's data root ({}) is full{}; an image needs about 1 GiB\n  fix: free space there (`cargo run -p harness -- clean`, `docker system prune`); `harness doctor` shows what is free",
+        if enospc { "" } else { " (likely)" },
+        root.unwrap_or_else(|| "?".into()),
+        free.map(|f| format!(" ({} MiB free after the failed step)", f >> 20)).unwrap_or_default()
+    )
 }
 
 /// The files of the context, sorted, with their bytes and modes.
@@ -182,6 +211,7 @@ pub async fn build(
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
                     return Err(BuildError::Failed {
                         step: spec.step.clone(),
+                        hint: disk_hint(engine, &error).await,
                         message: error,
                         tail: crate::tail_lines(&log, 25),
                     })
@@ -197,6 +227,7 @@ pub async fn build(
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
                 return Err(BuildError::Failed {
                     step: spec.step.clone(),
+                    hint: disk_hint(engine, &err).await,
                     message: err,
                     tail: crate::tail_lines(&log, 25),
                 });
