@@ -1,5 +1,5 @@
 //! The engine itself failing, on a private dockerd (own socket, data root and
-//! exec root) so the main engine is untouched: the engine going away while
+//! exec root, network namespace) so the main engine is untouched: the engine going away while
 //! runs are in flight, and a data root that fills up during an image build.
 
 mod common;
@@ -49,7 +49,10 @@ impl PrivateEngine {
 
     fn spawn(&mut self) {
         let d = &self.dir;
-        let child = Command::new("dockerd")
+        // Its own network namespace: `--bridge none` makes dockerd delete the
+        // default bridge, which must not be the host's docker0.
+        let child = Command::new("unshare")
+            .args(["--net", "--", "dockerd"])
             .arg("--host")
             .arg(self.host())
             .arg("--data-root")
@@ -127,9 +130,16 @@ impl Drop for PrivateEngine {
         self.stop();
         let root = self.dir.join("root");
         // dockerd unmounts its layers on a clean stop; a tmpfs root is ours to unmount.
-        let _ = Command::new("umount").arg("-R").arg(&root).status();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(&root)
+            .stderr(Stdio::null())
+            .status();
         if self.tmpfs {
-            let _ = Command::new("umount").arg(&root).status();
+            let _ = Command::new("umount")
+                .arg(&root)
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -143,6 +153,7 @@ fn tail(path: &Path) -> String {
 fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
     let _serial = serial();
     let base = prepared("linux/amd64").base.reference;
+    let bridge_before = Path::new("/sys/class/net/docker0").exists();
     let mut private = PrivateEngine::start("gone", None);
     private.load_from_main(&base);
     let engine = block_on(Engine::connect_to(&private.host())).unwrap();
@@ -187,6 +198,12 @@ fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
     let engine = block_on(Engine::connect_to(&private.host())).unwrap();
     let out = block_on(run::run(&engine, &spec("after").cmd(["true"]))).unwrap();
     assert_eq!(out.exit_code, 0);
+    drop(private);
+    assert_eq!(
+        Path::new("/sys/class/net/docker0").exists(),
+        bridge_before,
+        "the private engine must leave the host's network alone"
+    );
 }
 
 #[test]
