@@ -1,7 +1,7 @@
 # GNU Guix for CI/CD, on Debian sid. Built per platform by the harness
 # (`cargo run -p harness -- run`), or by hand:
 #   docker build --platform linux/arm64 --build-arg BASE_IMAGE=debian:sid-slim .
-# No step needs --privileged or a BuildKit frontend; what needs the daemon's
+# No step needs privileged mode or a BuildKit frontend; what needs the daemon's
 # namespaces (scripts/pull.sh) runs later as "run with capabilities, commit".
 ARG BASE_IMAGE=debian:sid-slim
 FROM ${BASE_IMAGE}

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The privileges a step asks for. Never `--privileged`.
+/// The privileges a step asks for: named capabilities, never privileged mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privilege {
     /// Nothing beyond Docker's defaults.

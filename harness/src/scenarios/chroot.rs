@@ -4,18 +4,7 @@ use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
 use crate::{Error, Harness, Prepared};
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    let cc = p.platform.probe_cc.clone().ok_or_else(|| {
-        Error::Other(format!(
-            "matrix.toml: platform {}: no `probe_cc` (the builder of this check)",
-            p.platform.docker
-        ))
-    })?;
-    let probe = h
-        .probes()
-        .await?
-        .get(&cc)
-        .cloned()
-        .ok_or_else(|| Error::Other(format!("no probe built for {cc}")))?;
+    let probe = super::probe_for(h, p).await?;
     let tar = fixtures_tar_with(&["chroot.sh", "chroot.scm"], &[("readdir-probe", &probe)])?;
     let run = spec(h, p, "chroot")
         .bash("/fixtures/chroot.sh")

@@ -241,6 +241,21 @@ pub fn fixtures_tar_with(names: &[&str], extra: &[(&str, &[u8])]) -> Result<Vec<
     Ok(run::tar_of(&entries))
 }
 
+/// The static readdir() probe built for this platform (matrix.toml `probe_cc`).
+pub async fn probe_for(h: &Harness, p: &Prepared) -> Result<Vec<u8>, Error> {
+    let cc = p.platform.probe_cc.as_deref().ok_or_else(|| {
+        Error::Other(format!(
+            "matrix.toml: platform {}: no `probe_cc`, so the readdir() probe cannot be built for it",
+            p.platform.docker
+        ))
+    })?;
+    h.probes()
+        .await?
+        .get(cc)
+        .cloned()
+        .ok_or_else(|| Error::Other(format!("the probe image has no binary for {cc}")))
+}
+
 /// A run of the platform's image with the scenario's defaults: guix-daemon's
 /// privileges, no network, the platform's timeout.
 pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {

@@ -6,18 +6,7 @@ use crate::{Error, Harness, Prepared};
 const EOVERFLOW: &str = "Value too large for defined data type";
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    let cc = p.platform.probe_cc.clone().ok_or_else(|| {
-        Error::Other(format!(
-            "matrix.toml: platform {}: no `probe_cc`, so the readdir() probe cannot be built for it",
-            p.platform.docker
-        ))
-    })?;
-    let probe = h
-        .probes()
-        .await?
-        .get(&cc)
-        .cloned()
-        .ok_or_else(|| Error::Other(format!("the probe image has no binary for {cc}")))?;
+    let probe = super::probe_for(h, p).await?;
     let tar = fixtures_tar_with(&["tmpfs.sh"], &[("readdir-probe", &probe)])?;
     // The writable layer and the entry point's XDG_CACHE_HOME route.
     let xdg = spec(h, p, "tmpfs (xdg route)")
