@@ -9,6 +9,17 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_harness"))
 }
 
+/// `harness run --platform P --scenario S… --report DIR`.
+fn harness_run(platform: &str, scenarios: &[&str], report: &std::path::Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(["run", "--platform", platform]);
+    for s in scenarios {
+        cmd.args(["--scenario", s]);
+    }
+    cmd.arg("--report").arg(report);
+    cmd
+}
+
 /// These tests look at (and clean) every labelled container: one at a time.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -108,18 +119,7 @@ fn run_one_platform_prints_the_table_and_writes_reports() {
     let _serial = serial();
     prepared("linux/amd64");
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args([
-            "run",
-            "--platform",
-            "linux/amd64",
-            "--scenario",
-            "smoke",
-            "--scenario",
-            "pull-online",
-            "--report",
-        ])
-        .arg(dir.path())
+    let out = harness_run("linux/amd64", &["smoke", "pull-online"], dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -236,20 +236,15 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
 fn ctrl_c_mid_run_leaves_no_container_and_the_next_run_works() {
     let _serial = serial();
     prepared("linux/arm/v7");
-    let child = bin()
-        .args([
-            "run",
-            "--platform",
-            "linux/arm/v7",
-            "--scenario",
-            "smoke",
-            "--report",
-        ])
-        .arg(tempfile::tempdir().unwrap().path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = harness_run(
+        "linux/arm/v7",
+        &["smoke"],
+        tempfile::tempdir().unwrap().path(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Wait until the smoke container exists, then interrupt.
     let deadline = Instant::now() + Duration::from_secs(120);
     while containers_with("io.guix-matrix.platform=linux/arm/v7").is_empty() {
@@ -269,18 +264,13 @@ fn ctrl_c_mid_run_leaves_no_container_and_the_next_run_works() {
         labelled_containers().is_empty(),
         "containers left after Ctrl-C"
     );
-    let again = bin()
-        .args([
-            "run",
-            "--platform",
-            "linux/arm/v7",
-            "--scenario",
-            "smoke",
-            "--report",
-        ])
-        .arg(tempfile::tempdir().unwrap().path())
-        .output()
-        .unwrap();
+    let again = harness_run(
+        "linux/arm/v7",
+        &["smoke"],
+        tempfile::tempdir().unwrap().path(),
+    )
+    .output()
+    .unwrap();
     assert!(
         again.status.success(),
         "{}",
@@ -301,18 +291,9 @@ fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
     assert_ne!(broken, text);
     std::fs::write(&matrix, broken).unwrap();
     let reports = dir.path().join("reports");
-    let out = bin()
+    let out = harness_run("linux/arm/v7", &["tmpfs"], &reports)
         .arg("--matrix")
         .arg(&matrix)
-        .args([
-            "run",
-            "--platform",
-            "linux/arm/v7",
-            "--scenario",
-            "tmpfs",
-            "--report",
-        ])
-        .arg(&reports)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
