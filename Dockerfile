@@ -38,6 +38,8 @@ COPY channels/channels.scm /root/.config/guix/channels.scm
 ARG GUIX_DAEMON_ARGS=""
 ENV GUIX_DAEMON_ARGS=${GUIX_DAEMON_ARGS}
 
+COPY scripts/pull-channels.scm /usr/local/lib/guix-matrix/pull-channels.scm
+COPY scripts/pin-check.sh /usr/local/bin/guix-matrix-pin-check
 COPY scripts/pull.sh /usr/local/bin/guix-pull.sh
 COPY scripts/entry-point.sh /entry-point.sh
 ENTRYPOINT ["/entry-point.sh"]

@@ -14,6 +14,10 @@
 #   XDG_CACHE_HOME         when it points outside $HOME/.cache (a tmpfs, for
 #                          armhf), Guix's cache is copied there before the
 #                          command and back after it
+#
+# After `guix pull`, guix-matrix-pin-check says whether each pinned commit
+# exists, is on its channel's branch and descends from the current generation
+# (guix pull is silent about the second); the exit code stays guix pull's.
 if [ -z "${BASH_VERSION:-}" ]; then
 	exec bash "$0" "$@"
 fi
@@ -140,6 +144,19 @@ report_failure() {
 	done
 }
 
+# True for a `guix pull` that fetches channels (not -l, --roll-back, …).
+is_pull() {
+	[ "$#" -ge 2 ] && [ "$(basename "$1")" = guix ] && [ "$2" = pull ] || return 1
+	local arg
+	for arg in "${@:3}"; do
+		case "$arg" in
+		-l* | --list-generations* | --roll-back | -S* | --switch-generation* | \
+			-d* | --delete-generations* | -h | --help | -V | --version | --news | -N | \
+			--details | --dry-run | -n) return 1 ;;
+		esac
+	done
+}
+
 if [ "$#" -eq 0 ]; then
 	set -- sh
 fi
@@ -153,6 +170,10 @@ rc=0
 
 if [ "$rc" -ne 0 ]; then
 	report_failure || echo "guix-matrix: could not collect the build logs" >&2
+fi
+if is_pull "$@"; then
+	GUIX_MATRIX_PULL_STARTED="$marker" guix-matrix-pin-check "${@:3}" ||
+		echo "guix-matrix: the pin check found a problem (above); the exit code stays guix pull's ($rc)"
 fi
 stop_daemon
 cache_out || echo "guix-matrix: could not copy the cache back from $XDG_CACHE_HOME" >&2

@@ -9,7 +9,15 @@ set -exuo pipefail
 channels=/root/.config/guix/channels.scm
 pinned=$(grep -o '(commit "[0-9a-f]*")' "$channels" | cut -d'"' -f2)
 
-guix pull --channels="$channels"
+started=$(mktemp)
+pin_check() { GUIX_MATRIX_PULL_STARTED="$started" guix-matrix-pin-check --channels="$channels"; }
+guix pull --channels="$channels" || {
+	rc=$?
+	pin_check || true
+	exit "$rc"
+}
+# guix pull checks out a pinned commit of another branch without a word.
+pin_check
 profile=/root/.config/guix/current
 export PATH="$profile/bin:$PATH"
 hash guix

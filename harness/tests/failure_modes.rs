@@ -238,3 +238,107 @@ fn emulator_crashes_are_retried_once_then_reported_apart() {
         failed.verdict
     );
 }
+
+/// What the fixture printed for `case=NAME`, up to the next case.
+fn case<'a>(out: &'a str, name: &str) -> &'a str {
+    let start = out
+        .find(&format!("case={name}\n"))
+        .unwrap_or_else(|| panic!("no case {name} in:\n{out}"));
+    let rest = &out[start..];
+    let end = rest[1..].find("\ncase=").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+/// Pins guix pull gets wrong or keeps quiet about: a commit of another
+/// branch (checked out without a word), a commit that exists nowhere (a
+/// libgit2 "object not found"), and a pull to a commit that is not a
+/// descendant of the current generation's. The entry point's pin check names
+/// each, with the fix; guix pull's exit code is kept.
+#[test]
+fn pins_that_guix_pull_gets_wrong_are_named_with_the_fix() {
+    use harness::scenarios::{fixtures_tar, kv, spec};
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let run = spec(h, &p, "pin faults")
+        .bash("/fixtures/pin-faults.sh")
+        .upload(fixtures_tar(&["pin-faults.sh", "channel.sh"]).unwrap(), "/");
+    let out = block_on(run::run(&h.engine, &run)).unwrap();
+    let text = out.stdout.as_str();
+    let words = text.split_whitespace().collect::<Vec<_>>();
+    let commit = |k: &str| {
+        words
+            .iter()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in:\n{text}"))
+            .to_string()
+    };
+    let (first, second, side, dropped) = (
+        commit("first"),
+        commit("second"),
+        commit("side"),
+        commit("dropped"),
+    );
+    let kept = "said=guix-matrix: the pin check found a problem (above); the exit code stays guix pull's (1)";
+
+    let other = case(text, "other-branch");
+    assert_eq!(kv(other, "pull-rc").as_deref(), Some("1"), "{other}");
+    assert!(
+        other.contains(&format!(
+            "pins commit {side}, which is not on branch master of file:///srv/channel (it is on: side)"
+        )) && other.contains(&format!(
+            "fix: pin a commit of branch master (its head is {second}) in /tmp/side.scm, or set (branch \"side\")"
+        )) && other.contains(kept),
+        "{other}"
+    );
+
+    let missing = case(text, "missing");
+    assert!(
+        missing.contains(&format!(
+            "Git error: object not found - no match for id ({dropped})"
+        )),
+        "the raw error this explains: {missing}"
+    );
+    assert!(
+        missing.contains(&format!(
+            "pins commit {dropped}, which does not exist in file:///srv/channel"
+        )) && missing.contains(&format!(
+            "fix: pin a commit of branch master of file:///srv/channel (its head is {second}) in /tmp/missing.scm"
+        )) && missing.contains(kept),
+        "{missing}"
+    );
+
+    let downgrade = case(text, "downgrade");
+    assert!(
+        downgrade.contains(&format!(
+            "aborting update of channel 'guix' to commit {first}, which is not a descendant of {second}"
+        )),
+        "guix itself must refuse: {downgrade}"
+    );
+    assert!(
+        downgrade.contains(&format!(
+            "asks for commit {first}, which is not a descendant of {second}, the commit the current generation was pulled from"
+        )) && downgrade.contains(&format!(
+            "fix: pin {second} or a newer commit of branch master in /tmp/first.scm; to go back on purpose: guix pull --allow-downgrades"
+        )) && downgrade.contains(kept),
+        "{downgrade}"
+    );
+
+    let forward = case(text, "forward");
+    assert!(
+        forward.contains("said=guix-matrix: pin check: channel 'guix' at ")
+            && forward.contains(", the current generation's commit: ok")
+            && !forward.contains("found a problem"),
+        "a sound pin must pass: {forward}"
+    );
+
+    let said: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("said="))
+        .filter(|l| l.starts_with("guix-matrix: pin check") || l.starts_with("  fix:"))
+        .collect();
+    insta::with_settings!({
+        filters => vec![(r"checkouts/[0-9a-z]{52}", "checkouts/[CHECKOUT]")],
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, { insta::assert_snapshot!("pin_check_said", said.join("\n")) });
+}

@@ -14,7 +14,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
     let want_pin = repo_pin()?;
     let mut run = spec(h, p, "pin")
         .bash("/fixtures/pin.sh")
-        .upload(fixtures_tar(&["pin.sh"])?, "/");
+        .upload(fixtures_tar(&["pin.sh", "channel.sh"])?, "/");
     if p.platform.cache_tmpfs {
         run = run.tmpfs("/root/.cache/guix", "rw,exec,size=256m");
     }
@@ -42,7 +42,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
     let said: Vec<String> = out
         .stdout
         .lines()
-        .filter_map(|l| l.strip_prefix("pull-said="))
+        .filter_map(|l| l.strip_prefix("said="))
         .map(str::to_string)
         .collect();
     c.expect(
@@ -50,6 +50,12 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
             l.contains("Updating channel 'guix' from Git repository at 'file:///srv/channel'")
         }),
         || format!("guix pull did not say it updated the channel from the fixture: {said:?}"),
+    );
+    c.expect(
+        said.iter().any(|l| {
+            l.starts_with("guix-matrix: pin check: channel 'guix' at ") && l.ends_with(": ok")
+        }),
+        || format!("the entry point's pin check did not pass the sound pin: {said:?}"),
     );
     c.transcript(said.join("\n"));
 
