@@ -155,18 +155,7 @@ impl Engine {
     /// (unix seconds) that we did not track ourselves — the classic builder's
     /// step containers, which inherit our labels from the base image.
     pub async fn remove_created_since(&self, since: i64) -> usize {
-        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filter)
-            .build();
-        let Ok(Ok(list)) = timeout(
-            "list containers",
-            Duration::from_secs(30),
-            self.docker.list_containers(Some(opts)),
-        )
-        .await
-        else {
+        let Ok(list) = self.managed_containers(None).await else {
             return 0;
         };
         let ids: Vec<String> = list
@@ -178,6 +167,28 @@ impl Engine {
             self.remove_container(id).await;
         }
         ids.len()
+    }
+
+    /// The containers (running or not) that carry our label, and with
+    /// `platform` that platform's label too.
+    pub async fn managed_containers(
+        &self,
+        platform: Option<&str>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+        labels.extend(platform.map(|p| format!("{LABEL_PLATFORM}={p}")));
+        let filter = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filter)
+            .build();
+        timeout(
+            "list containers",
+            Duration::from_secs(30),
+            self.docker.list_containers(Some(opts)),
+        )
+        .await?
+        .map_err(EngineError::api("list containers"))
     }
 
     /// Removes the tracked containers of one platform (a leg that timed out).
@@ -209,17 +220,7 @@ impl Engine {
         prefix: &str,
         containers_only: bool,
     ) -> Result<(usize, usize), EngineError> {
-        let filter = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
-        let containers = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filter)
-                    .build(),
-            ))
-            .await
-            .map_err(EngineError::api("list containers"))?;
+        let containers = self.managed_containers(None).await?;
         for c in &containers {
             if let Some(id) = &c.id {
                 self.remove_container(id).await;

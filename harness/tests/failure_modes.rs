@@ -342,3 +342,39 @@ fn pins_that_guix_pull_gets_wrong_are_named_with_the_fix() {
         omit_expression => true,
     }, { insta::assert_snapshot!("pin_check_said", said.join("\n")) });
 }
+
+/// A step over its time budget names the step and the time it was given, its
+/// container is removed, and the budget is step_timeout_secs × the platform's
+/// slowdown: the same check on arm/v7 is given 6 s with slowdown 6.0 and 1 s
+/// with slowdown 1.0 (step_timeout_secs = 1; the check needs ~10 s there).
+#[test]
+fn a_step_over_its_budget_names_step_and_time_scaled_by_slowdown() {
+    use harness::scenarios::{Scenario, Verdict};
+    let _serial = serial();
+    prepared("linux/arm/v7");
+    for (slowdown, secs) in [(6.0, 6), (1.0, 1)] {
+        let mut matrix = harness().matrix.clone();
+        matrix.defaults.step_timeout_secs = 1;
+        for p in matrix.platforms.iter_mut() {
+            p.slowdown = slowdown;
+        }
+        let h = block_on(harness::Harness::new(matrix)).unwrap();
+        let platform = h.matrix.find("linux/arm/v7").unwrap().clone();
+        let leg = block_on(harness::leg(&h, &platform, &[Scenario::Faillog], &|_| {}));
+        assert_eq!(leg.error, None, "prepare is warm and fast");
+        match &leg.outcomes[0].verdict {
+            Verdict::Failed(why) => assert!(
+                why.starts_with(&format!(
+                    "linux/arm/v7: faillog: timed out after {secs}s; last output:"
+                )),
+                "slowdown {slowdown}: {why}"
+            ),
+            other => panic!("slowdown {slowdown}: the step must time out, got {other:?}"),
+        }
+        let left = block_on(h.engine.managed_containers(Some("linux/arm/v7"))).unwrap();
+        assert!(
+            left.is_empty(),
+            "containers left after the timeout: {left:?}"
+        );
+    }
+}
