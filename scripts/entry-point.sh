@@ -73,6 +73,10 @@ trap cleanup EXIT
 
 start_daemon() {
 	local urls="${GUIX_SUBSTITUTE_URLS-$(default_urls)}"
+	# A socket left by an earlier run (or baked in by `docker commit`) is not
+	# a live daemon: waiting on it would run the command before the daemon
+	# listens (`failed to connect to ...: Connection refused`).
+	rm -f "$socket"
 	# shellcheck disable=SC2086 # GUIX_DAEMON_ARGS is a list of flags
 	guix-daemon --build-users-group=guixbuild \
 		--substitute-urls="$urls" ${GUIX_DAEMON_ARGS-} &
@@ -104,6 +108,22 @@ cache_out() {
 	if [ -n "${XDG_CACHE_HOME:-}" ] && [ "$XDG_CACHE_HOME" != "$HOME/.cache" ]; then
 		cp -a "$XDG_CACHE_HOME/guix/." "$HOME/.cache/guix/"
 	fi
+}
+
+# Says so when the daemon died while the command ran: guix then only says
+# `failed to connect to .../daemon-socket/socket`.
+daemon_died() {
+	[ -n "$daemon_pid" ] && ! kill -0 "$daemon_pid" 2>/dev/null || return 1
+	local status=0 how
+	wait "$daemon_pid" || status=$?
+	daemon_pid=""
+	if [ "$status" -gt 128 ]; then
+		how="killed by signal $((status - 128))"
+	else
+		how="exit status $status"
+	fi
+	echo "guix-matrix: guix-daemon died while the command ran ($how); guix commands after that fail with 'failed to connect to $socket'"
+	echo "  fix: its own output above says why; killed by signal 9 is most often the kernel's out-of-memory killer (give the container more memory)"
 }
 
 # The derivations whose build failed during this command: their log is newer
@@ -170,6 +190,7 @@ rc=0
 
 if [ "$rc" -ne 0 ]; then
 	report_failure || echo "guix-matrix: could not collect the build logs" >&2
+	daemon_died || true
 fi
 if is_pull "$@"; then
 	GUIX_MATRIX_PULL_STARTED="$marker" guix-matrix-pin-check "${@:3}" ||

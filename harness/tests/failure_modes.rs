@@ -378,3 +378,54 @@ fn a_step_over_its_budget_names_step_and_time_scaled_by_slowdown() {
         );
     }
 }
+
+/// A daemon socket left by an earlier run (or baked into an image by `docker
+/// commit`) is not taken for a live daemon: without the fix the command ran
+/// at once and guix said `failed to connect to
+/// `/var/guix/daemon-socket/socket': Connection refused`.
+#[test]
+fn a_stale_daemon_socket_is_not_taken_for_a_live_daemon() {
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = harness::scenarios::spec(h, &p, "stale socket").bash(
+        "/entry-point.sh true >/dev/null 2>&1; \
+         test -S /var/guix/daemon-socket/socket && echo stale-socket=yes; \
+         GUIX_DAEMON_ARGS=--no-such-flag /entry-point.sh guix build hello; echo rc=$?",
+    );
+    let out = block_on(run::run(&h.engine, &spec)).unwrap();
+    let said = &out.combined;
+    assert!(said.contains("stale-socket=yes"), "{said}");
+    assert!(
+        !said.contains("failed to connect to"),
+        "the command ran against a dead socket:\n{said}"
+    );
+    assert!(
+        said.contains("guix-matrix: guix-daemon exited before it answered")
+            && said.contains("rc=125"),
+        "{said}"
+    );
+}
+
+/// A daemon that dies while the command runs is named as the cause of guix's
+/// `failed to connect to …/daemon-socket/socket`, and the exit code is kept.
+#[test]
+fn a_daemon_that_dies_during_the_command_is_named() {
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = harness::scenarios::spec(h, &p, "daemon dies").bash(
+        "/entry-point.sh bash -c 'for s in /proc/[0-9]*/comm; do \
+           [ \"$(cat $s 2>/dev/null)\" = guix-daemon ] && kill -9 $(basename $(dirname $s)); done; \
+           sleep 0.5; guix gc --list-dead'; echo rc=$?",
+    );
+    let out = block_on(run::run(&h.engine, &spec)).unwrap();
+    let said = &out.combined;
+    assert!(
+        said.contains("failed to connect to"),
+        "guix's own error: {said}"
+    );
+    assert!(
+        said.contains("guix-matrix: guix-daemon died while the command ran (killed by signal 9)")
+            && said.contains("rc=1"),
+        "{said}"
+    );
+}
