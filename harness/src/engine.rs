@@ -163,7 +163,12 @@ impl Engine {
             .filter(|c| c.created.unwrap_or(0) >= since)
             .filter_map(|c| c.id)
             .collect();
-        for id in &ids {
+        self.remove_containers(&ids).await
+    }
+
+    /// Force-removes each of `ids`; returns how many.
+    async fn remove_containers(&self, ids: &[String]) -> usize {
+        for id in ids {
             self.remove_container(id).await;
         }
         ids.len()
@@ -196,19 +201,16 @@ impl Engine {
         self.remove_tracked_where(|p| p == Some(platform)).await
     }
 
-    async fn remove_tracked_where(&self, keep: impl Fn(Option<&str>) -> bool) -> usize {
+    async fn remove_tracked_where(&self, selected: impl Fn(Option<&str>) -> bool) -> usize {
         let ids: Vec<String> = self
             .live
             .lock()
             .expect("registry lock")
             .iter()
-            .filter(|(_, p)| keep(p.as_deref()))
+            .filter(|(_, p)| selected(p.as_deref()))
             .map(|(id, _)| id.clone())
             .collect();
-        for id in &ids {
-            self.remove_container(id).await;
-        }
-        ids.len()
+        self.remove_containers(&ids).await
     }
 
     /// Removes every container that carries our label, and every image tag
@@ -220,14 +222,15 @@ impl Engine {
         prefix: &str,
         containers_only: bool,
     ) -> Result<(usize, usize), EngineError> {
-        let containers = self.managed_containers(None).await?;
-        for c in &containers {
-            if let Some(id) = &c.id {
-                self.remove_container(id).await;
-            }
-        }
+        let ids: Vec<String> = self
+            .managed_containers(None)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        let containers = self.remove_containers(&ids).await;
         if containers_only {
-            return Ok((containers.len(), 0));
+            return Ok((containers, 0));
         }
         let images = self
             .docker
@@ -253,7 +256,7 @@ impl Engine {
                 Err(e) => tracing::warn!("could not remove image {tag}: {e}"),
             }
         }
-        Ok((containers.len(), removed))
+        Ok((containers, removed))
     }
 
     /// `Some(labels)` when `reference` names a local image, with its architecture.
