@@ -239,6 +239,13 @@ fn emulator_crashes_are_retried_once_then_reported_apart() {
     );
 }
 
+/// Asserts that `text` holds each of `lines`, naming the first one missing.
+fn says(text: &str, lines: &[String]) {
+    for line in lines {
+        assert!(text.contains(line.as_str()), "missing `{line}` in:\n{text}");
+    }
+}
+
 /// What the fixture printed for `case=NAME`, up to the next case.
 fn case<'a>(out: &'a str, name: &str) -> &'a str {
     let start = out
@@ -282,46 +289,29 @@ fn pins_that_guix_pull_gets_wrong_are_named_with_the_fix() {
 
     let other = case(text, "other-branch");
     assert_eq!(kv(other, "pull-rc").as_deref(), Some("1"), "{other}");
-    assert!(
-        other.contains(&format!(
-            "pins commit {side}, which is not on branch master of file:///srv/channel (it is on: side)"
-        )) && other.contains(&format!(
-            "fix: pin a commit of branch master (its head is {second}) in /tmp/side.scm, or set (branch \"side\")"
-        )) && other.contains(kept),
-        "{other}"
-    );
+    says(other, &[
+        format!("pins commit {side}, which is not on branch master of file:///srv/channel (it is on: side)"),
+        format!("fix: pin a commit of branch master (its head is {second}) in /tmp/side.scm, or set (branch \"side\")"),
+        kept.into(),
+    ]);
 
     let missing = case(text, "missing");
-    assert!(
-        missing.contains(&format!(
-            "Git error: object not found - no match for id ({dropped})"
-        )),
-        "the raw error this explains: {missing}"
-    );
-    assert!(
-        missing.contains(&format!(
-            "pins commit {dropped}, which does not exist in file:///srv/channel"
-        )) && missing.contains(&format!(
-            "fix: pin a commit of branch master of file:///srv/channel (its head is {second}) in /tmp/missing.scm"
-        )) && missing.contains(kept),
-        "{missing}"
-    );
+    says(missing, &[
+        // guix's raw error, which the pin check explains
+        format!("Git error: object not found - no match for id ({dropped})"),
+        format!("pins commit {dropped}, which does not exist in file:///srv/channel"),
+        format!("fix: pin a commit of branch master of file:///srv/channel (its head is {second}) in /tmp/missing.scm"),
+        kept.into(),
+    ]);
 
     let downgrade = case(text, "downgrade");
-    assert!(
-        downgrade.contains(&format!(
-            "aborting update of channel 'guix' to commit {first}, which is not a descendant of {second}"
-        )),
-        "guix itself must refuse: {downgrade}"
-    );
-    assert!(
-        downgrade.contains(&format!(
-            "asks for commit {first}, which is not a descendant of {second}, the commit the current generation was pulled from"
-        )) && downgrade.contains(&format!(
-            "fix: pin {second} or a newer commit of branch master in /tmp/first.scm; to go back on purpose: guix pull --allow-downgrades"
-        )) && downgrade.contains(kept),
-        "{downgrade}"
-    );
+    says(downgrade, &[
+        // guix itself refuses
+        format!("aborting update of channel 'guix' to commit {first}, which is not a descendant of {second}"),
+        format!("asks for commit {first}, which is not a descendant of {second}, the commit the current generation was pulled from"),
+        format!("fix: pin {second} or a newer commit of branch master in /tmp/first.scm; to go back on purpose: guix pull --allow-downgrades"),
+        kept.into(),
+    ]);
 
     let forward = case(text, "forward");
     assert!(
