@@ -38,9 +38,24 @@ COPY channels/channels.scm /root/.config/guix/channels.scm
 ARG GUIX_DAEMON_ARGS=""
 ENV GUIX_DAEMON_ARGS=${GUIX_DAEMON_ARGS}
 
+# The pulled (pinned) Guix before Debian's, in every form a user runs: the
+# entry point, `--entrypoint bash` (BASH_ENV, bash.bashrc), login shells, and a
+# shell that looked `guix` up before `guix pull` (the /usr/local/bin wrappers).
+ENV PATH=/root/.config/guix/current/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	BASH_ENV=/etc/guix-matrix/profile.sh
+COPY scripts/profile.sh /etc/guix-matrix/profile.sh
+COPY scripts/guix-wrapper.sh /usr/local/bin/guix
+RUN ln -s guix /usr/local/bin/guix-daemon \
+	&& ln -s /etc/guix-matrix/profile.sh /etc/profile.d/zz-guix-matrix.sh \
+	&& echo '. /etc/guix-matrix/profile.sh' >>/etc/bash.bashrc
+
 COPY scripts/pull-channels.scm /usr/local/lib/guix-matrix/pull-channels.scm
 COPY scripts/pin-check.sh /usr/local/bin/guix-matrix-pin-check
 COPY scripts/pull.sh /usr/local/bin/guix-pull.sh
 COPY scripts/entry-point.sh /entry-point.sh
+# Where the base came from (a registry digest, or the mmdebstrap inputs and
+# rootfs digest), so the image can be traced to and rebuilt from it.
+ARG BASE_PROVENANCE=""
+LABEL io.guix-matrix.base="${BASE_PROVENANCE}"
 ENTRYPOINT ["/entry-point.sh"]
 CMD ["sh"]

@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# guix-matrix entry point: start guix-daemon, run the command, report failed
-# builds in place, stop the daemon, and exit with the command's own code.
+# guix-matrix entry point: start guix-daemon (or reuse the one an enclosing
+# entry point started), run the command, report failed builds in place, stop
+# the daemon, and exit with the command's own code.
 #
 #   /entry-point.sh guix build hello
 #
+# Which Guix runs: the generation `guix pull` made (~/.config/guix/current,
+# the pinned Guix) when there is one, else Debian's; guix-daemon likewise.
+# The entry point says which (see /etc/guix-matrix/profile.sh).
+#
 # Environment (all optional):
 #   GUIX_SUBSTITUTE_URLS   space-separated substitute servers; default: the
-#                          list in /etc/guix-matrix/substitute-urls
+#                          list in /etc/guix-matrix/substitute-urls; empty: none
 #   GUIX_DAEMON_ARGS       extra guix-daemon flags; default: baked in at build
 #                          time from matrix.toml (e.g. --disable-chroot under
 #                          qemu-user)
 #   GUIX_DAEMON_TIMEOUT    seconds to wait for the daemon socket (default 60)
-#   XDG_CACHE_HOME         when it points outside $HOME/.cache (a tmpfs, for
-#                          armhf), Guix's cache is copied there before the
-#                          command and back after it
+#   XDG_CACHE_HOME         when it is another directory than ~/.cache (a
+#                          tmpfs, for armhf), Guix's cache is copied there
+#                          before the command and back after it
+#
+# Exit codes: the command's own, except
+#   121  guix-daemon exited before it answered (the command did not run)
+#   122  guix-daemon did not answer within GUIX_DAEMON_TIMEOUT (idem)
+# (125-127 stay docker's and the shell's own.)
 #
 # After `guix pull`, guix-matrix-pin-check says whether each pinned commit
 # exists, is on its channel's branch and descends from the current generation
@@ -23,12 +33,42 @@ if [ -z "${BASH_VERSION:-}" ]; then
 fi
 set -exuo pipefail
 
-socket=/var/guix/daemon-socket/socket
-daemon_pid=""
-marker=""
+readonly socket=/var/guix/daemon-socket/socket
+readonly url_file=/etc/guix-matrix/substitute-urls
+readonly exit_daemon_died=121 exit_daemon_silent=122
+daemon_pid=""      # the daemon this entry point started; empty when reusing one
+marker=""          # a file older than every log the command writes
+substitute_urls="" # what guix-daemon gets as --substitute-urls
 
-default_urls() {
-	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' /etc/guix-matrix/substitute-urls | tr '\n' ' '
+warn() { echo "guix-matrix: $*" >&2; }
+
+# Which guix and guix-daemon run, and from where.
+say_which_guix() {
+	local current="${GUIX_MATRIX_CURRENT:-$HOME/.config/guix/current}"
+	if [ -x "$current/bin/guix" ]; then
+		warn "guix: the pulled generation $(readlink -f "$current") ($(command -v guix), $(command -v guix-daemon))"
+	else
+		warn "guix: Debian's $(dpkg-query -W -f '${Version}' guix 2>/dev/null) (/usr/bin/guix, /usr/bin/guix-daemon); no pulled generation in $current"
+	fi
+}
+
+# The substitute servers: GUIX_SUBSTITUTE_URLS, else the image's list. Says
+# so whenever that leaves none (substitutes are then off, not silently).
+read_substitute_urls() {
+	if [ -n "${GUIX_SUBSTITUTE_URLS+set}" ]; then
+		substitute_urls=$GUIX_SUBSTITUTE_URLS
+		[ -n "${substitute_urls//[[:space:]]/}" ] ||
+			warn "GUIX_SUBSTITUTE_URLS is empty: substitutes are off for this command (everything is built from source)"
+	elif [ ! -r "$url_file" ]; then
+		warn "$url_file is missing: substitutes are off (everything is built from source)"
+		warn "  fix: set GUIX_SUBSTITUTE_URLS, or rebuild the image (substitutes/urls)"
+	else
+		substitute_urls=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$url_file" | tr '\n' ' ')
+		if [ -z "${substitute_urls//[[:space:]]/}" ]; then
+			warn "$url_file lists no server: substitutes are off (everything is built from source)"
+			warn "  fix: set GUIX_SUBSTITUTE_URLS, or list servers in substitutes/urls and rebuild the image"
+		fi
+	fi
 }
 
 # True while guix-daemon has a worker (one per client connection) alive.
@@ -60,54 +100,68 @@ stop_daemon() {
 	daemon_pid=""
 }
 
-
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
-
 	local rc=$?
 	stop_daemon
 	[ -z "$marker" ] || rm -f "$marker"
 	return "$rc"
 }
-trap cleanup EXIT
+
+# An entry point called from inside another one (`sh -c '/entry-point.sh …'`)
+# uses the outer daemon and leaves it alone.
+enclosing_daemon() {
+	[ -n "${GUIX_MATRIX_DAEMON_PID:-}" ] && kill -0 "$GUIX_MATRIX_DAEMON_PID" 2>/dev/null &&
+		[ -S "$socket" ]
+}
 
 start_daemon() {
-	local urls="${GUIX_SUBSTITUTE_URLS-$(default_urls)}"
+	read_substitute_urls
 	# A socket left by an earlier run (or baked in by `docker commit`) is not
 	# a live daemon: waiting on it would run the command before the daemon
 	# listens (`failed to connect to ...: Connection refused`).
 	rm -f "$socket"
 	# shellcheck disable=SC2086 # GUIX_DAEMON_ARGS is a list of flags
 	guix-daemon --build-users-group=guixbuild \
-		--substitute-urls="$urls" ${GUIX_DAEMON_ARGS-} &
+		--substitute-urls="$substitute_urls" ${GUIX_DAEMON_ARGS-} &
 	daemon_pid=$!
 	local deadline=$((SECONDS + ${GUIX_DAEMON_TIMEOUT:-60}))
 	until [ -S "$socket" ]; do
 		if ! kill -0 "$daemon_pid" 2>/dev/null; then
-			echo "guix-matrix: guix-daemon exited before it answered (see its output above)" >&2
+			warn "guix-daemon exited before it answered (see its output above); the command did not run"
 			daemon_pid=""
-			exit 125
+			exit "$exit_daemon_died"
 		fi
 		if [ "$SECONDS" -ge "$deadline" ]; then
-			echo "guix-matrix: guix-daemon did not open $socket within ${GUIX_DAEMON_TIMEOUT:-60}s" >&2
-			exit 125
+			warn "guix-daemon did not open $socket within ${GUIX_DAEMON_TIMEOUT:-60}s; the command did not run"
+			exit "$exit_daemon_silent"
 		fi
 		sleep 0.1
 	done
+	export GUIX_MATRIX_DAEMON_PID="$daemon_pid"
 }
 
-# Copy Guix's cache to a tmpfs XDG_CACHE_HOME (and back): 32-bit programs
-# under qemu-user cannot readdir() ext4/overlay directories (64-bit offsets).
-cache_in() {
-	if [ -n "${XDG_CACHE_HOME:-}" ] && [ "$XDG_CACHE_HOME" != "$HOME/.cache" ]; then
-		mkdir -p "$XDG_CACHE_HOME/guix" "$HOME/.cache/guix"
-		cp -a "$HOME/.cache/guix/." "$XDG_CACHE_HOME/guix/"
+# Guix's cache goes to $XDG_CACHE_HOME when that is another directory than
+# ~/.cache (a tmpfs: 32-bit programs under qemu-user cannot readdir() ext4 or
+# overlay directories, whose offsets are 64-bit). Paths are compared as
+# files, so /root/.cache/ is ~/.cache.
+cache_elsewhere() {
+	[ -n "${XDG_CACHE_HOME:-}" ] || return 1
+	if ! mkdir -p "$XDG_CACHE_HOME/guix" "$HOME/.cache/guix"; then
+		warn "cannot create $XDG_CACHE_HOME/guix (above): Guix's cache is not moved"
+		return 1
 	fi
+	! [ "$XDG_CACHE_HOME/guix" -ef "$HOME/.cache/guix" ]
+}
+cache_in() {
+	cache_elsewhere || return 0
+	cp -a "$HOME/.cache/guix/." "$XDG_CACHE_HOME/guix/" ||
+		warn "could not copy Guix's cache to $XDG_CACHE_HOME/guix (above); the command runs with what was copied"
 }
 cache_out() {
-	if [ -n "${XDG_CACHE_HOME:-}" ] && [ "$XDG_CACHE_HOME" != "$HOME/.cache" ]; then
-		cp -a "$XDG_CACHE_HOME/guix/." "$HOME/.cache/guix/"
-	fi
+	cache_elsewhere || return 0
+	cp -a "$XDG_CACHE_HOME/guix/." "$HOME/.cache/guix/" ||
+		warn "could not copy Guix's cache back from $XDG_CACHE_HOME/guix (above); the exit code stays the command's"
 }
 
 # Says so when the daemon died while the command ran: guix then only says
@@ -126,29 +180,44 @@ daemon_died() {
 	echo "  fix: its own output above says why; killed by signal 9 is most often the kernel's out-of-memory killer (give the container more memory)"
 }
 
-# The derivations whose build failed during this command: their log is newer
-# than the marker and at least one of their outputs is not in the store.
+# True for a command that rebuilds outputs that already exist (`guix build
+# --check`, `--repair`, `--rounds=N`): its failures leave every output in place.
+rebuilds() {
+	local arg
+	for arg in "$@"; do
+		case "$arg" in
+		--check | --repair | --rounds | --rounds=*) return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# The build logs of derivations that failed during this command: written
+# after the marker, and with an output missing from the store (or, for a
+# rebuild, any written during it: the outputs are there either way).
 failed_logs() {
-	local log drv out missing
+	local all=0 log drv out missing
+	! rebuilds "$@" || all=1
 	find /var/log/guix/drvs -type f -name '*.drv.gz' -newer "$marker" 2>/dev/null | sort |
 		while read -r log; do
 			drv="/gnu/store/$(basename "$(dirname "$log")")$(basename "$log" .gz)"
-			missing=1
-			if [ -f "$drv" ]; then
-				missing=0
+			missing=$all
+			if [ "$all" -eq 0 ] && [ -f "$drv" ]; then
 				while read -r out; do
 					[ -e "$out" ] || missing=1
 				done < <(grep -o '("[^"]*","/gnu/store/[^"]*"' "$drv" | cut -d'"' -f4)
-
+			elif [ ! -f "$drv" ]; then
+				missing=1
 			fi
 			[ "$missing" -eq 0 ] || echo "$log"
 		done
 }
 
+# Copies the failed derivations' logs into the working directory, unpacks
+# and prints them between markers.
 report_failure() {
 	local logs log name dir="${PWD%/}"
-
-	logs=$(failed_logs)
+	logs=$(failed_logs "$@")
 	if [ -z "$logs" ]; then
 		echo "guix-matrix: the command failed; no derivation build log was written during it"
 		return 0
@@ -159,7 +228,6 @@ report_failure() {
 		gzip -dc "$dir/$name.drv.gz" >"$dir/$name.drv.log"
 		echo "guix-matrix: ==> build log of /gnu/store/$name.drv (copied to $dir/$name.drv.gz, unpacked to $dir/$name.drv.log)"
 		cat "$dir/$name.drv.log"
-
 		echo "guix-matrix: <== end of build log of /gnu/store/$name.drv"
 	done
 }
@@ -177,25 +245,39 @@ is_pull() {
 	done
 }
 
-if [ "$#" -eq 0 ]; then
-	set -- sh
-fi
+main() {
+	[ "$#" -gt 0 ] || set -- sh
+	trap cleanup EXIT
+	marker=$(mktemp /tmp/guix-matrix-marker.XXXXXX)
+	# shellcheck source=/dev/null # scripts/profile.sh, linted on its own
+	. /etc/guix-matrix/profile.sh
+	say_which_guix
 
-marker=$(mktemp /tmp/guix-matrix-marker.XXXXXX)
-cache_in
-start_daemon
+	local owner=1
+	if enclosing_daemon; then
+		owner=0
+		warn "using the guix-daemon (pid $GUIX_MATRIX_DAEMON_PID) of the enclosing entry point"
+	else
+		cache_in
+		start_daemon
+	fi
 
-rc=0
-"$@" || rc=$?
+	local rc=0
+	"$@" || rc=$?
 
-if [ "$rc" -ne 0 ]; then
-	report_failure || echo "guix-matrix: could not collect the build logs" >&2
-	daemon_died || true
-fi
-if is_pull "$@"; then
-	GUIX_MATRIX_PULL_STARTED="$marker" guix-matrix-pin-check "${@:3}" ||
-		echo "guix-matrix: the pin check found a problem (above); the exit code stays guix pull's ($rc)"
-fi
-stop_daemon
-cache_out || echo "guix-matrix: could not copy the cache back from $XDG_CACHE_HOME" >&2
-exit "$rc"
+	if [ "$rc" -ne 0 ]; then
+		report_failure "$@" || warn "could not collect the build logs (above)"
+		daemon_died || true
+	fi
+	if is_pull "$@"; then
+		GUIX_MATRIX_PULL_STARTED="$marker" guix-matrix-pin-check "${@:3}" ||
+			echo "guix-matrix: the pin check found a problem (above); the exit code stays guix pull's ($rc)"
+	fi
+	if [ "$owner" -eq 1 ]; then
+		stop_daemon
+		cache_out
+	fi
+	exit "$rc"
+}
+
+main "$@"

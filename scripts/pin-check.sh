@@ -23,7 +23,10 @@ for arg in "$@"; do
 	[ "$arg" != "--allow-downgrades" ] || allow_downgrades=1
 done
 
-if ! listing=$(guile --no-auto-compile /usr/local/lib/guix-matrix/pull-channels.scm "$@" 2>&1); then
+# Debian's Guile with Debian's Guix modules, also after a pull: the pulled
+# profile's GUILE_LOAD_PATH holds modules compiled for another Guile.
+if ! listing=$(env -u GUILE_LOAD_PATH -u GUILE_LOAD_COMPILED_PATH /usr/bin/guile \
+	--no-auto-compile /usr/local/lib/guix-matrix/pull-channels.scm "$@" 2>&1); then
 	say "cannot read the channels guix pull was given: $listing"
 	exit 2
 fi

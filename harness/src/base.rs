@@ -51,6 +51,24 @@ pub struct Base {
     pub reference: String,
     pub id: String,
     pub origin: Origin,
+    /// Where it came from, to trace and rebuild it: the registry digest of a
+    /// pulled base, or the mmdebstrap inputs and rootfs digest of one built here.
+    pub provenance: String,
+}
+
+/// The provenance of a base image as the engine knows it.
+pub fn provenance(img: &LocalImage) -> String {
+    if let Some(digest) = img.repo_digests.first() {
+        return digest.clone();
+    }
+    let rootfs = img.layers.first().map(String::as_str).unwrap_or("?");
+    match img.labels.get(LABEL_ORIGIN).map(String::as_str) {
+        Some("mmdebstrap") => format!(
+            "mmdebstrap minbase of {} (rootfs {rootfs})",
+            img.labels.get(LABEL_INPUTS).map_or("?", String::as_str)
+        ),
+        _ => format!("local image {} without a registry digest (rootfs {rootfs})", img.id),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +167,9 @@ async fn ensure_tagged(
             tracing::info!(platform = %platform.docker, "base {tag}: already in the engine ({origin})");
             return Ok(Base {
                 reference: tag,
+                provenance: provenance(&img),
                 id: img.id,
-                origin: Origin::Local,
+                origin,
             });
         }
     }
@@ -160,6 +179,7 @@ async fn ensure_tagged(
             tracing::info!(platform = %platform.docker, "base: local {} tagged {tag}", defaults.base_image);
             return Ok(Base {
                 reference: tag,
+                provenance: provenance(&img),
                 id: img.id,
                 origin: Origin::Local,
             });
@@ -167,10 +187,11 @@ async fn ensure_tagged(
     }
     if allow_pull {
         match pull(engine, defaults, platform, &tag).await {
-            Ok(id) => {
+            Ok(img) => {
                 return Ok(Base {
                     reference: tag,
-                    id,
+                    provenance: provenance(&img),
+                    id: img.id,
                     origin: Origin::Pulled,
                 })
             }
@@ -179,10 +200,11 @@ async fn ensure_tagged(
             }
         }
     }
-    let id = build_offline(engine, defaults, platform, &tag).await?;
+    let img = build_offline(engine, defaults, platform, &tag).await?;
     Ok(Base {
         reference: tag,
-        id,
+        provenance: provenance(&img),
+        id: img.id,
         origin: Origin::BuiltOffline,
     })
 }
@@ -203,7 +225,7 @@ async fn pull(
     defaults: &Defaults,
     platform: &Platform,
     tag: &str,
-) -> Result<String, EngineError> {
+) -> Result<LocalImage, EngineError> {
     let _guard = PULL_LOCK.lock().await;
     let step = format!("{}: pull {}", platform.docker, defaults.base_image);
     retry::network(&step, retry::is_transient_engine, || async {
@@ -232,7 +254,7 @@ async fn pull(
             },
         })?;
     tag_as(engine, &img.id, tag).await?;
-    Ok(img.id)
+    Ok(img)
 }
 
 /// mmdebstrap minbase of the suite for the platform's Debian arch, loaded as a
@@ -242,7 +264,7 @@ async fn build_offline(
     defaults: &Defaults,
     platform: &Platform,
     tag: &str,
-) -> Result<String, BaseError> {
+) -> Result<LocalImage, BaseError> {
     let p = platform.docker.clone();
     let io = |context: &'static str| {
         let p = p.clone();
@@ -323,7 +345,7 @@ async fn build_offline(
         });
     }
     tracing::info!(platform = %platform.docker, "base: built offline and loaded as {tag}");
-    Ok(img.id)
+    Ok(img)
 }
 
 async fn mmdebstrap(defaults: &Defaults, platform: &Platform, out: &Path) -> Result<(), BaseError> {

@@ -1,8 +1,8 @@
 //! The Docker engine: connection, labels on everything we create, timeouts, cleanup.
 
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder,
+    CommitContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
 use std::collections::HashMap;
@@ -259,6 +259,40 @@ impl Engine {
         Ok((containers, removed))
     }
 
+    /// `docker commit CONTAINER TAG`: the container's file system as a new
+    /// image, which keeps the container's config (and so our labels).
+    pub async fn commit(&self, container: &str, tag: &str) -> Result<String, EngineError> {
+        let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let opts = CommitContainerOptionsBuilder::default()
+            .container(container)
+            .repo(repo)
+            .tag(t)
+            .build();
+        let step = format!("commit {container} as {tag}");
+        let config = bollard::models::ContainerConfig::default();
+        Ok(timeout(
+            &step,
+            Duration::from_secs(300),
+            self.docker.commit_container(opts, config),
+        )
+        .await?
+        .map_err(EngineError::api(step.clone()))?
+        .id)
+    }
+
+    /// Removes an image tag (and the image, when no other tag holds it); one
+    /// already gone is fine.
+    pub async fn remove_image(&self, reference: &str) {
+        let opts = RemoveImageOptionsBuilder::default().force(true).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_)
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => tracing::warn!("could not remove image {reference}: {e}"),
+        }
+    }
+
     /// `Some(labels)` when `reference` names a local image, with its architecture.
     pub async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, EngineError> {
         match self.docker.inspect_image(reference).await {
@@ -266,6 +300,8 @@ impl Engine {
                 id: i.id.unwrap_or_default(),
                 architecture: i.architecture.unwrap_or_default(),
                 variant: i.variant,
+                repo_digests: i.repo_digests.unwrap_or_default(),
+                layers: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
                 labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -285,6 +321,10 @@ pub struct LocalImage {
     pub id: String,
     pub architecture: String,
     pub variant: Option<String>,
+    /// `repo@sha256:…` for an image that came from a registry.
+    pub repo_digests: Vec<String>,
+    /// The diff ids of its layers, bottom first.
+    pub layers: Vec<String>,
     pub labels: HashMap<String, String>,
 }
 

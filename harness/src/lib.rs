@@ -320,6 +320,7 @@ impl Harness {
                     "GUIX_DAEMON_ARGS".to_string(),
                     platform.daemon_args.join(" "),
                 ),
+                ("BASE_PROVENANCE".to_string(), base.provenance.clone()),
             ]),
             from_ids: vec![base.id.clone()],
             timeout: self.step_timeout(platform) * 2,
@@ -394,7 +395,10 @@ async fn leg_within(
     if let Some(hd) = &p.emulator {
         leg.emulator = hd.fingerprint();
     }
-    leg.base = format!("{} ({})", p.base.reference, p.base.origin);
+    leg.base = format!(
+        "{} ({}; {})",
+        p.base.reference, p.base.origin, p.base.provenance
+    );
     leg.image_id = p.image.id.clone();
     leg.rebuilt = p.image.rebuilt;
     for s in scenarios {

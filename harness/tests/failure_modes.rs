@@ -129,7 +129,7 @@ fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
         .env("GUIX_DAEMON_ARGS=--no-such-flag")
         .cmd(["guix", "build", "hello"]);
     let out = block_on(run::run(&h.engine, &spec)).unwrap();
-    assert_eq!(out.exit_code, 125, "{}", out.combined);
+    assert_eq!(out.exit_code, 121, "{}", out.combined);
     assert!(
         out.stderr
             .contains("guix-matrix: guix-daemon exited before it answered"),
@@ -391,7 +391,7 @@ fn a_stale_daemon_socket_is_not_taken_for_a_live_daemon() {
     );
     assert!(
         said.contains("guix-matrix: guix-daemon exited before it answered")
-            && said.contains("rc=125"),
+            && said.contains("rc=121"),
         "{said}"
     );
 }

@@ -37,7 +37,13 @@ fn facts(outcome: &Outcome) -> String {
 #[case::riscv64("linux/riscv64")]
 fn leg(
     #[case] platform: &str,
-    #[values(Scenario::Pin, Scenario::Tmpfs, Scenario::Faillog, Scenario::Chroot)]
+    #[values(
+        Scenario::Pin,
+        Scenario::Tmpfs,
+        Scenario::Faillog,
+        Scenario::Chroot,
+        Scenario::Usage
+    )]
     scenario: Scenario,
 ) {
     let h = harness();
@@ -68,6 +74,8 @@ fn leg(
         }
         // Facts differ per platform by design (builder isolated, or clone refused): asserted above.
         Scenario::Chroot => {}
+        // What the usage forms said: the same on every platform.
+        Scenario::Usage => redacted(|| insta::assert_snapshot!("usage_facts", facts(&outcome))),
         _ => unreachable!("not in #[values]"),
     }
 }

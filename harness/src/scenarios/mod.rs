@@ -5,6 +5,7 @@ pub mod faillog;
 pub mod pin;
 pub mod smoke;
 pub mod tmpfs;
+pub mod usage;
 
 use crate::run::{self, RunOutput, RunSpec};
 use crate::{Error, Harness, Prepared};
@@ -26,6 +27,9 @@ pub enum Scenario {
     Faillog,
     /// matrix.toml's daemon flags match what the platform needs (chroot builds).
     Chroot,
+    /// The usage forms users type: pulled guix preferred (also after commit),
+    /// nested entry points, own exit codes, failures that say why.
+    Usage,
 }
 
 impl Scenario {
@@ -36,6 +40,7 @@ impl Scenario {
         Scenario::Tmpfs,
         Scenario::Faillog,
         Scenario::Chroot,
+        Scenario::Usage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Scenario {
             Scenario::Tmpfs => "tmpfs",
             Scenario::Faillog => "faillog",
             Scenario::Chroot => "chroot",
+            Scenario::Usage => "usage",
         }
     }
 }
@@ -317,6 +323,7 @@ async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
         Scenario::Tmpfs => tmpfs::body(h, p, &mut c).await,
         Scenario::Faillog => faillog::body(h, p, &mut c).await,
         Scenario::Chroot => chroot::body(h, p, &mut c).await,
+        Scenario::Usage => usage::body(h, p, &mut c).await,
     };
     match result {
         Ok(()) => c.finish(),
