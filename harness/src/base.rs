@@ -67,7 +67,10 @@ pub fn provenance(img: &LocalImage) -> String {
             "mmdebstrap minbase of {} (rootfs {rootfs})",
             img.labels.get(LABEL_INPUTS).map_or("?", String::as_str)
         ),
-        _ => format!("local image {} without a registry digest (rootfs {rootfs})", img.id),
+        _ => format!(
+            "local image {} without a registry digest (rootfs {rootfs})",
+            img.id
+        ),
     }
 }
 

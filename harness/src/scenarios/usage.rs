@@ -114,8 +114,7 @@ fn in_one_container(c: &mut Check, said: &dyn Fn(&str) -> String) {
         )
     });
     c.expect(
-        said("same-shell-versions")
-            == "guix (GNU Guix) 1.5.0|guix (GNU Guix) 0-fixture-pulled",
+        said("same-shell-versions") == "guix (GNU Guix) 1.5.0|guix (GNU Guix) 0-fixture-pulled",
         || {
             format!(
                 "in `sh -c 'guix pull && guix …'` the second guix must be the pulled one: `{}`",
