@@ -78,9 +78,9 @@ pub fn provenance(img: &LocalImage) -> String {
 pub enum BaseError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("{platform}: mmdebstrap is not installed\n  fix: apt-get install -y mmdebstrap arch-test (or `bash .ci/run`, which installs it)")]
+    #[error("{platform}: mmdebstrap is not installed")]
     NoMmdebstrap { platform: String },
-    #[error("{platform}: mmdebstrap failed (exit {code}); last output:\n{tail}\n  fix: check the Debian mirror ({mirror}) is reachable; for a foreign architecture the emulator must be registered (`harness emulators`)")]
+    #[error("{platform}: mmdebstrap failed (exit {code}); last output:\n{tail}")]
     Mmdebstrap {
         platform: String,
         code: i32,
@@ -99,6 +99,18 @@ pub enum BaseError {
         found: String,
         expected: String,
     },
+}
+
+impl BaseError {
+    /// What to do about it.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            BaseError::Engine(e) => e.fix(),
+            BaseError::NoMmdebstrap { .. } => Some("apt-get install -y mmdebstrap arch-test (or `bash .ci/run`, which installs it)".into()),
+            BaseError::Mmdebstrap { mirror, .. } => Some(format!("check the Debian mirror ({mirror}) is reachable; for a foreign architecture the emulator must be registered (`harness emulators`)")),
+            _ => None,
+        }
+    }
 }
 
 /// Our per-platform tag for the base.
@@ -277,7 +289,7 @@ async fn build_offline(
             source,
         }
     };
-    if which("mmdebstrap").is_none() {
+    if crate::host::which("mmdebstrap").is_none() {
         return Err(BaseError::NoMmdebstrap { platform: p });
     }
     let dir = tempfile::Builder::new()
@@ -383,7 +395,7 @@ async fn mmdebstrap(defaults: &Defaults, platform: &Platform, out: &Path) -> Res
         return Err(BaseError::Mmdebstrap {
             platform: platform.docker.clone(),
             code: output.status.code().unwrap_or(-1),
-            tail: crate::tail_lines(&text, 15),
+            tail: crate::text::tail_lines(&text, 15),
             mirror: defaults.mirror.clone(),
         });
     }
@@ -447,13 +459,4 @@ fn write_archive(
     add(&config_name, &config_bytes)?;
     out.append_path_with_name(rootfs, &layer_name)?;
     out.into_inner()?.flush()
-}
-
-/// The path of `program` on PATH.
-pub fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }

@@ -1,6 +1,7 @@
 //! `harness doctor`: what this machine is missing for a run, each problem with the command that fixes it.
 
 use crate::engine::Engine;
+use crate::host;
 use crate::matrix::Matrix;
 use std::path::Path;
 use std::time::Duration;
@@ -34,12 +35,6 @@ fn finding(level: Level, check: &str, detail: impl Into<String>, fix: Option<&st
     }
 }
 
-/// Free bytes on the filesystem holding `path`.
-pub fn free_bytes(path: &Path) -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
-}
-
 fn reachable(url: &str) -> Result<u16, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(8)))
@@ -55,16 +50,25 @@ fn reachable(url: &str) -> Result<u16, String> {
 
 /// Runs every check; never fails itself.
 pub async fn run(matrix: &Matrix) -> Vec<Finding> {
-    let mut out = vec![];
-    let engine = Engine::connect().await;
+    let (engine, root) = engine().await;
+    let mut out = vec![engine];
+    out.extend(binfmt(matrix));
+    out.push(mmdebstrap());
+    out.push(disk(&root));
+    out.extend(network(matrix).await);
+    out
+}
+
+/// The engine answers; also where it keeps its data.
+async fn engine() -> (Finding, String) {
     let mut root = "/var/lib/docker".to_string();
-    match &engine {
+    let finding = match Engine::connect().await {
         Ok(e) => {
             let v = e.docker.version().await.ok();
             if let Ok(info) = e.docker.info().await {
                 root = info.docker_root_dir.unwrap_or(root);
             }
-            out.push(finding(
+            finding(
                 Level::Ok,
                 "engine",
                 format!(
@@ -74,84 +78,101 @@ pub async fn run(matrix: &Matrix) -> Vec<Finding> {
                     v.as_ref().and_then(|v| v.api_version.clone()).unwrap_or_default()
                 ),
                 None,
-            ));
+            )
         }
-        Err(err) => out.push(finding(
+        Err(err) => finding(
             Level::Problem,
             "engine",
             err.to_string().lines().next().unwrap_or_default(),
             Some("apt-get install -y docker.io && (rm -f /var/run/docker.pid; dockerd >/tmp/dockerd.log 2>&1 &)"),
-        )),
-    }
+        ),
+    };
+    (finding, root)
+}
 
-    let binfmt = Path::new("/proc/sys/fs/binfmt_misc");
-    let needed = crate::emulators::needed(&matrix.platforms);
-    if !binfmt.join("register").exists() {
-        out.push(finding(
+/// binfmt_misc is mounted, and every emulator the matrix needs is registered with F.
+fn binfmt(matrix: &Matrix) -> Vec<Finding> {
+    if !host::binfmt_mounted() {
+        return vec![finding(
             Level::Problem,
             "binfmt_misc",
             "not mounted on this host (mmdebstrap needs it for foreign bases)",
             Some("mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"),
-        ));
-    } else {
-        out.push(finding(Level::Ok, "binfmt_misc", "mounted", None));
-        for name in &needed {
-            let entry = std::fs::read_to_string(binfmt.join(name)).unwrap_or_default();
-            let flags = entry
-                .lines()
-                .find_map(|l| l.strip_prefix("flags: "))
-                .unwrap_or("");
-            let check = format!("emulator {name}");
-            if entry.is_empty() {
-                out.push(finding(
-                    Level::Problem,
-                    &check,
-                    "not registered",
-                    Some("cargo run -p harness -- emulators"),
-                ));
-            } else if !entry.starts_with("enabled") || !flags.contains('F') {
-                out.push(finding(
-                    Level::Problem,
-                    &check,
-                    format!("registered but {} (flags {flags})", if entry.starts_with("enabled") { "without F" } else { "disabled" }),
-                    Some(&format!("echo -1 > /proc/sys/fs/binfmt_misc/{name} && cargo run -p harness -- emulators")),
-                ));
-            } else {
-                out.push(finding(
-                    Level::Ok,
-                    &check,
-                    format!("registered, flags {flags}"),
-                    None,
-                ));
-            }
-        }
+        )];
     }
+    let mut out = vec![finding(Level::Ok, "binfmt_misc", "mounted", None)];
+    out.extend(
+        crate::emulators::needed(&matrix.platforms)
+            .iter()
+            .map(|name| emulator(name)),
+    );
+    out
+}
 
-    match crate::base::which("mmdebstrap") {
-        Some(p) => out.push(finding(
+fn emulator(name: &str) -> Finding {
+    let entry = host::binfmt_entry(name);
+    let flags = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("flags: "))
+        .unwrap_or("");
+    let check = format!("emulator {name}");
+    if entry.is_empty() {
+        finding(
+            Level::Problem,
+            &check,
+            "not registered",
+            Some("cargo run -p harness -- emulators"),
+        )
+    } else if !entry.starts_with("enabled") || !flags.contains('F') {
+        finding(
+            Level::Problem,
+            &check,
+            format!(
+                "registered but {} (flags {flags})",
+                if entry.starts_with("enabled") {
+                    "without F"
+                } else {
+                    "disabled"
+                }
+            ),
+            Some(&format!(
+                "echo -1 > /proc/sys/fs/binfmt_misc/{name} && cargo run -p harness -- emulators"
+            )),
+        )
+    } else {
+        finding(
             Level::Ok,
-            "mmdebstrap",
-            p.display().to_string(),
+            &check,
+            format!("registered, flags {flags}"),
             None,
-        )),
-        None => out.push(finding(
+        )
+    }
+}
+
+fn mmdebstrap() -> Finding {
+    match host::which("mmdebstrap") {
+        Some(p) => finding(Level::Ok, "mmdebstrap", p.display().to_string(), None),
+        None => finding(
             Level::Problem,
             "mmdebstrap",
             "not installed: bases cannot be built offline",
             Some("apt-get install -y mmdebstrap arch-test"),
-        )),
+        ),
     }
+}
 
-    let free = free_bytes(Path::new(&root)).or_else(|| free_bytes(Path::new("/")));
+/// Room for a cold run under the engine's data root.
+fn disk(root: &str) -> Finding {
+    let free = host::free_bytes(Path::new(root)).or_else(|| host::free_bytes(Path::new("/")));
     let need = 20u64 << 30;
     match free {
-        Some(f) if f >= need => out.push(finding(
+        Some(f) if f >= need => finding(
             Level::Ok,
             "disk",
             format!("{} GiB free under {root}", f >> 30),
             None,
-        )),
-        Some(f) => out.push(finding(
+        ),
+        Some(f) => finding(
             Level::Problem,
             "disk",
             format!(
@@ -159,15 +180,18 @@ pub async fn run(matrix: &Matrix) -> Vec<Finding> {
                 f >> 30
             ),
             Some("cargo run -p harness -- clean && docker system prune"),
-        )),
-        None => out.push(finding(
+        ),
+        None => finding(
             Level::Note,
             "disk",
             format!("cannot measure free space under {root}"),
             None,
-        )),
+        ),
     }
+}
 
+/// The Debian mirror (needed), a registry and Guix's infrastructure (not needed offline).
+async fn network(matrix: &Matrix) -> Vec<Finding> {
     let mirror = format!(
         "{}/dists/{}/Release",
         matrix.defaults.mirror.trim_end_matches('/'),
@@ -179,7 +203,7 @@ pub async fn run(matrix: &Matrix) -> Vec<Finding> {
             "registry",
             "https://registry-1.docker.io/v2/".into(),
             Level::Note,
-            "none needed: bases are built from the Debian mirror (GUIX_MATRIX_OFFLINE=1 skips the pull attempt)",
+            "none needed: bases are built from the Debian mirror (--offline skips the pull attempt)",
         ),
         (
             "guix infrastructure",
@@ -188,6 +212,7 @@ pub async fn run(matrix: &Matrix) -> Vec<Finding> {
             "none needed here: the online legs report `skipped: offline` (the nightly workflow runs them)",
         ),
     ];
+    let mut out = vec![];
     for (check, url, level_if_down, fix) in checks {
         let res = tokio::task::spawn_blocking({
             let url = url.clone();
@@ -195,20 +220,20 @@ pub async fn run(matrix: &Matrix) -> Vec<Finding> {
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-        match res {
-            Ok(code) => out.push(finding(
+        out.push(match res {
+            Ok(code) => finding(
                 Level::Ok,
                 check,
                 format!("{url} answers (HTTP {code})"),
                 None,
-            )),
-            Err(e) => out.push(finding(
+            ),
+            Err(e) => finding(
                 level_if_down,
                 check,
                 format!("{url} unreachable: {e}"),
                 Some(fix),
-            )),
-        }
+            ),
+        });
     }
     out
 }

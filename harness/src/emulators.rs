@@ -43,11 +43,13 @@ pub enum EmulatorError {
     Build(#[from] image::BuildError),
     #[error(transparent)]
     Run(#[from] run::RunError),
-    #[error("cannot mount binfmt_misc on this host ({0}); mmdebstrap needs it to build foreign bases\n  fix: as root on the engine's host, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then run again")]
+    #[error(
+        "cannot mount binfmt_misc on this host ({0}); mmdebstrap needs it to build foreign bases"
+    )]
     HostMount(String),
     #[error("emulator helper exited {code}:\n{output}")]
     Helper { code: i64, output: String },
-    #[error("{platform}: emulator {name} is {state} (interpreter {interpreter}, flags {flags})\n  fix: as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")]
+    #[error("{platform}: emulator {name} is {state} (interpreter {interpreter}, flags {flags})")]
     Wrong {
         platform: String,
         name: String,
@@ -55,6 +57,19 @@ pub enum EmulatorError {
         interpreter: String,
         flags: String,
     },
+}
+
+impl EmulatorError {
+    /// What to do about it.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            EmulatorError::Build(e) => e.fix(),
+            EmulatorError::Run(e) => e.fix(),
+            EmulatorError::HostMount(_) => Some("as root on the engine's host, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then run again".into()),
+            EmulatorError::Helper { .. } => None,
+            EmulatorError::Wrong { name, .. } => Some(format!("as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")),
+        }
+    }
 }
 
 /// The helper image's tag.
@@ -69,6 +84,7 @@ pub async fn helper(
     native: &Platform,
     base_ref: &str,
     base_id: &str,
+    root: &std::path::Path,
 ) -> Result<String, EmulatorError> {
     let spec = BuildSpec {
         tag: helper_tag(image),
@@ -79,6 +95,7 @@ pub async fn helper(
         from_ids: vec![base_id.to_string()],
         timeout: Duration::from_secs(900),
         step: format!("{}: emulator helper image", native.docker),
+        root: root.to_path_buf(),
     };
     let built = image::build(engine, &spec, &|_| {}).await?;
     Ok(built.tag)
@@ -165,10 +182,10 @@ pub fn statuses(platforms: &[Platform], handlers: &[Handler]) -> Vec<Status> {
 /// registered from the helper container. Mounts it when this process can
 /// (root, local engine) and says how otherwise.
 pub fn keep_host_mount() -> Result<(), EmulatorError> {
-    let dir = std::path::Path::new("/proc/sys/fs/binfmt_misc");
-    if dir.join("register").exists() {
+    if crate::host::binfmt_mounted() {
         return Ok(());
     }
+    let dir = std::path::Path::new(crate::host::BINFMT_MISC);
     let out = std::process::Command::new("mount")
         .args(["-t", "binfmt_misc", "binfmt_misc"])
         .arg(dir)

@@ -20,14 +20,14 @@ pub const LABEL_PLATFORM: &str = "io.guix-matrix.platform";
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("no Docker engine answers at {host}: {source}\n  fix: start one (`sudo dockerd &`, or `bash .ci/run` which installs and starts it), or set DOCKER_HOST")]
+    #[error("no Docker engine answers at {host}: {source}")]
     Unavailable {
         host: String,
         source: bollard::errors::Error,
     },
     #[error("{step}: timed out after {secs}s")]
     Timeout { step: String, secs: u64 },
-    #[error("{step}: the Docker engine went away ({detail})\n  fix: start it again (`bash .ci/run` starts one; `harness doctor` checks it), then rerun: what was built is kept")]
+    #[error("{step}: the Docker engine went away ({detail})")]
     Lost { step: String, detail: String },
     #[error("{step}: {source}")]
     Api {
@@ -37,6 +37,15 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// What to do about it.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            EngineError::Unavailable { .. } => Some("start one (`sudo dockerd &`, or `bash .ci/run` which installs and starts it), or set DOCKER_HOST".into()),
+            EngineError::Lost { .. } => Some("start it again (`bash .ci/run` starts one; `harness doctor` checks it), then rerun: what was built is kept".into()),
+            EngineError::Timeout { .. } | EngineError::Api { .. } => None,
+        }
+    }
+
     /// Wraps an API error for `step`; a connection that broke or vanished
     /// becomes `Lost` (the engine went away), not a raw transport error.
     pub fn api(step: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {

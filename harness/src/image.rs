@@ -24,6 +24,8 @@ pub struct BuildSpec {
     pub timeout: Duration,
     /// Step name used in messages and progress.
     pub step: String,
+    /// The checkout the context paths are relative to.
+    pub root: PathBuf,
 }
 
 /// How a build ended.
@@ -57,6 +59,16 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// What to do about it (a full disk names its fix in the message itself).
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            BuildError::Engine(e) => e.fix(),
+            _ => None,
+        }
+    }
+}
+
 /// When a build fails, a full data root is the usual silent cause: the
 /// engine cannot even keep the step's output, and it frees the failed step's
 /// layer right after. An image needs about 1 GiB, so a data root (on this
@@ -71,7 +83,7 @@ async fn disk_hint(engine: &Engine, message: &str) -> String {
         .and_then(|i| i.docker_root_dir);
     let free = root
         .as_deref()
-        .and_then(|r| crate::doctor::free_bytes(std::path::Path::new(r)));
+        .and_then(|r| crate::host::free_bytes(std::path::Path::new(r)));
     let enospc = message.contains("no space left on device");
     if !enospc && !free.is_some_and(|f| f < 2 << 30) {
         return String::new();
@@ -151,7 +163,7 @@ pub async fn build(
     progress: &dyn Fn(&str),
 ) -> Result<Built, BuildError> {
     let started = Instant::now();
-    let files = collect(&crate::repo_root(), &spec.context, &spec.step)?;
+    let files = collect(&spec.root, &spec.context, &spec.step)?;
     let inputs = inputs_hash(spec, &files);
     if let Some(img) = engine.local_image(&spec.tag).await? {
         if img.labels.get(LABEL_INPUTS) == Some(&inputs) {
@@ -213,7 +225,7 @@ pub async fn build(
                         step: spec.step.clone(),
                         hint: disk_hint(engine, &error).await,
                         message: error,
-                        tail: crate::tail_lines(&log, 25),
+                        tail: crate::text::tail_lines(&log, 25),
                     })
                 }
                 Err(e) => return Err(EngineError::api(spec.step.clone())(e).into()),
@@ -229,7 +241,7 @@ pub async fn build(
                     step: spec.step.clone(),
                     hint: disk_hint(engine, &err).await,
                     message: err,
-                    tail: crate::tail_lines(&log, 25),
+                    tail: crate::text::tail_lines(&log, 25),
                 });
             }
         }

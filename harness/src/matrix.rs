@@ -269,14 +269,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The repository's matrix.toml: `$GUIX_MATRIX_FILE`, else next to the workspace.
-pub fn default_path() -> PathBuf {
-    if let Ok(p) = std::env::var("GUIX_MATRIX_FILE") {
-        return PathBuf::from(p);
-    }
-    crate::repo_root().join("matrix.toml")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +303,7 @@ slowdown = 6.0
 
     #[test]
     fn the_repository_matrix_loads_with_six_platforms() {
-        let m = Matrix::load(default_path()).unwrap();
+        let m = Matrix::load(crate::paths::Checkout::find().unwrap().matrix()).unwrap();
         let docker: Vec<_> = m.platforms.iter().map(|p| p.docker.as_str()).collect();
         assert_eq!(
             docker,

@@ -8,10 +8,22 @@ pub enum PinError {
     File { path: String, message: String },
     #[error("`{0}` is not a commit: expected 40 hex digits")]
     BadCommit(String),
-    #[error("{url} answered `{commit}` as the guix channel's newest evaluated commit, which is not a full commit id (40 lowercase hex digits); nothing was pinned\n  fix: check {url} by hand, or pass --set COMMIT")]
+    #[error("{url} answered `{commit}` as the guix channel's newest evaluated commit, which is not a full commit id (40 lowercase hex digits); nothing was pinned")]
     BadAnswer { url: String, commit: String },
-    #[error("cannot ask {url} for the newest evaluated commit: {message}\n  fix: this needs the internet (the pin-bump workflow runs it); offline, pass --set COMMIT")]
+    #[error("cannot ask {url} for the newest evaluated commit: {message}")]
     Network { url: String, message: String },
+}
+
+impl PinError {
+    /// What to do about it.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            PinError::BadAnswer { url, .. } => Some(format!("check {url} by hand, or pass --set COMMIT")),
+            PinError::Network { .. } => Some("this needs the internet (the pin-bump workflow runs it); offline, pass --set COMMIT".into()),
+            PinError::BadCommit(_) => Some("pass a full commit id: 40 lowercase hex digits".into()),
+            PinError::File { .. } => None,
+        }
+    }
 }
 
 fn commit_re() -> regex::Regex {
@@ -123,7 +135,7 @@ mod tests {
     fn reads_and_rewrites_the_pin() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("channels.scm");
-        std::fs::copy(crate::repo_root().join("channels/channels.scm"), &path).unwrap();
+        std::fs::copy(crate::paths::Checkout::find().unwrap().channels(), &path).unwrap();
         let old = read(&path).unwrap();
         let new = "0123456789abcdef0123456789abcdef01234567";
         assert_eq!(write(&path, new).unwrap(), old);
@@ -139,7 +151,7 @@ mod tests {
     fn rejects_what_is_not_a_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("channels.scm");
-        std::fs::copy(crate::repo_root().join("channels/channels.scm"), &path).unwrap();
+        std::fs::copy(crate::paths::Checkout::find().unwrap().channels(), &path).unwrap();
         for bad in ["master", "0123", "0123456789ABCDEF0123456789ABCDEF01234567"] {
             assert!(
                 matches!(write(&path, bad), Err(PinError::BadCommit(_))),

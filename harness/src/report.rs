@@ -68,15 +68,9 @@ impl Leg {
     }
 }
 
-/// The summary table: one row per platform and scenario.
-pub fn table(legs: &[Leg]) -> String {
-    let mut rows = vec![[
-        "platform".to_string(),
-        "scenario".to_string(),
-        "result".to_string(),
-        "time".to_string(),
-        "detail".to_string(),
-    ]];
+/// One row per platform and scenario: platform, scenario, result, time, detail.
+fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
+    let mut rows = vec![];
     for leg in legs {
         rows.push([
             leg.platform.clone(),
@@ -112,6 +106,29 @@ pub fn table(legs: &[Leg]) -> String {
             ]);
         }
     }
+    rows
+}
+
+const HEADER: [&str; 5] = ["platform", "scenario", "result", "time", "detail"];
+
+/// The results as a Markdown table with the closing line (GitHub's step summary).
+pub fn markdown(legs: &[Leg]) -> String {
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut out = format!("| {} |\n|---|---|---|---:|---|\n", HEADER.join(" | "));
+    for r in rows(legs) {
+        out.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    out.push_str(&format!("\n{}\n", closing_line(legs)));
+    out
+}
+
+/// The summary table: one row per platform and scenario.
+pub fn table(legs: &[Leg]) -> String {
+    let mut rows: Vec<[String; 5]> = vec![HEADER.map(String::from)];
+    rows.extend(self::rows(legs));
     let widths: Vec<usize> = (0..4)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
@@ -244,11 +261,9 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
 }
 
 /// Writes report.json and junit.xml into `dir`, and `failures/<platform>.txt`
-/// for each failed leg.
-pub fn write(dir: &Path, legs: &[Leg]) -> std::io::Result<()> {
+/// for each failed leg (`pin`: the guix channel pin the legs ran with).
+pub fn write(dir: &Path, legs: &[Leg], pin: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let pin = crate::pin::read(&crate::repo_root().join("channels/channels.scm"))
-        .unwrap_or_else(|e| e.to_string());
     let failures = dir.join("failures");
     let _ = std::fs::remove_dir_all(&failures);
     for leg in legs.iter().filter(|l| l.failed()) {
@@ -256,7 +271,7 @@ pub fn write(dir: &Path, legs: &[Leg]) -> std::io::Result<()> {
         let name = leg.platform.trim_start_matches("linux/").replace('/', "-");
         std::fs::write(
             failures.join(format!("{name}.txt")),
-            failure_bundle(leg, &pin),
+            failure_bundle(leg, pin),
         )?;
     }
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(legs)?)?;

@@ -214,7 +214,7 @@ pub struct RunOutput {
 impl RunOutput {
     /// The last `n` lines of the combined output.
     pub fn tail(&self, n: usize) -> String {
-        crate::tail_lines(&self.combined, n)
+        crate::text::tail_lines(&self.combined, n)
     }
 }
 
@@ -229,10 +229,22 @@ pub enum RunError {
         secs: u64,
         tail: String,
     },
-    #[error("{platform}: the kernel cannot run this platform's programs ({detail}): no binfmt_misc handler is registered for it\n  fix: cargo run -p harness -- emulators   (then `harness doctor` shows the status)")]
+    #[error("{platform}: the kernel cannot run this platform's programs ({detail}): no binfmt_misc handler is registered for it")]
     NoEmulator { platform: String, detail: String },
-    #[error("{platform}: the emulator was not found when the container started ({detail}): its binfmt_misc handler is most likely registered without the F flag, so the kernel looks for the interpreter inside the container\n  fix: as root, `echo -1 > /proc/sys/fs/binfmt_misc/<handler>` for this platform's emulator (matrix.toml `emulator`), then `cargo run -p harness -- emulators`")]
+    #[error("{platform}: the emulator was not found when the container started ({detail}): its binfmt_misc handler is most likely registered without the F flag, so the kernel looks for the interpreter inside the container")]
     EmulatorNotVisible { platform: String, detail: String },
+}
+
+impl RunError {
+    /// What to do about it.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            RunError::Engine(e) => e.fix(),
+            RunError::Timeout { .. } => None,
+            RunError::NoEmulator { .. } => Some("cargo run -p harness -- emulators   (then `harness doctor` shows the status)".into()),
+            RunError::EmulatorNotVisible { .. } => Some("as root, `echo -1 > /proc/sys/fs/binfmt_misc/<handler>` for this platform's emulator (matrix.toml `emulator`), then `cargo run -p harness -- emulators`".into()),
+        }
+    }
 }
 
 /// Recognises the kernel's and runc's words for "cannot execute this
@@ -498,9 +510,10 @@ mod tests {
             msg.starts_with("linux/riscv64: the kernel cannot run"),
             "{msg}"
         );
+        let fix = e.fix().unwrap_or_default();
         assert!(
-            msg.contains("fix: cargo run -p harness -- emulators"),
-            "{msg}"
+            fix.starts_with("cargo run -p harness -- emulators"),
+            "{fix}"
         );
     }
 

@@ -1,11 +1,16 @@
 //! Daemon flags: chroot builds work natively and fail under qemu-user; matrix.toml must agree.
 
 use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
-use crate::{Error, Harness, Prepared};
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let probe = super::probe_for(h, p).await?;
-    let tar = fixtures_tar_with(&["chroot.sh", "chroot.scm"], &[("readdir-probe", &probe)])?;
+    let tar = fixtures_tar_with(
+        h,
+        &["chroot.sh", "chroot.scm"],
+        &[("readdir-probe", &probe)],
+    )?;
     let run = spec(h, p, "chroot")
         .bash("/fixtures/chroot.sh")
         .upload(tar, "/");

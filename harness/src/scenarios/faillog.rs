@@ -1,10 +1,11 @@
 //! Failure logs: the failed derivations' logs land in the working directory, unpacked and printed; nothing else does.
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
-use crate::{Error, Harness, Prepared};
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    let tar = fixtures_tar(&["faillog.sh", "failing.scm", "earlier-failure.scm"])?;
+    let tar = fixtures_tar(h, &["faillog.sh", "failing.scm", "earlier-failure.scm"])?;
     let run = spec(h, p, "faillog")
         .bash("/fixtures/faillog.sh")
         .upload(tar, "/");

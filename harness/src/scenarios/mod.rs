@@ -7,8 +7,9 @@ pub mod smoke;
 pub mod tmpfs;
 pub mod usage;
 
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 use crate::run::{self, RunOutput, RunSpec};
-use crate::{Error, Harness, Prepared};
 use std::time::{Duration, Instant};
 
 /// The scenarios, in the order a leg runs them.
@@ -213,24 +214,26 @@ pub fn kv(text: &str, key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
 }
 
-/// The repository's fixtures/ files, as a tar to upload to `/` (they land in /fixtures).
-pub fn fixtures_tar(names: &[&str]) -> Result<Vec<u8>, Error> {
-    fixtures_tar_with(names, &[])
+/// The checkout's fixtures/ files, as a tar to upload to `/` (they land in /fixtures).
+pub fn fixtures_tar(h: &Harness, names: &[&str]) -> Result<Vec<u8>, Error> {
+    fixtures_tar_with(h, names, &[])
 }
 
 /// Like `fixtures_tar`, plus generated files (name, bytes) under /fixtures.
-pub fn fixtures_tar_with(names: &[&str], extra: &[(&str, &[u8])]) -> Result<Vec<u8>, Error> {
-    let dir = crate::repo_root().join("fixtures");
+pub fn fixtures_tar_with(
+    h: &Harness,
+    names: &[&str],
+    extra: &[(&str, &[u8])],
+) -> Result<Vec<u8>, Error> {
+    let dir = h.options.checkout.fixtures();
     let files: Vec<(String, Vec<u8>)> = names
         .iter()
         .map(|n| {
             std::fs::read(dir.join(n))
                 .map(|b| (format!("fixtures/{n}"), b))
-                .map_err(|e| {
-                    Error::Other(format!(
-                        "cannot read fixture {}: {e}",
-                        dir.join(n).display()
-                    ))
+                .map_err(|source| Error::Fixture {
+                    path: dir.join(n),
+                    source,
                 })
         })
         .collect::<Result<_, _>>()?;
@@ -249,17 +252,18 @@ pub fn fixtures_tar_with(names: &[&str], extra: &[(&str, &[u8])]) -> Result<Vec<
 
 /// The static readdir() probe built for this platform (matrix.toml `probe_cc`).
 pub async fn probe_for(h: &Harness, p: &Prepared) -> Result<Vec<u8>, Error> {
-    let cc = p.platform.probe_cc.as_deref().ok_or_else(|| {
-        Error::Other(format!(
-            "matrix.toml: platform {}: no `probe_cc`, so the readdir() probe cannot be built for it",
-            p.platform.docker
-        ))
-    })?;
+    let cc = p
+        .platform
+        .probe_cc
+        .as_deref()
+        .ok_or_else(|| Error::NoProbeCc {
+            platform: p.platform.docker.clone(),
+        })?;
     h.probes()
         .await?
         .get(cc)
         .cloned()
-        .ok_or_else(|| Error::Other(format!("the probe image has no binary for {cc}")))
+        .ok_or_else(|| Error::NoProbe { cc: cc.to_string() })
 }
 
 /// A run of the platform's image with the scenario's defaults: guix-daemon's
@@ -271,7 +275,10 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
     )
     .platform(&p.platform.docker)
     .timeout(h.step_timeout(&p.platform))
-    .with_options(h.echo.then(|| format!("[{}]", p.platform.slug())), h.keep)
+    .with_options(
+        h.options.echo.then(|| format!("[{}]", p.platform.slug())),
+        h.options.keep,
+    )
 }
 
 /// Runs one scenario on a prepared platform; an error ends it as failed. A
@@ -327,7 +334,7 @@ async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
     };
     match result {
         Ok(()) => c.finish(),
-        Err(e) => c.error(&e),
+        Err(e) => c.error(&e.report()),
     }
 }
 

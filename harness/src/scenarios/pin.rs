@@ -1,20 +1,21 @@
 //! Pinning: `guix pull` checks out the pinned commit, not the branch head, and keeps the image's pin.
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
-use crate::{Error, Harness, Prepared};
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 use std::time::Duration;
 
-/// The commit pinned in the repository's channels/channels.scm.
-pub fn repo_pin() -> Result<String, crate::pin::PinError> {
-    crate::pin::read(&crate::repo_root().join("channels/channels.scm"))
+/// The commit pinned in the checkout's channels/channels.scm.
+pub fn repo_pin(h: &Harness) -> Result<String, crate::pin::PinError> {
+    crate::pin::read(&h.options.checkout.channels())
 }
 
 /// Offline pinning with a fixture channel, and the image's own pin.
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    let want_pin = repo_pin()?;
+    let want_pin = repo_pin(h)?;
     let mut run = spec(h, p, "pin")
         .bash("/fixtures/pin.sh")
-        .upload(fixtures_tar(&["pin.sh", "channel.sh"])?, "/");
+        .upload(fixtures_tar(h, &["pin.sh", "channel.sh"])?, "/");
     if p.platform.cache_tmpfs {
         run = run.tmpfs("/root/.cache/guix", "rw,exec,size=256m");
     }
@@ -74,11 +75,11 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
 /// The real pull to the pin (the seed's privileged step) and `guix describe`;
 /// `skipped: offline` unless the harness runs online.
 pub async fn online(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    if !h.online {
+    if !h.options.online {
         c.skip_because("offline: codeberg.org and the substitute servers are not reachable here; the nightly workflow runs this leg (harness run --online)");
         return Ok(());
     }
-    let want_pin = repo_pin()?;
+    let want_pin = repo_pin(h)?;
     let mut run = spec(h, p, "pull-online")
         .cmd([
             "bash",

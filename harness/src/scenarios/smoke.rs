@@ -1,12 +1,13 @@
 //! Smoke: the right machine, Guix 1.5.0, a daemon that answers and is gone afterwards.
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
-use crate::{Error, Harness, Prepared};
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let run = spec(h, p, "smoke")
         .bash("/fixtures/smoke.sh")
-        .upload(fixtures_tar(&["smoke.sh", "smoke.scm"])?, "/");
+        .upload(fixtures_tar(h, &["smoke.sh", "smoke.scm"])?, "/");
     let out = run_fixture(h, c, &run).await?;
     let want_version = format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version);
     let facts = [

@@ -1,13 +1,14 @@
 //! The tmpfs workaround: readdir() EOVERFLOW where matrix.toml says so, and none with the cache on tmpfs.
 
 use super::{fixtures_tar_with, kv, spec, Check};
-use crate::{Error, Harness, Prepared};
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 
 const EOVERFLOW: &str = "Value too large for defined data type";
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let probe = super::probe_for(h, p).await?;
-    let tar = fixtures_tar_with(&["tmpfs.sh"], &[("readdir-probe", &probe)])?;
+    let tar = fixtures_tar_with(h, &["tmpfs.sh"], &[("readdir-probe", &probe)])?;
     // The writable layer and the entry point's XDG_CACHE_HOME route.
     let xdg = spec(h, p, "tmpfs (xdg route)")
         .bash("/fixtures/tmpfs.sh")

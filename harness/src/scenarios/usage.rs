@@ -1,13 +1,14 @@
 //! The image's usage forms as users type them: the pulled Guix runs (also after `docker commit`), nested entry points, its own exit codes, failures that say why.
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
-use crate::{Error, Harness, Prepared};
+use crate::error::Error;
+use crate::harness::{Harness, Prepared};
 
 /// The exit code the entry point uses when guix-daemon exits before it answers.
 pub const EXIT_DAEMON_DIED: &str = "121";
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    let tar = fixtures_tar(&["usage.sh", "fake-pull.sh", "nondet.scm"])?;
+    let tar = fixtures_tar(h, &["usage.sh", "fake-pull.sh", "nondet.scm"])?;
     let run = spec(h, p, "usage")
         .bash("/fixtures/usage.sh")
         .upload(tar.clone(), "/");
@@ -22,10 +23,9 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         .upload(tar, "/");
     pull.keep = true;
     let out = run_fixture(h, c, &pull).await?;
-    let container = out
-        .kept_container
-        .clone()
-        .ok_or_else(|| Error::Other("usage: the container to commit was not kept".into()))?;
+    let container = out.kept_container.clone().ok_or_else(|| Error::NotKept {
+        step: "usage: pull, then commit".into(),
+    })?;
     h.engine.track(&container, Some(&p.platform.docker));
     let tag = format!(
         "{}-usage:{}-{}",
@@ -34,7 +34,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         std::process::id()
     );
     let committed = h.engine.commit(&container, &tag).await;
-    if !h.keep {
+    if !h.options.keep {
         h.engine.remove_container(&container).await;
     }
     committed?;

@@ -1,7 +1,6 @@
 //! Every row of matrix.toml: the image builds and the smoke check passes.
 
-mod common;
-use common::{block_on, harness, prepared};
+use crate::common::{block_on, harness, prepared};
 use harness::scenarios::{self, Scenario};
 use rstest::rstest;
 
@@ -17,7 +16,9 @@ const CASES: [&str; 6] = [
 
 #[test]
 fn cases_match_matrix_toml() {
-    let m = harness::matrix::Matrix::load(harness::matrix::default_path()).unwrap();
+    let _shared = crate::common::shared();
+    let m =
+        harness::matrix::Matrix::load(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
     let docker: Vec<&str> = m.platforms.iter().map(|p| p.docker.as_str()).collect();
     assert_eq!(
         docker, CASES,
@@ -33,6 +34,7 @@ fn cases_match_matrix_toml() {
 #[case::ppc64le(CASES[4])]
 #[case::riscv64(CASES[5])]
 fn smoke(#[case] platform: &str) {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared(platform);
     let img = block_on(h.engine.local_image(&p.image.tag))

@@ -2,8 +2,7 @@
 //! One leg:   cargo test --test scenarios -- 'leg::case_3_arm_v7::scenario_3'
 //! One check: cargo test --test scenarios -- Tmpfs
 
-mod common;
-use common::{block_on, harness, prepared};
+use crate::common::{block_on, harness, prepared};
 use harness::scenarios::{self, Outcome, Scenario, Verdict};
 use rstest::rstest;
 
@@ -46,6 +45,7 @@ fn leg(
     )]
     scenario: Scenario,
 ) {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared(platform);
     let outcome = block_on(scenarios::run_one(h, &p, scenario));
@@ -84,6 +84,7 @@ fn leg(
 /// armhf, with Guix's cache NOT on tmpfs, the probe fails with EOVERFLOW.
 #[test]
 fn tmpfs_check_fails_when_matrix_drops_the_workaround_on_armhf() {
+    let _shared = crate::common::shared();
     let h = harness();
     let mut p = prepared("linux/arm/v7");
     p.platform.cache_tmpfs = false;
@@ -100,8 +101,9 @@ fn tmpfs_check_fails_when_matrix_drops_the_workaround_on_armhf() {
 
 #[test]
 fn online_pull_says_skipped_offline_when_offline() {
+    let _shared = crate::common::shared();
     let h = harness();
-    if h.online {
+    if h.options.online {
         return;
     }
     let p = prepared("linux/amd64");
@@ -115,8 +117,12 @@ fn online_pull_says_skipped_offline_when_offline() {
 #[test]
 #[ignore = "skipped: offline (needs codeberg.org and the substitute servers); the nightly runs it with GUIX_MATRIX_ONLINE=1 -- --ignored"]
 fn online_pull_to_the_pin() {
+    let _shared = crate::common::shared();
     let h = harness();
-    assert!(h.online, "set GUIX_MATRIX_ONLINE=1 to run the online leg");
+    assert!(
+        h.options.online,
+        "set GUIX_MATRIX_ONLINE=1 to run the online leg"
+    );
     for p in &h.matrix.platforms {
         let prepared = prepared(&p.docker);
         let outcome = block_on(scenarios::run_one(h, &prepared, Scenario::PullOnline));

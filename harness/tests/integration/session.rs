@@ -3,8 +3,7 @@
 //! running between them, each exit code kept. The container's lifecycle is
 //! testcontainers' (removed on drop); the image is the harness's.
 
-mod common;
-use common::{block_on, prepared};
+use crate::common::{block_on, prepared};
 use testcontainers::core::ExecCommand;
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{GenericImage, ImageExt};
@@ -23,6 +22,7 @@ async fn exec(c: &testcontainers::ContainerAsync<GenericImage>, cmd: &[&str]) ->
 
 #[test]
 fn one_container_many_commands_each_with_its_own_daemon() {
+    let _shared = crate::common::shared();
     let p = prepared("linux/amd64");
     let (repo, tag) = p.image.tag.split_once(':').expect("repo:tag");
     block_on(async {

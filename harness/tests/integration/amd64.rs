@@ -1,8 +1,7 @@
 //! The spine on the native platform: the image builds, the entry point runs
 //! Guix with a daemon that answers and is gone afterwards, exit codes survive.
 
-mod common;
-use common::{block_on, harness, prepared};
+use crate::common::{block_on, harness, prepared};
 use harness::run::{self, RunSpec};
 use harness::scenarios::{self, Scenario};
 
@@ -18,6 +17,7 @@ fn entry_point(args: &[&str]) -> run::RunOutput {
 
 #[test]
 fn image_carries_platform_and_inputs_labels() {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared("linux/amd64");
     let img = block_on(h.engine.local_image(&p.image.tag))
@@ -38,6 +38,7 @@ fn image_carries_platform_and_inputs_labels() {
 
 #[test]
 fn guix_version_through_the_entry_point() {
+    let _shared = crate::common::shared();
     let out = entry_point(&["guix", "--version"]);
     assert_eq!(out.exit_code, 0, "{}", out.combined);
     assert!(
@@ -51,6 +52,7 @@ fn guix_version_through_the_entry_point() {
 
 #[test]
 fn exit_code_of_the_command_comes_back_unchanged() {
+    let _shared = crate::common::shared();
     for code in [3, 1, 42] {
         let out = entry_point(&["sh", "-c", &format!("exit {code}")]);
         assert_eq!(out.exit_code, code, "{}", out.combined);
@@ -64,6 +66,7 @@ fn exit_code_of_the_command_comes_back_unchanged() {
 
 #[test]
 fn daemon_answers_during_the_command_and_is_gone_after() {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared("linux/amd64");
     let outcome = block_on(scenarios::run_one(h, &p, Scenario::Smoke));
@@ -87,6 +90,7 @@ fn daemon_answers_during_the_command_and_is_gone_after() {
 
 #[test]
 fn substitute_urls_are_overridable_without_rebuilding() {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared("linux/amd64");
     let spec = RunSpec::new(p.image.tag.clone(), "substitutes override")
@@ -113,6 +117,7 @@ fn substitute_urls_are_overridable_without_rebuilding() {
 
 #[test]
 fn second_prepare_rebuilds_nothing() {
+    let _shared = crate::common::shared();
     let h = harness();
     let first = prepared("linux/amd64");
     let spec = h.image_spec(&first.platform, &first.base);

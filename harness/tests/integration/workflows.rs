@@ -1,10 +1,14 @@
 //! The GitHub workflows only run harness commands that exist: every
 //! `harness …` line in .github/workflows/*.yml must parse with the real CLI.
 
+use clap::Parser;
 use std::process::Command;
 
 fn harness_invocations() -> Vec<(String, Vec<String>)> {
-    let dir = harness::repo_root().join(".github/workflows");
+    let dir = harness::paths::Checkout::find()
+        .unwrap()
+        .root
+        .join(".github/workflows");
     let re = regex::Regex::new(
         r"(?:\./target/debug/harness|cargo run(?: -q)? -p harness --)[ \t]+([^|>&)\n]*)",
     )
@@ -43,23 +47,24 @@ fn every_harness_command_in_the_workflows_parses() {
             !args.iter().any(|a| a.contains("${{")),
             "{file}: unreplaced expression in {args:?}"
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-            .args(&args)
-            .arg("--help")
-            .output()
-            .unwrap();
+        let parsed = harness::cli::Cli::try_parse_from(
+            std::iter::once("harness".to_string()).chain(args.iter().cloned()),
+        );
         assert!(
-            out.status.success(),
+            parsed.is_ok(),
             "{file}: `harness {}` does not parse:\n{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
+            parsed.err().map(|e| e.to_string()).unwrap_or_default()
         );
     }
 }
 
 /// Every workflow file, parsed.
 fn workflows() -> Vec<(String, serde_norway::Value)> {
-    let dir = harness::repo_root().join(".github/workflows");
+    let dir = harness::paths::Checkout::find()
+        .unwrap()
+        .root
+        .join(".github/workflows");
     let mut found: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -151,8 +156,13 @@ fn workflows_are_least_privilege_pinned_and_free_of_template_injection() {
             }
         }
     }
-    let text = std::fs::read_to_string(harness::repo_root().join(".github/dependabot.yml"))
-        .expect(".github/dependabot.yml");
+    let text = std::fs::read_to_string(
+        harness::paths::Checkout::find()
+            .unwrap()
+            .root
+            .join(".github/dependabot.yml"),
+    )
+    .expect(".github/dependabot.yml");
     for ecosystem in ["github-actions", "cargo"] {
         assert!(
             text.contains(ecosystem),
@@ -164,7 +174,10 @@ fn workflows_are_least_privilege_pinned_and_free_of_template_injection() {
 /// Every pinned action carries its version in a comment, for people and dependabot.
 #[test]
 fn pinned_actions_name_their_version() {
-    let dir = harness::repo_root().join(".github/workflows");
+    let dir = harness::paths::Checkout::find()
+        .unwrap()
+        .root
+        .join(".github/workflows");
     let re = regex::Regex::new(r"uses: [^@\s]+@[0-9a-f]{40}(.*)").unwrap();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -187,7 +200,8 @@ fn matrix_json_lists_every_platform_for_the_ci_matrix() {
         .unwrap();
     assert!(out.status.success());
     let platforms: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let m = harness::matrix::Matrix::load(harness::matrix::default_path()).unwrap();
+    let m =
+        harness::matrix::Matrix::load(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
     assert_eq!(platforms.len(), m.platforms.len());
     for (json, p) in platforms.iter().zip(&m.platforms) {
         assert_eq!(json["docker"], p.docker.as_str());

@@ -2,17 +2,11 @@
 //! its cause and fix, never as a raw error or a hang. These tests change the
 //! kernel's binfmt_misc handlers for riscv64 and put them back afterwards.
 
-mod common;
-use common::{block_on, harness, prepared};
+use crate::common::{block_on, harness, prepared};
 use harness::emulators::{self, EmulatorError};
 use harness::run::{self, Privilege, RunError, RunSpec};
 
 const PLATFORM: &str = "linux/riscv64";
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Puts qemu-riscv64 back as the harness registers it, whatever happened.
 struct Restore;
@@ -59,7 +53,7 @@ fn true_on_riscv64() -> Result<run::RunOutput, RunError> {
 
 #[test]
 fn no_emulator_registered_is_exec_format_error_with_the_fix() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared(PLATFORM);
     let _restore = Restore;
     let h = harness();
@@ -80,14 +74,16 @@ fn no_emulator_registered_is_exec_format_error_with_the_fix() {
         "{msg}"
     );
     assert!(
-        msg.contains("fix: cargo run -p harness -- emulators"),
+        err.fix()
+            .unwrap_or_default()
+            .starts_with("cargo run -p harness -- emulators"),
         "{msg}"
     );
 }
 
 #[test]
 fn a_handler_without_the_f_flag_is_named_wrong_with_the_fix() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared(PLATFORM);
     let _restore = Restore;
     // Register qemu-riscv64 as Debian's conf says but without F.
@@ -110,7 +106,9 @@ fn a_handler_without_the_f_flag_is_named_wrong_with_the_fix() {
         "{msg}"
     );
     assert!(
-        msg.contains("echo -1 > /proc/sys/fs/binfmt_misc/qemu-riscv64"),
+        err.fix()
+            .unwrap_or_default()
+            .contains("echo -1 > /proc/sys/fs/binfmt_misc/qemu-riscv64"),
         "{msg}"
     );
 
@@ -121,7 +119,7 @@ fn a_handler_without_the_f_flag_is_named_wrong_with_the_fix() {
 
 #[test]
 fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let h = harness();
     let p = prepared("linux/amd64");
     let spec = RunSpec::new(p.image.tag.clone(), "bad daemon flag")
@@ -146,7 +144,7 @@ fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
 /// check fails, naming the fix, when they are flipped either way.
 #[test]
 fn chroot_flags_that_disagree_with_the_platform_fail_the_check() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let h = harness();
     let mut native = prepared("linux/amd64");
     native.platform.daemon_args = vec!["--disable-chroot".into()];
@@ -186,7 +184,7 @@ fn chroot_flags_that_disagree_with_the_platform_fail_the_check() {
 #[test]
 fn emulator_crashes_are_retried_once_then_reported_apart() {
     use harness::scenarios::{retry_on_crash, Check, Scenario, Verdict};
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let h = harness();
     let p = prepared("linux/arm/v7");
     let attempts = std::sync::atomic::AtomicUsize::new(0);
@@ -263,12 +261,16 @@ fn case<'a>(out: &'a str, name: &str) -> &'a str {
 /// each, with the fix; guix pull's exit code is kept.
 #[test]
 fn pins_that_guix_pull_gets_wrong_are_named_with_the_fix() {
+    let _shared = crate::common::shared();
     use harness::scenarios::{fixtures_tar, kv, spec};
     let h = harness();
     let p = prepared("linux/amd64");
     let run = spec(h, &p, "pin faults")
         .bash("/fixtures/pin-faults.sh")
-        .upload(fixtures_tar(&["pin-faults.sh", "channel.sh"]).unwrap(), "/");
+        .upload(
+            fixtures_tar(harness(), &["pin-faults.sh", "channel.sh"]).unwrap(),
+            "/",
+        );
     let out = block_on(run::run(&h.engine, &run)).unwrap();
     let text = out.stdout.as_str();
     let words = text.split_whitespace().collect::<Vec<_>>();
@@ -340,7 +342,7 @@ fn pins_that_guix_pull_gets_wrong_are_named_with_the_fix() {
 #[test]
 fn a_step_over_its_budget_names_step_and_time_scaled_by_slowdown() {
     use harness::scenarios::{Scenario, Verdict};
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared("linux/arm/v7");
     for (slowdown, secs) in [(6.0, 6), (1.0, 1)] {
         let mut matrix = harness().matrix.clone();
@@ -348,9 +350,18 @@ fn a_step_over_its_budget_names_step_and_time_scaled_by_slowdown() {
         for p in matrix.platforms.iter_mut() {
             p.slowdown = slowdown;
         }
-        let h = block_on(harness::Harness::new(matrix)).unwrap();
+        let h = block_on(harness::harness::Harness::new(
+            matrix,
+            harness().options.clone(),
+        ))
+        .unwrap();
         let platform = h.matrix.find("linux/arm/v7").unwrap().clone();
-        let leg = block_on(harness::leg(&h, &platform, &[Scenario::Faillog], &|_| {}));
+        let leg = block_on(harness::leg::leg(
+            &h,
+            &platform,
+            &[Scenario::Faillog],
+            &harness::leg::Quiet,
+        ));
         assert_eq!(leg.error, None, "prepare is warm and fast");
         match &leg.outcomes[0].verdict {
             Verdict::Failed(why) => assert!(
@@ -375,6 +386,7 @@ fn a_step_over_its_budget_names_step_and_time_scaled_by_slowdown() {
 /// `/var/guix/daemon-socket/socket': Connection refused`.
 #[test]
 fn a_stale_daemon_socket_is_not_taken_for_a_live_daemon() {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared("linux/amd64");
     let spec = harness::scenarios::spec(h, &p, "stale socket").bash(
@@ -400,6 +412,7 @@ fn a_stale_daemon_socket_is_not_taken_for_a_live_daemon() {
 /// `failed to connect to …/daemon-socket/socket`, and the exit code is kept.
 #[test]
 fn a_daemon_that_dies_during_the_command_is_named() {
+    let _shared = crate::common::shared();
     let h = harness();
     let p = prepared("linux/amd64");
     let spec = harness::scenarios::spec(h, &p, "daemon dies").bash(

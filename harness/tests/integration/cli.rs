@@ -1,7 +1,6 @@
 //! The `harness` command as a newcomer uses it, against the real engine.
 
-mod common;
-use common::{block_on, harness, prepared};
+use crate::common::{block_on, harness, prepared};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,12 +17,6 @@ fn harness_run(platform: &str, scenarios: &[&str], report: &std::path::Path) -> 
     }
     cmd.arg("--report").arg(report);
     cmd
-}
-
-/// These tests look at (and clean) every labelled container: one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Our labelled containers still in the engine.
@@ -44,7 +37,7 @@ fn containers_with(label: &str) -> Vec<String> {
 
 #[test]
 fn doctor_reports_each_check_and_exits_zero_when_ready() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let out = bin().arg("doctor").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for check in [
@@ -66,7 +59,7 @@ fn doctor_reports_each_check_and_exits_zero_when_ready() {
 
 #[test]
 fn doctor_says_how_to_start_an_engine_when_none_answers() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let out = bin()
         .arg("doctor")
         .env("DOCKER_HOST", "unix:///nonexistent.sock")
@@ -82,26 +75,125 @@ fn doctor_says_how_to_start_an_engine_when_none_answers() {
 
 #[test]
 fn run_without_an_engine_is_a_clear_error_not_a_hang() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["run", "--platform", "linux/amd64"])
+        .args(["run", "--platform", "linux/amd64", "--report"])
+        .arg(dir.path())
         .env("DOCKER_HOST", "unix:///nonexistent.sock")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    // 3: the machine is not ready (not 2, which is a usage error).
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         err.contains("no Docker engine answers at unix:///nonexistent.sock")
-            && err.contains("fix:"),
+            && err.contains("\n  fix: start one"),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(30));
+    // The report is written all the same, naming the step that failed.
+    let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    assert!(
+        json.contains("setup: connect to the Docker engine"),
+        "{json}"
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(junit.contains("no Docker engine answers"), "{junit}");
+}
+
+/// The exit-code contract of --help, each code from a real invocation.
+#[test]
+fn exit_codes_tell_usage_from_setup_from_failed_legs() {
+    let _shared = crate::common::shared();
+    let code = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = bin();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap().status.code()
+    };
+    assert_eq!(
+        code(&["run", "--scenario", "nope"], &[]),
+        Some(2),
+        "bad option"
+    );
+    assert_eq!(
+        code(&["run", "--platform", "linux/s390x"], &[]),
+        Some(2),
+        "unknown platform"
+    );
+    assert_eq!(
+        code(&["pin", "--set", "master"], &[]),
+        Some(2),
+        "not a commit"
+    );
+    assert_eq!(
+        code(&["matrix"], &[("GUIX_MATRIX_ROOT", "/")]),
+        Some(2),
+        "not a checkout"
+    );
+    assert_eq!(
+        code(
+            &["emulators"],
+            &[("DOCKER_HOST", "unix:///nonexistent.sock")]
+        ),
+        Some(3),
+        "no engine"
+    );
+    assert_eq!(code(&["matrix"], &[]), Some(0));
+    let help = bin().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "1    one or more legs failed",
+        "3    setup",
+        "130  interrupted",
+    ] {
+        assert!(help.contains(line), "{help}");
+    }
+}
+
+/// In CI stderr is a file: one plain line per step, no colour codes, and the
+/// results as Markdown in the step summary.
+#[test]
+fn without_a_terminal_every_step_is_a_plain_line_and_the_summary_is_markdown() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.md");
+    let out = harness_run("linux/amd64", &["smoke"], &dir.path().join("reports"))
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env_remove("NO_COLOR")
+        .args(["--heartbeat", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "colour codes without a terminal:\n{err}"
+    );
+    for step in [
+        "linux/amd64: base image",
+        "linux/amd64: check smoke",
+        "linux/amd64: passed in",
+    ] {
+        assert!(err.contains(step), "no `{step}` line:\n{err}");
+    }
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.starts_with("| platform | scenario | result | time | detail |\n|---|")
+            && md.contains("| linux/amd64 | smoke | passed |")
+            && md.contains("harness: 1 passed, 0 failed, 0 skipped"),
+        "{md}"
+    );
 }
 
 #[test]
 fn an_unknown_platform_names_the_known_ones() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let out = bin()
         .args(["run", "--platform", "linux/s390x"])
         .output()
@@ -116,7 +208,7 @@ fn an_unknown_platform_names_the_known_ones() {
 
 #[test]
 fn run_one_platform_prints_the_table_and_writes_reports() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared("linux/amd64");
     let dir = tempfile::tempdir().unwrap();
     let out = harness_run("linux/amd64", &["smoke", "pull-online"], dir.path())
@@ -146,7 +238,7 @@ fn run_one_platform_prints_the_table_and_writes_reports() {
 
 #[test]
 fn repro_streams_the_output_and_removes_containers_of_passing_checks() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared("linux/amd64");
     let before = labelled_containers();
     let out = bin()
@@ -168,7 +260,7 @@ fn repro_streams_the_output_and_removes_containers_of_passing_checks() {
 
 #[test]
 fn clean_removes_labelled_containers_and_only_the_matrix_images() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let h = harness();
     let p = prepared("linux/amd64");
     // A kept (labelled) container, and an image tag under another matrix's name.
@@ -190,7 +282,7 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
         .success());
     let dir = tempfile::tempdir().unwrap();
     let matrix = dir.path().join("matrix.toml");
-    let text = std::fs::read_to_string(harness::matrix::default_path()).unwrap();
+    let text = std::fs::read_to_string(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
     std::fs::write(
         &matrix,
         text.replace(
@@ -234,36 +326,41 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
 /// and the next run works.
 #[test]
 fn ctrl_c_mid_run_leaves_no_container_and_the_next_run_works() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared("linux/arm/v7");
-    let child = harness_run(
-        "linux/arm/v7",
-        &["smoke"],
-        tempfile::tempdir().unwrap().path(),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    // Wait until the smoke container exists, then interrupt.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while containers_with("io.guix-matrix.platform=linux/arm/v7").is_empty() {
-        assert!(Instant::now() < deadline, "no container started");
-        std::thread::sleep(Duration::from_millis(200));
+    // SIGINT (Ctrl-C) and SIGTERM (a cancelled CI job, `timeout`, `docker stop`).
+    for (signal, code) in [
+        (nix::sys::signal::Signal::SIGINT, 130),
+        (nix::sys::signal::Signal::SIGTERM, 143),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let child = harness_run("linux/arm/v7", &["smoke"], dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the smoke container exists, then interrupt.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while containers_with("io.guix-matrix.platform=linux/arm/v7").is_empty() {
+            assert!(Instant::now() < deadline, "no container started");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{signal}: {err}");
+        assert!(err.contains("interrupted"), "{err}");
+        assert!(
+            labelled_containers().is_empty(),
+            "containers left after {signal}"
+        );
+        // The report is written as far as the run got.
+        let json = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+        assert!(
+            json.contains("linux/arm/v7") && json.contains("interrupted (signal"),
+            "{json}"
+        );
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
-    assert!(
-        labelled_containers().is_empty(),
-        "containers left after Ctrl-C"
-    );
     let again = harness_run(
         "linux/arm/v7",
         &["smoke"],
@@ -282,11 +379,11 @@ fn ctrl_c_mid_run_leaves_no_container_and_the_next_run_works() {
 /// `run` exits 1 and writes a failure bundle with the command to reproduce it.
 #[test]
 fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared("linux/arm/v7");
     let dir = tempfile::tempdir().unwrap();
     let matrix = dir.path().join("matrix.toml");
-    let text = std::fs::read_to_string(harness::matrix::default_path()).unwrap();
+    let text = std::fs::read_to_string(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
     let broken = text.replacen("cache_tmpfs = true", "cache_tmpfs = false", 1);
     assert_ne!(broken, text);
     std::fs::write(&matrix, broken).unwrap();
@@ -327,7 +424,7 @@ fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
 
 #[test]
 fn shell_runs_a_command_in_the_image_through_the_entry_point() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     prepared("linux/amd64");
     let out = bin()
         .args([

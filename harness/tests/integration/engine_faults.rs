@@ -2,18 +2,12 @@
 //! exec root, network namespace) so the main engine is untouched: the engine going away while
 //! runs are in flight, and a data root that fills up during an image build.
 
-mod common;
-use common::{block_on, harness, prepared};
+use crate::common::{block_on, harness, prepared};
 use harness::engine::{Engine, EngineError};
 use harness::run::{self, RunError, RunSpec};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A dockerd of the test's own, stopped and its directories removed on drop.
 struct PrivateEngine {
@@ -146,12 +140,12 @@ impl Drop for PrivateEngine {
 }
 
 fn tail(path: &Path) -> String {
-    harness::tail_lines(&std::fs::read_to_string(path).unwrap_or_default(), 20)
+    harness::text::tail_lines(&std::fs::read_to_string(path).unwrap_or_default(), 20)
 }
 
 #[test]
 fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let base = prepared("linux/amd64").base.reference;
     let bridge_before = Path::new("/sys/class/net/docker0").exists();
     let mut private = PrivateEngine::start("gone", None);
@@ -181,10 +175,11 @@ fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
     );
     for r in results {
         let err = r.expect_err("a run cannot finish without its engine");
-        let msg = err.to_string();
+        let lost = matches!(err, RunError::Engine(EngineError::Lost { .. }));
+        let msg = harness::error::Error::from(err).report();
         eprintln!("what the user sees:\n{msg}");
         assert!(
-            matches!(err, RunError::Engine(EngineError::Lost { .. })),
+            lost,
             "{msg}\ndockerd log:\n{}",
             tail(&private.dir.join("dockerd.log"))
         );
@@ -208,7 +203,7 @@ fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
 
 #[test]
 fn a_full_data_root_during_an_image_build_names_the_cause() {
-    let _serial = serial();
+    let _serial = crate::common::exclusive();
     let h = harness();
     let p = prepared("linux/amd64");
     let private = PrivateEngine::start("full", Some("400m"));

@@ -1,0 +1,111 @@
+//! The small commands: doctor, matrix, emulators, pin, clean.
+
+use super::Context;
+use crate::doctor::{self, Level};
+use crate::emulators;
+use crate::error::{Error, Exit};
+use crate::harness::Harness;
+use crate::pin;
+
+pub async fn doctor(ctx: &Context) -> Result<Exit, Error> {
+    let findings = doctor::run(&ctx.matrix).await;
+    println!("{}", doctor::render(&findings));
+    let problems = findings
+        .iter()
+        .filter(|f| f.level == Level::Problem)
+        .count();
+    if problems > 0 {
+        println!(
+            "\n{problems} problem(s): run the fix commands above, then `harness doctor` again"
+        );
+        return Ok(Exit::LegsFailed);
+    }
+    println!("\nready");
+    Ok(Exit::Success)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl MatrixArgs {
+    pub fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string(&ctx.matrix.platforms).expect("platforms serialize")
+            );
+        } else {
+            for p in &ctx.matrix.platforms {
+                println!(
+                    "{:16} {:20} {:8} {}",
+                    p.docker, p.guix_system, p.debian_arch, p.emulator
+                );
+            }
+        }
+        Ok(Exit::Success)
+    }
+}
+
+pub async fn emulators(ctx: &Context) -> Result<Exit, Error> {
+    let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+    let handlers = h.emulators().await?;
+    for s in emulators::statuses(&h.matrix.platforms, handlers) {
+        let detail = s
+            .handler
+            .as_ref()
+            .map(|h| h.fingerprint())
+            .unwrap_or_default();
+        println!("{:16} {:11} {}", s.platform, s.state, detail);
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    /// Print the newest commit ci.guix.gnu.org evaluated successfully (needs the internet).
+    #[arg(long, conflicts_with = "set")]
+    pub latest: bool,
+    /// Pin this commit.
+    #[arg(long)]
+    pub set: Option<String>,
+    /// The Cuirass instance for --latest.
+    #[arg(long, default_value = "https://ci.guix.gnu.org")]
+    pub cuirass: String,
+}
+
+impl PinArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let path = ctx.checkout.channels();
+        if self.latest {
+            println!("{}", pin::latest(&self.cuirass).await?);
+        } else if let Some(commit) = self.set {
+            let old = pin::write(&path, &commit)?;
+            println!("{}: {old} -> {commit}", path.display());
+        } else {
+            println!("{}", pin::read(&path)?);
+        }
+        Ok(Exit::Success)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CleanArgs {
+    /// Keep the images (the build cache); remove only containers.
+    #[arg(long)]
+    pub containers_only: bool,
+}
+
+impl CleanArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+        let prefix = h.matrix.defaults.image.clone();
+        let (containers, images) = h.engine.clean(&prefix, self.containers_only).await?;
+        println!(
+            "removed {containers} labelled container(s) and {images} image tag(s) under {prefix}"
+        );
+        Ok(Exit::Success)
+    }
+}

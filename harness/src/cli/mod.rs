@@ -1,0 +1,259 @@
+//! The `harness` command: global options, one module per command, and the exit-code contract.
+
+mod info;
+pub mod progress;
+mod repro;
+mod run;
+mod shell;
+
+use crate::error::{Error, Exit};
+use crate::harness::Options;
+use crate::matrix::Matrix;
+use crate::paths::Checkout;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Printed under `--help`: what scripts can rely on.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    everything that ran passed
+  1    one or more legs failed (a check, or a platform's preparation)
+  2    usage: a wrong option, platform or scenario, or a bad matrix.toml
+  3    setup: the machine is not ready (no engine, no emulator, no disk, no network)
+  130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
+
+Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE
+(the options they stand for are shown with them), GUIX_MATRIX_LOG (log filter), NO_COLOR,
+DOCKER_HOST, GITHUB_STEP_SUMMARY (run writes its table there in Markdown).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Build and check the guix-matrix image on every platform of matrix.toml",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The checkout to use (default: found from the current directory upwards).
+    #[arg(long, global = true, env = "GUIX_MATRIX_ROOT")]
+    pub root: Option<PathBuf>,
+    /// The matrix file (default: the checkout's matrix.toml).
+    #[arg(long, global = true, env = "GUIX_MATRIX_FILE")]
+    pub matrix: Option<PathBuf>,
+    /// Never try to pull the base image: build it from the Debian mirror.
+    #[arg(long, global = true, env = "GUIX_MATRIX_OFFLINE")]
+    pub offline: bool,
+    /// More log lines (-v debug, -vv trace); GUIX_MATRIX_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Colour in the log: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The main job: emulators, bases, images and every check on every platform.
+    Run(run::RunArgs),
+    /// Reproduce one leg with its full output; keeps the containers of failing checks.
+    Repro(repro::ReproArgs),
+    /// An interactive shell in a platform's image, through the entry point,
+    /// with the capabilities the scenarios use.
+    Shell(shell::ShellArgs),
+    /// Check the engine, binfmt_misc, emulators, disk, mirror and registry; print fixes.
+    Doctor,
+    /// The platform list, for a CI matrix.
+    Matrix(info::MatrixArgs),
+    /// Register the emulators the matrix needs and show each platform's status.
+    Emulators,
+    /// Show or move the guix channel pin in channels/channels.scm.
+    Pin(info::PinArgs),
+    /// Remove every container the harness labelled and every image it tagged.
+    Clean(info::CleanArgs),
+}
+
+/// What every command starts from: the checkout, its matrix, the options.
+pub struct Context {
+    pub checkout: Checkout,
+    pub matrix: Matrix,
+    pub options: Options,
+    /// Unix seconds when this process started (what an interrupt cleans up after).
+    pub started: i64,
+}
+
+impl Global {
+    fn context(&self) -> Result<Context, Error> {
+        let checkout = match &self.root {
+            Some(root) => Checkout::at(root)?,
+            None => Checkout::find()?,
+        };
+        let path = self.matrix.clone().unwrap_or_else(|| checkout.matrix());
+        let matrix = Matrix::load(path)?;
+        let mut options = Options::new(checkout.clone());
+        options.allow_pull = !self.offline;
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Ok(Context {
+            checkout,
+            matrix,
+            options,
+            started,
+        })
+    }
+
+    /// Colour on a terminal unless NO_COLOR says otherwise, or as asked.
+    pub fn ansi(&self) -> bool {
+        use std::io::IsTerminal;
+        match self.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+            }
+        }
+    }
+
+    fn init_log(&self) {
+        let default = match (self.quiet, self.verbose) {
+            (true, _) => "harness=warn",
+            (_, 0) => "harness=info",
+            (_, 1) => "harness=debug",
+            _ => "harness=trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("GUIX_MATRIX_LOG")
+            .unwrap_or_else(|_| default.into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(self.ansi())
+            .with_target(false)
+            .try_init();
+    }
+}
+
+impl Command {
+    async fn exec(self, global: &Global) -> Result<Exit, Error> {
+        let ctx = global.context()?;
+        match self {
+            Command::Run(args) => args.exec(&ctx, global).await,
+            Command::Repro(args) => args.exec(&ctx).await,
+            Command::Shell(args) => args.exec(&ctx).await,
+            Command::Doctor => info::doctor(&ctx).await,
+            Command::Matrix(args) => args.exec(&ctx),
+            Command::Emulators => info::emulators(&ctx).await,
+            Command::Pin(args) => args.exec(&ctx).await,
+            Command::Clean(args) => args.exec(&ctx).await,
+        }
+    }
+}
+
+/// Parses the command line, runs the command, and says what went wrong: the
+/// error, its fix, and an exit code from the contract above.
+pub async fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    cli.global.init_log();
+    match cli.command.exec(&cli.global).await {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("error: {}", e.report());
+            e.exit().into()
+        }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (a cancelled CI job, `timeout`, `docker stop`)
+/// and returns its number.
+pub async fn interrupt() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => 2,
+        Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => 15,
+    }
+}
+
+/// After a signal: remove what this process started (its containers, and
+/// the build step containers of an interrupted image build); nothing
+/// half-built is tagged.
+pub async fn clean_after_interrupt(
+    engine: &crate::engine::Engine,
+    started: i64,
+    signal: i32,
+) -> Exit {
+    let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };
+    eprintln!("\ninterrupted ({name}): removing the containers this run started");
+    let n = engine.remove_tracked().await + engine.remove_created_since(started).await;
+    eprintln!("removed {n} container(s); images being built are not tagged");
+    Exit::Interrupted(signal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_the_exit_codes_and_every_variable() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "130",
+            "GUIX_MATRIX_ROOT",
+            "GUIX_MATRIX_FILE",
+            "GUIX_MATRIX_OFFLINE",
+            "GITHUB_STEP_SUMMARY",
+        ] {
+            assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let e = Cli::try_parse_from(["harness", "run", "--scenario", "nope"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from(["harness", "frobnicate"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn offline_and_online_come_from_flags_or_the_environment() {
+        let cli = Cli::try_parse_from(["harness", "--offline", "run", "--online"]).unwrap();
+        assert!(cli.global.offline);
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        assert!(run.online);
+    }
+}

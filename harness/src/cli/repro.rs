@@ -1,0 +1,138 @@
+//! `harness repro`: one leg with its full output; the containers of failing checks kept, with the commands to look inside.
+
+use super::{clean_after_interrupt, interrupt, Context};
+use crate::error::{Error, Exit};
+use crate::harness::Harness;
+use crate::leg::{self, Watch};
+use crate::matrix::Platform;
+use crate::report;
+use crate::run::Privilege;
+use crate::scenarios::{Outcome, Scenario};
+
+#[derive(Debug, clap::Args)]
+pub struct ReproArgs {
+    /// The platform (Docker platform, slug or Guix system).
+    #[arg(long)]
+    pub platform: String,
+    /// The scenario; every scenario when omitted.
+    #[arg(long, value_enum)]
+    pub scenario: Vec<Scenario>,
+    /// Remove the containers even when a check fails.
+    #[arg(long)]
+    pub no_keep: bool,
+    /// Run the legs that need the internet (real guix pull).
+    #[arg(long, env = "GUIX_MATRIX_ONLINE")]
+    pub online: bool,
+}
+
+/// Every step on its own line, prefixed with the platform.
+struct Steps;
+
+impl Watch for Steps {
+    fn step(&self, platform: &Platform, step: &str) {
+        eprintln!("[{}] == {step}", platform.slug());
+    }
+}
+
+impl ReproArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let mut options = ctx.options.clone();
+        options.echo = true;
+        options.keep = !self.no_keep;
+        options.online |= self.online;
+        let h = Harness::new(ctx.matrix.clone(), options).await?;
+        let p = h.matrix.find(&self.platform)?.clone();
+        let scenarios = if self.scenario.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            self.scenario.clone()
+        };
+        let leg = tokio::select! {
+            leg = leg::leg(&h, &p, &scenarios, &Steps) => leg,
+            signal = interrupt() => return Ok(clean_after_interrupt(&h.engine, ctx.started, signal).await),
+        };
+        println!("\n{}\n", report::table(std::slice::from_ref(&leg)));
+        for o in &leg.outcomes {
+            let Some(id) = &o.kept_container else {
+                continue;
+            };
+            if !kept(o) {
+                h.engine.remove_container(id).await;
+                continue;
+            }
+            for line in inspect_hints(o, id, &p) {
+                println!("{line}");
+            }
+        }
+        println!("{}", report::closing_line(std::slice::from_ref(&leg)));
+        Ok(if leg.failed() {
+            Exit::LegsFailed
+        } else {
+            Exit::Success
+        })
+    }
+}
+
+/// The container of a check stays only when the check failed (or crashed).
+pub fn kept(o: &Outcome) -> bool {
+    o.verdict.is_failure()
+}
+
+/// How to look inside the kept container of a failed check.
+pub fn inspect_hints(o: &Outcome, id: &str, p: &Platform) -> Vec<String> {
+    let short = &id[..12.min(id.len())];
+    vec![
+        format!(
+            "{} failed; its container is kept for inspection:",
+            o.scenario.name()
+        ),
+        format!("  docker logs {short}"),
+        format!(
+            "  docker commit {short} guix-matrix-repro:{slug} && docker run --rm -it --platform {} {} --entrypoint bash guix-matrix-repro:{slug}",
+            p.docker,
+            Privilege::GuixDaemon.docker_flags(),
+            slug = p.slug()
+        ),
+        format!("  remove it: docker rm {short}  (or `harness clean`)"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::{Check, Verdict};
+
+    fn outcome(verdict: Verdict) -> Outcome {
+        let mut o = Check::new(Scenario::Tmpfs, "linux/arm/v7").finish();
+        o.verdict = verdict;
+        o.kept_container = Some("0123456789abcdef0123".into());
+        o
+    }
+
+    #[test]
+    fn only_failed_checks_keep_their_container() {
+        assert!(kept(&outcome(Verdict::Failed("x".into()))));
+        assert!(kept(&outcome(Verdict::EmulatorCrash("x".into()))));
+        assert!(!kept(&outcome(Verdict::Passed)));
+        assert!(!kept(&outcome(Verdict::Skipped("offline".into()))));
+    }
+
+    #[test]
+    fn hints_name_the_short_id_the_platform_and_the_capabilities() {
+        let m =
+            crate::matrix::Matrix::load(crate::paths::Checkout::find().unwrap().matrix()).unwrap();
+        let p = m.find("linux/arm/v7").unwrap();
+        let o = outcome(Verdict::Failed("x".into()));
+        let hints = inspect_hints(&o, "0123456789abcdef0123", p).join("\n");
+        assert!(
+            hints.starts_with("tmpfs failed; its container is kept"),
+            "{hints}"
+        );
+        assert!(hints.contains("docker logs 0123456789ab\n"), "{hints}");
+        assert!(
+            hints.contains("--platform linux/arm/v7 --cap-add SYS_ADMIN"),
+            "{hints}"
+        );
+        assert!(!hints.contains("privileged"), "{hints}");
+    }
+}

@@ -1,0 +1,123 @@
+//! `harness run`: the main job, with reports that are written whatever happens.
+
+use super::progress::Progress;
+use super::{clean_after_interrupt, interrupt, Context, Global};
+use crate::error::{Error, Exit};
+use crate::harness::Harness;
+use crate::leg;
+use crate::report::{self, Leg};
+use crate::scenarios::Scenario;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Only these platforms (Docker platform, slug or Guix system); repeatable.
+    #[arg(long = "platform")]
+    pub platforms: Vec<String>,
+    /// Only these scenarios; repeatable.
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Legs at a time (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write report.json and junit.xml here.
+    #[arg(long, default_value = "reports")]
+    pub report: PathBuf,
+    /// Run the legs that need the internet (real guix pull).
+    #[arg(long, env = "GUIX_MATRIX_ONLINE")]
+    pub online: bool,
+    /// Without a terminal, say every this many seconds which step each leg is in.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat: u64,
+}
+
+impl RunArgs {
+    pub async fn exec(self, ctx: &Context, _global: &Global) -> Result<Exit, Error> {
+        let mut options = ctx.options.clone();
+        options.online |= self.online;
+        let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
+        let h = match Harness::new(ctx.matrix.clone(), options).await {
+            Ok(h) => h,
+            Err(e) => {
+                // The uploaded artifact is never empty: the report names the step.
+                let legs = [setup_failure("connect to the Docker engine", &e)];
+                self.write(&legs, &pin);
+                return Err(e);
+            }
+        };
+        let selected = h.matrix.select(&self.platforms)?;
+        let scenarios = if self.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            self.scenarios.clone()
+        };
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let progress = Progress::new();
+        let beat = Duration::from_secs(self.heartbeat);
+        let heartbeat = async {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+            loop {
+                tick.tick().await;
+                progress.heartbeat();
+            }
+        };
+        tokio::select! {
+            legs = leg::run_legs(&h, &selected, &scenarios, jobs, &progress) => {
+                println!("\n{}\n", report::table(&legs));
+                self.write(&legs, &pin);
+                println!("{}", report::closing_line(&legs));
+                Ok(if legs.iter().any(Leg::failed) { Exit::LegsFailed } else { Exit::Success })
+            }
+            _ = heartbeat => unreachable!("the heartbeat never ends"),
+            signal = interrupt() => {
+                let exit = clean_after_interrupt(&h.engine, ctx.started, signal).await;
+                let mut legs = progress.finished();
+                for (platform, step) in progress.unfinished() {
+                    let mut leg = Leg::new(&platform, String::new(), Duration::ZERO);
+                    leg.error = Some(format!("interrupted (signal {signal}) during `{step}`"));
+                    legs.push(leg);
+                }
+                self.write(&legs, &pin);
+                Ok(exit)
+            }
+        }
+    }
+
+    /// report.json, junit.xml, failure bundles and, in GitHub Actions, the
+    /// step summary; a report that cannot be written is said, never fatal.
+    fn write(&self, legs: &[Leg], pin: &str) {
+        let dir = &self.report;
+        match report::write(dir, legs, pin) {
+            Ok(()) => println!(
+                "reports: {}/report.json, {}/junit.xml",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => eprintln!("error: cannot write the reports to {}: {e}", dir.display()),
+        }
+        if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
+            if let Err(e) = append(Path::new(&summary), &report::markdown(legs)) {
+                eprintln!("error: cannot write the step summary: {e}");
+            }
+        }
+    }
+}
+
+/// A leg that stands for a step before any leg could run.
+fn setup_failure(step: &str, e: &Error) -> Leg {
+    let mut leg = Leg::new(&format!("setup: {step}"), String::new(), Duration::ZERO);
+    leg.error = Some(e.report());
+    leg
+}
+
+fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}

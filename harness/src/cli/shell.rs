@@ -1,0 +1,48 @@
+//! `harness shell`: a shell (or one command) in a platform's image, through the docker CLI for a real terminal.
+
+use super::Context;
+use crate::error::{Error, Exit};
+use crate::harness::Harness;
+use crate::run::RunSpec;
+
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    #[arg(long)]
+    pub platform: String,
+    /// Put Guix's cache on tmpfs (default: what matrix.toml says for the platform).
+    #[arg(long)]
+    pub tmpfs: Option<bool>,
+    /// The command (default: bash, with /entry-point.sh available).
+    #[arg(trailing_var_arg = true)]
+    pub command: Vec<String>,
+}
+
+impl ShellArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+        let p = h.matrix.find(&self.platform)?.clone();
+        let prepared = h.prepare(&p).await?;
+        let mut spec = RunSpec::new(prepared.image.tag.clone(), "shell").platform(&p.docker);
+        spec.network_none = false;
+        if self.tmpfs.unwrap_or(p.cache_tmpfs) {
+            spec = spec.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
+        }
+        spec.cmd = if self.command.is_empty() {
+            vec!["bash".into()]
+        } else {
+            self.command
+        };
+        let args = spec.docker_args();
+        eprintln!("docker {}", args.join(" "));
+        let status = std::process::Command::new("docker")
+            .args(&args)
+            .status()
+            .map_err(Error::DockerCli)?;
+        // The command's own exit code, as `docker run` gives it.
+        Ok(match status.code() {
+            Some(0) => Exit::Success,
+            Some(code) => Exit::Command(code.clamp(1, 255) as u8),
+            None => Exit::LegsFailed,
+        })
+    }
+}

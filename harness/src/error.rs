@@ -1,0 +1,160 @@
+//! The crate's error: every step's failure, typed, with its fix and the exit code it means.
+
+use crate::{base, emulators, engine, image, matrix, paths, pin, run};
+use std::path::PathBuf;
+
+/// Anything a pipeline step can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Matrix(#[from] matrix::MatrixError),
+    #[error(transparent)]
+    Checkout(#[from] paths::PathError),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error(transparent)]
+    Base(#[from] base::BaseError),
+    #[error(transparent)]
+    Build(#[from] image::BuildError),
+    #[error(transparent)]
+    Emulator(#[from] emulators::EmulatorError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(transparent)]
+    Pin(#[from] pin::PinError),
+    #[error("no platform in {path} runs natively on this engine's architecture ({arch})")]
+    NoNativePlatform { path: PathBuf, arch: String },
+    #[error("cannot read the readdir probes out of the probe image: {0}")]
+    ProbeArchive(std::io::Error),
+    #[error("the probe image has no readdir probe built by {cc}")]
+    NoProbe { cc: String },
+    #[error("matrix.toml: platform {platform}: no `probe_cc`, so the readdir() probe cannot be built for it")]
+    NoProbeCc { platform: String },
+    #[error("cannot read fixture {path}: {source}")]
+    Fixture {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{step}: the engine did not keep the container it was asked to keep")]
+    NotKept { step: String },
+    #[error("cannot run the docker CLI: {0}")]
+    DockerCli(std::io::Error),
+}
+
+impl Error {
+    /// What to do about it, when the harness knows.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            Error::Checkout(e) => e.fix(),
+            Error::Engine(e) => e.fix(),
+            Error::Base(e) => e.fix(),
+            Error::Build(e) => e.fix(),
+            Error::Emulator(e) => e.fix(),
+            Error::Run(e) => e.fix(),
+            Error::Pin(e) => e.fix(),
+            Error::NoNativePlatform { .. } => {
+                Some("add a [[platform]] with emulator = \"none\" for it".into())
+            }
+            Error::NoProbeCc { .. } => {
+                Some("give the platform a `probe_cc` (Debian's gcc-<triple> cross compiler)".into())
+            }
+            Error::Fixture { .. } => Some("run from a complete guix-matrix checkout".into()),
+            Error::DockerCli(_) => {
+                Some("install the docker client (apt-get install -y docker.io)".into())
+            }
+            Error::Matrix(_)
+            | Error::ProbeArchive(_)
+            | Error::NoProbe { .. }
+            | Error::NotKept { .. } => None,
+        }
+    }
+
+    /// The message, and under it the fix when there is one: what a person reads.
+    pub fn report(&self) -> String {
+        match self.fix() {
+            Some(fix) => format!("{self}\n  fix: {fix}"),
+            None => self.to_string(),
+        }
+    }
+
+    /// The exit code this error means for the `harness` process.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Matrix(_) | Error::Checkout(_) | Error::NoProbeCc { .. } => Exit::Usage,
+            Error::Pin(pin::PinError::BadCommit(_) | pin::PinError::File { .. }) => Exit::Usage,
+            _ => Exit::Setup,
+        }
+    }
+}
+
+/// The `harness` process's exit codes: the contract scripts rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything that ran passed.
+    Success,
+    /// One or more legs failed (a check, or a platform's preparation).
+    LegsFailed,
+    /// The command line or an input file is wrong (clap's own code, 2).
+    Usage,
+    /// The machine is not ready: no engine, no emulator, no disk, no network.
+    Setup,
+    /// Stopped by a signal (SIGINT: 130, SIGTERM: 143); what it started is removed.
+    Interrupted(i32),
+    /// `harness shell`: the command's own exit code.
+    Command(u8),
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::LegsFailed => 1,
+            Exit::Usage => 2,
+            Exit::Setup => 3,
+            Exit::Interrupted(signal) => (128 + signal).clamp(0, 255) as u8,
+            Exit::Command(code) => code,
+        }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented_values() {
+        let codes = [
+            Exit::Success,
+            Exit::LegsFailed,
+            Exit::Usage,
+            Exit::Setup,
+            Exit::Interrupted(2),
+            Exit::Interrupted(15),
+        ]
+        .map(Exit::code);
+        assert_eq!(codes, [0, 1, 2, 3, 130, 143]);
+    }
+
+    #[test]
+    fn errors_carry_their_fix_and_their_class() {
+        let e = Error::from(paths::PathError::NotFound { from: "/".into() });
+        assert_eq!(e.exit(), Exit::Usage);
+        assert!(
+            e.report().contains("\n  fix: run the harness from inside"),
+            "{}",
+            e.report()
+        );
+        let e = Error::from(pin::PinError::Network {
+            url: "u".into(),
+            message: "m".into(),
+        });
+        assert_eq!(e.exit(), Exit::Setup);
+        assert!(e.report().contains("fix: this needs the internet"));
+    }
+}

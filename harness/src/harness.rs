@@ -1,0 +1,307 @@
+//! The orchestrator: one engine, one matrix, options, and each expensive step (native base, probes, emulators, images) done once.
+
+use crate::base;
+use crate::emulators;
+use crate::engine::{Engine, EngineError};
+use crate::error::Error;
+use crate::image;
+use crate::matrix::{Matrix, Platform};
+use crate::paths::Checkout;
+use crate::run;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// An image ready to run for one platform.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub platform: Platform,
+    pub base: base::Base,
+    pub image: image::Built,
+    pub emulator: Option<emulators::Handler>,
+}
+
+/// How a run goes, as the command line (or a test) says: one struct, no
+/// environment reads inside the library.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The checkout whose Dockerfile, scripts and fixtures are used.
+    pub checkout: Checkout,
+    /// Try to pull `base_image` before building it offline.
+    pub allow_pull: bool,
+    /// Run the legs that need the internet (a real `guix pull`); else they say "skipped: offline".
+    pub online: bool,
+    /// Print every container's output as it comes (`harness repro`).
+    pub echo: bool,
+    /// Keep scenario containers for inspection (`harness repro`).
+    pub keep: bool,
+}
+
+impl Options {
+    /// Defaults for `checkout`: pull allowed, offline, quiet, nothing kept.
+    pub fn new(checkout: Checkout) -> Self {
+        Options {
+            checkout,
+            allow_pull: true,
+            online: false,
+            echo: false,
+            keep: false,
+        }
+    }
+}
+
+/// The pipeline's state: one engine, one matrix, and each expensive step done once.
+pub struct Harness {
+    pub engine: Engine,
+    pub matrix: Matrix,
+    pub options: Options,
+    probes: OnceCell<HashMap<String, Vec<u8>>>,
+    native: OnceCell<(Platform, base::Base)>,
+    helper: OnceCell<String>,
+    handlers: OnceCell<Vec<emulators::Handler>>,
+    prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
+}
+
+impl Harness {
+    /// Connects to the engine.
+    pub async fn new(matrix: Matrix, options: Options) -> Result<Self, Error> {
+        let engine = Engine::connect().await?;
+        Ok(Harness {
+            engine,
+            matrix,
+            options,
+            probes: OnceCell::new(),
+            native: OnceCell::new(),
+            helper: OnceCell::new(),
+            handlers: OnceCell::new(),
+            prepared: Mutex::default(),
+        })
+    }
+
+    /// The checkout around the current directory, its matrix.toml, default options.
+    pub async fn discover() -> Result<Self, Error> {
+        let checkout = Checkout::find()?;
+        let matrix = Matrix::load(checkout.matrix())?;
+        Self::new(matrix, Options::new(checkout)).await
+    }
+
+    /// The platform this engine runs natively, with its base image.
+    pub async fn native(&self) -> Result<&(Platform, base::Base), Error> {
+        self.native
+            .get_or_try_init(|| async {
+                let version = self
+                    .engine
+                    .docker
+                    .version()
+                    .await
+                    .map_err(EngineError::api("engine version"))?;
+                let arch = version.arch.unwrap_or_default();
+                let platform = self
+                    .matrix
+                    .platforms
+                    .iter()
+                    .find(|p| p.is_native() && p.oci().architecture == arch)
+                    .cloned()
+                    .ok_or_else(|| Error::NoNativePlatform {
+                        path: self.matrix.path.clone(),
+                        arch,
+                    })?;
+                let base = base::ensure(
+                    &self.engine,
+                    &self.matrix.defaults,
+                    &platform,
+                    self.options.allow_pull,
+                )
+                .await?;
+                Ok((platform, base))
+            })
+            .await
+    }
+
+    /// The readdir() probe for every `probe_cc` of the matrix, built on the native base.
+    pub async fn probes(&self) -> Result<&HashMap<String, Vec<u8>>, Error> {
+        self.probes
+            .get_or_try_init(|| async {
+                let (native, _) = self.native().await?;
+                let d = &self.matrix.defaults;
+                let base = base::ensure_suite(
+                    &self.engine,
+                    d,
+                    native,
+                    &d.probe_suite,
+                    self.options.allow_pull,
+                )
+                .await?;
+                let mut ccs: Vec<String> = self
+                    .matrix
+                    .platforms
+                    .iter()
+                    .filter_map(|p| p.probe_cc.clone())
+                    .collect();
+                ccs.sort();
+                ccs.dedup();
+                let spec = image::BuildSpec {
+                    tag: format!("{}-probe:latest", self.matrix.defaults.image),
+                    platform: native.docker.clone(),
+                    dockerfile: "fixtures/probe.Dockerfile".into(),
+                    context: vec![
+                        "fixtures/probe.Dockerfile".into(),
+                        "fixtures/readdir-probe.c".into(),
+                    ],
+                    build_args: BTreeMap::from([
+                        ("BASE_IMAGE".to_string(), base.reference.clone()),
+                        ("PROBE_CCS".to_string(), ccs.join(" ")),
+                    ]),
+                    from_ids: vec![base.id.clone()],
+                    timeout: Duration::from_secs(1200),
+                    step: format!("{}: readdir probe image", native.docker),
+                    root: self.options.checkout.root.clone(),
+                };
+                let built = image::build(&self.engine, &spec, &|_| {}).await?;
+                let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
+                let mut probes = HashMap::new();
+                let mut archive = tar::Archive::new(tar.as_slice());
+                for entry in archive.entries().map_err(Error::ProbeArchive)? {
+                    let mut entry = entry.map_err(Error::ProbeArchive)?;
+                    let path = entry.path().map_err(Error::ProbeArchive)?.into_owned();
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if entry.header().entry_type().is_file() {
+                        let mut bytes = Vec::new();
+                        std::io::Read::read_to_end(&mut entry, &mut bytes)
+                            .map_err(Error::ProbeArchive)?;
+                        probes.insert(name, bytes);
+                    }
+                }
+                Ok(probes)
+            })
+            .await
+    }
+
+    /// The emulator helper image.
+    pub async fn helper(&self) -> Result<&String, Error> {
+        self.helper
+            .get_or_try_init(|| async {
+                let (native, base) = self.native().await?;
+                Ok(emulators::helper(
+                    &self.engine,
+                    &self.matrix.defaults.image,
+                    native,
+                    &base.reference,
+                    &base.id,
+                    &self.options.checkout.root,
+                )
+                .await?)
+            })
+            .await
+    }
+
+    /// Registers every emulator the matrix needs (once), returning the handlers.
+    pub async fn emulators(&self) -> Result<&Vec<emulators::Handler>, Error> {
+        self.handlers
+            .get_or_try_init(|| async {
+                let helper = self.helper().await?;
+                let statuses =
+                    emulators::register(&self.engine, helper, &self.matrix.platforms).await?;
+                Ok(statuses.into_iter().filter_map(|s| s.handler).collect())
+            })
+            .await
+    }
+
+    /// Base and image for `platform`, each built at most once per process and
+    /// skipped when the engine already has them with the same inputs.
+    pub async fn prepare(&self, platform: &Platform) -> Result<Prepared, Error> {
+        self.prepare_with(platform, &|_| {}).await
+    }
+
+    /// Like `prepare`, reporting build steps to `progress`.
+    pub async fn prepare_with(
+        &self,
+        platform: &Platform,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Prepared, Error> {
+        let cell = self
+            .prepared
+            .lock()
+            .expect("prepared lock")
+            .entry(platform.docker.clone())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.prepare_uncached(platform, progress))
+            .await
+            .cloned()
+    }
+
+    async fn prepare_uncached(
+        &self,
+        platform: &Platform,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Prepared, Error> {
+        let emulator = if platform.is_native() {
+            None
+        } else {
+            progress("registering emulators");
+            let handlers = self.emulators().await?;
+            handlers
+                .iter()
+                .find(|h| h.name == platform.emulator)
+                .cloned()
+        };
+        progress("base image");
+        let base = base::ensure(
+            &self.engine,
+            &self.matrix.defaults,
+            platform,
+            self.options.allow_pull,
+        )
+        .await?;
+        progress("image");
+        let spec = self.image_spec(platform, &base);
+        let image = image::build(&self.engine, &spec, &|s| progress(s)).await?;
+        Ok(Prepared {
+            platform: platform.clone(),
+            base,
+            image,
+            emulator,
+        })
+    }
+
+    /// The build of the Guix image for `platform` on `base`.
+    pub fn image_spec(&self, platform: &Platform, base: &base::Base) -> image::BuildSpec {
+        image::BuildSpec {
+            tag: self.image_tag(platform),
+            platform: platform.docker.clone(),
+            dockerfile: "Dockerfile".into(),
+            context: ["Dockerfile", "substitutes", "channels", "scripts"]
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            build_args: BTreeMap::from([
+                ("BASE_IMAGE".to_string(), base.reference.clone()),
+                (
+                    "GUIX_DAEMON_ARGS".to_string(),
+                    platform.daemon_args.join(" "),
+                ),
+                ("BASE_PROVENANCE".to_string(), base.provenance.clone()),
+            ]),
+            from_ids: vec![base.id.clone()],
+            timeout: self.step_timeout(platform) * 2,
+            step: format!("{}: build image", platform.docker),
+            root: self.options.checkout.root.clone(),
+        }
+    }
+
+    /// `guix-matrix:arm-v7`.
+    pub fn image_tag(&self, platform: &Platform) -> String {
+        format!("{}:{}", self.matrix.defaults.image, platform.slug())
+    }
+
+    /// One step's timeout on `platform`.
+    pub fn step_timeout(&self, platform: &Platform) -> Duration {
+        platform.timeout(Duration::from_secs(self.matrix.defaults.step_timeout_secs))
+    }
+}

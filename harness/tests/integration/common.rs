@@ -1,0 +1,66 @@
+//! Shared by the integration tests: one runtime, one harness (so each
+//! platform's image is prepared once however many tests use it), one lock.
+
+use harness::harness::{Harness, Options, Prepared};
+use harness::matrix::Matrix;
+use harness::paths::Checkout;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::runtime::Runtime;
+
+pub fn rt() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    rt().block_on(f)
+}
+
+/// The harness, connected to the real engine (a clear panic if none answers).
+pub fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("harness=info")
+            .try_init();
+        let checkout = Checkout::find().unwrap_or_else(|e| panic!("{e}"));
+        let matrix = Matrix::load(checkout.matrix()).unwrap_or_else(|e| panic!("{e}"));
+        let mut options = Options::new(checkout);
+        // What the nightly sets; the tests themselves read no other variable.
+        options.online = std::env::var("GUIX_MATRIX_ONLINE").is_ok_and(|v| v == "1");
+        options.allow_pull = std::env::var_os("GUIX_MATRIX_OFFLINE").is_none();
+        block_on(Harness::new(matrix, options)).unwrap_or_else(|e| panic!("{}", e.report()))
+    })
+}
+
+/// The platform's image, built (or found up to date).
+pub fn prepared(platform: &str) -> Prepared {
+    let h = harness();
+    let p = h
+        .matrix
+        .find(platform)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone();
+    block_on(h.prepare(&p)).unwrap_or_else(|e| panic!("{platform}: {e}"))
+}
+
+static LOCK: RwLock<()> = RwLock::new(());
+
+/// Held by every test that uses the engine: many at a time.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by the tests that look at or remove everything the harness labelled,
+/// unregister an emulator, or start their own engine: alone.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    LOCK.write().unwrap_or_else(|e| e.into_inner())
+}

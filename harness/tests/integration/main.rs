@@ -1,0 +1,14 @@
+//! The integration tests, one binary: real engine, real Guix. One module per
+//! area; one shared harness (each image prepared once) and one lock.
+//!   cargo test --test integration                          everything
+//!   cargo test --test integration -- scenarios::leg::case_3_arm_v7   one platform's checks
+
+mod amd64;
+mod cli;
+mod common;
+mod engine_faults;
+mod failure_modes;
+mod platforms;
+mod scenarios;
+mod session;
+mod workflows;
