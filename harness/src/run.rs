@@ -72,6 +72,8 @@ pub struct RunSpec {
     pub working_dir: Option<String>,
     /// Files to put in the container before it starts: (tar bytes, target dir).
     pub uploads: Vec<(Vec<u8>, String)>,
+    /// Bytes the program reads on its standard input, which then closes.
+    pub stdin: Option<Vec<u8>>,
     pub timeout: Duration,
     /// Keep the container after it ran, for inspection (`repro`); it stays labelled.
     pub keep: bool,
@@ -94,6 +96,7 @@ impl RunSpec {
             network_none: true,
             working_dir: None,
             uploads: vec![],
+            stdin: None,
             timeout: Duration::from_secs(600),
             keep: false,
             echo: None,
@@ -142,6 +145,12 @@ impl RunSpec {
     pub fn with_options(mut self, echo: Option<String>, keep: bool) -> Self {
         self.echo = echo;
         self.keep = keep;
+        self
+    }
+
+    /// Feed `bytes` to the program's standard input (then close it).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
         self
     }
 
@@ -288,6 +297,9 @@ pub async fn run(engine: &Engine, spec: &RunSpec) -> Result<RunOutput, RunError>
         working_dir: spec.working_dir.clone(),
         labels: Some(Engine::labels(spec.platform.as_deref())),
         host_config: Some(host_config),
+        open_stdin: spec.stdin.is_some().then_some(true),
+        attach_stdin: spec.stdin.is_some().then_some(true),
+        stdin_once: spec.stdin.is_some().then_some(true),
         ..Default::default()
     };
     let mut opts = CreateContainerOptionsBuilder::default();
@@ -335,6 +347,10 @@ async fn drive(engine: &Engine, id: &str, spec: &RunSpec) -> Result<RunOutput, R
             spec.step
         )))?;
     }
+    let feed = match &spec.stdin {
+        Some(bytes) => Some(attach_stdin(engine, id, spec, bytes.clone()).await?),
+        None => None,
+    };
     let started = Instant::now();
     if let Err(e) = docker
         .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
@@ -347,6 +363,9 @@ async fn drive(engine: &Engine, id: &str, spec: &RunSpec) -> Result<RunOutput, R
         );
     }
 
+    if let Some(feed) = feed {
+        feed.await.ok();
+    }
     let mut out = RunOutput {
         exit_code: -1,
         stdout: String::new(),
@@ -401,6 +420,37 @@ async fn drive(engine: &Engine, id: &str, spec: &RunSpec) -> Result<RunOutput, R
         }
     }
     Ok(out)
+}
+
+/// Attaches to the (not yet started) container's stdin; the returned task
+/// writes `bytes` once it runs and then detaches, which closes the stdin
+/// (`stdin_once`).
+async fn attach_stdin(
+    engine: &Engine,
+    id: &str,
+    spec: &RunSpec,
+    bytes: Vec<u8>,
+) -> Result<tokio::task::JoinHandle<()>, EngineError> {
+    use tokio::io::AsyncWriteExt;
+    let opts = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+        .stdin(true)
+        .stream(true)
+        .build();
+    let step = format!("{}: attach stdin", spec.step);
+    let attached = timeout(
+        &step,
+        Duration::from_secs(60),
+        engine.docker.attach_container(id, Some(opts)),
+    )
+    .await?
+    .map_err(EngineError::api(step))?;
+    let mut input = attached.input;
+    Ok(tokio::spawn(async move {
+        let _ = input.write_all(&bytes).await;
+        let _ = input.flush().await;
+        let _ = input.shutdown().await;
+        drop(attached.output);
+    }))
 }
 
 /// The exit code of a stopped container. A non-zero code arrives from

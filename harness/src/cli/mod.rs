@@ -50,7 +50,7 @@ pub struct Global {
     #[arg(long, global = true, env = "GUIX_MATRIX_FILE")]
     pub matrix: Option<PathBuf>,
     /// Never try to pull the base image: build it from the Debian mirror.
-    #[arg(long, global = true, env = "GUIX_MATRIX_OFFLINE")]
+    #[arg(long, global = true, env = "GUIX_MATRIX_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
     /// More log lines (-v debug, -vv trace); GUIX_MATRIX_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
@@ -245,6 +245,26 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = Cli::try_parse_from(["harness", "frobnicate"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn boolean_variables_take_the_usual_spellings() {
+        for (value, want) in [
+            ("1", true),
+            ("true", true),
+            ("yes", true),
+            ("0", false),
+            ("false", false),
+            ("no", false),
+        ] {
+            std::env::set_var("GUIX_MATRIX_ONLINE", value);
+            let cli = Cli::try_parse_from(["harness", "run"]).unwrap();
+            std::env::remove_var("GUIX_MATRIX_ONLINE");
+            let Command::Run(run) = cli.command else {
+                panic!("run")
+            };
+            assert_eq!(run.online, want, "GUIX_MATRIX_ONLINE={value}");
+        }
     }
 
     #[test]

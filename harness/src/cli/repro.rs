@@ -21,7 +21,7 @@ pub struct ReproArgs {
     #[arg(long)]
     pub no_keep: bool,
     /// Run the legs that need the internet (real guix pull).
-    #[arg(long, env = "GUIX_MATRIX_ONLINE")]
+    #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub online: bool,
 }
 

@@ -19,13 +19,13 @@ pub struct RunArgs {
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Legs at a time (default: the number of cores).
-    #[arg(long)]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
     /// Write report.json and junit.xml here.
     #[arg(long, default_value = "reports")]
     pub report: PathBuf,
     /// Run the legs that need the internet (real guix pull).
-    #[arg(long, env = "GUIX_MATRIX_ONLINE")]
+    #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub online: bool,
     /// Without a terminal, say every this many seconds which step each leg is in.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -52,9 +52,10 @@ impl RunArgs {
         } else {
             self.scenarios.clone()
         };
-        let jobs = self
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let jobs = self.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(2, |n| n.get()),
+            usize::from,
+        );
         let progress = Progress::new();
         let beat = Duration::from_secs(self.heartbeat);
         let heartbeat = async {

@@ -1,6 +1,7 @@
 //! The checks the image exists for, one module each, all returning an `Outcome`.
 
 pub mod chroot;
+pub mod defaults;
 pub mod faillog;
 pub mod pin;
 pub mod smoke;
@@ -31,6 +32,9 @@ pub enum Scenario {
     /// The usage forms users type: pulled guix preferred (also after commit),
     /// nested entry points, own exit codes, failures that say why.
     Usage,
+    /// The image with nothing passed in: baked daemon flags build a real
+    /// builder, commands traced, the trusted keys, `docker run IMAGE` a shell.
+    Defaults,
 }
 
 impl Scenario {
@@ -42,6 +46,7 @@ impl Scenario {
         Scenario::Faillog,
         Scenario::Chroot,
         Scenario::Usage,
+        Scenario::Defaults,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +58,7 @@ impl Scenario {
             Scenario::Faillog => "faillog",
             Scenario::Chroot => "chroot",
             Scenario::Usage => "usage",
+            Scenario::Defaults => "defaults",
         }
     }
 }
@@ -331,6 +337,7 @@ async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
         Scenario::Faillog => faillog::body(h, p, &mut c).await,
         Scenario::Chroot => chroot::body(h, p, &mut c).await,
         Scenario::Usage => usage::body(h, p, &mut c).await,
+        Scenario::Defaults => defaults::body(h, p, &mut c).await,
     };
     match result {
         Ok(()) => c.finish(),

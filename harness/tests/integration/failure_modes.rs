@@ -432,3 +432,30 @@ fn a_daemon_that_dies_during_the_command_is_named() {
         "{said}"
     );
 }
+
+/// The image's own daemon flags are what `docker run IMAGE guix build …`
+/// gets: an arm64 image built without --disable-chroot passes every check
+/// that sets the flags at run time, and fails the `defaults` check.
+#[test]
+fn an_image_that_bakes_the_wrong_daemon_flags_fails_the_defaults_check() {
+    use harness::scenarios::{Scenario, Verdict};
+    let _shared = crate::common::shared();
+    let h = harness();
+    let mut p = prepared("linux/arm64/v8");
+    let mut spec = h.image_spec(&p.platform, &p.base);
+    spec.tag = "guix-matrix-brokenflags:arm64-v8".into();
+    spec.build_args
+        .insert("GUIX_DAEMON_ARGS".into(), String::new());
+    let built = block_on(harness::image::build(&h.engine, &spec, &|_| {})).unwrap();
+    p.image = built;
+    let outcome = block_on(harness::scenarios::run_one(h, &p, Scenario::Defaults));
+    block_on(h.engine.remove_image("guix-matrix-brokenflags:arm64-v8"));
+    match &outcome.verdict {
+        Verdict::Failed(why) => assert!(
+            why.contains("fails with the image's own daemon flags")
+                && why.contains("clone: Invalid argument"),
+            "{why}"
+        ),
+        other => panic!("the defaults check passed an image without --disable-chroot: {other:?}"),
+    }
+}

@@ -41,7 +41,8 @@ fn leg(
         Scenario::Tmpfs,
         Scenario::Faillog,
         Scenario::Chroot,
-        Scenario::Usage
+        Scenario::Usage,
+        Scenario::Defaults
     )]
     scenario: Scenario,
 ) {
@@ -76,6 +77,10 @@ fn leg(
         Scenario::Chroot => {}
         // What the usage forms said: the same on every platform.
         Scenario::Usage => redacted(|| insta::assert_snapshot!("usage_facts", facts(&outcome))),
+        // The image with nothing passed in: the same on every platform.
+        Scenario::Defaults => {
+            redacted(|| insta::assert_snapshot!("defaults_facts", facts(&outcome)))
+        }
         _ => unreachable!("not in #[values]"),
     }
 }

@@ -1,7 +1,9 @@
 //! matrix.toml: the typed list of platforms and the defaults every step reads.
 
+pub mod check;
+pub mod known;
+
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,12 +24,10 @@ pub enum MatrixError {
         column: usize,
         message: String,
     },
-    #[error("{path}: platform {platform}: field `{field}`: {message}")]
+    #[error("{}", invalid(path, problems))]
     Invalid {
         path: PathBuf,
-        platform: String,
-        field: &'static str,
-        message: String,
+        problems: Vec<check::Problem>,
     },
     #[error("{path}: {message}")]
     Empty { path: PathBuf, message: String },
@@ -37,6 +37,36 @@ pub enum MatrixError {
         wanted: String,
         known: String,
     },
+}
+
+/// Every problem, one line each, with its fix.
+fn invalid(path: &Path, problems: &[check::Problem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            let at = p.line.map(|l| format!(":{l}")).unwrap_or_default();
+            let table = if p.table == "[defaults]" {
+                "[defaults]".to_string()
+            } else {
+                format!("platform {}", p.table)
+            };
+            format!(
+                "{}{at}: {table}: field `{}`: {} (fix: {})",
+                path.display(),
+                p.field,
+                p.message,
+                p.fix
+            )
+        })
+        .collect();
+    match lines.len() {
+        1 => lines[0].clone(),
+        n => format!(
+            "{} has {n} problems:\n  {}",
+            path.display(),
+            lines.join("\n  ")
+        ),
+    }
 }
 
 /// Settings shared by every platform.
@@ -159,11 +189,11 @@ impl Matrix {
             defaults: file.defaults,
             platforms: file.platforms,
         };
-        matrix.validate()?;
+        matrix.validate(text)?;
         Ok(matrix)
     }
 
-    fn validate(&self) -> Result<(), MatrixError> {
+    fn validate(&self, text: &str) -> Result<(), MatrixError> {
         if self.platforms.is_empty() {
             return Err(MatrixError::Empty {
                 path: self.path.clone(),
@@ -172,63 +202,15 @@ impl Matrix {
                         .into(),
             });
         }
-        let mut seen = HashSet::new();
-        for p in &self.platforms {
-            let bad = |field: &'static str, message: String| MatrixError::Invalid {
+        let problems = check::problems(self, text);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(MatrixError::Invalid {
                 path: self.path.clone(),
-                platform: p.docker.clone(),
-                field,
-                message,
-            };
-            let parts: Vec<&str> = p.docker.split('/').collect();
-            if parts.len() < 2
-                || parts.len() > 3
-                || parts[0] != "linux"
-                || parts.iter().any(|s| s.is_empty())
-            {
-                return Err(bad(
-                    "docker",
-                    "expected linux/ARCH or linux/ARCH/VARIANT, e.g. \"linux/arm/v7\"".into(),
-                ));
-            }
-            if !seen.insert(p.docker.clone()) {
-                return Err(bad(
-                    "docker",
-                    "listed twice (fix: keep one [[platform]] per Docker platform)".into(),
-                ));
-            }
-            if !p.guix_system.ends_with("-linux") || p.guix_system.len() <= "-linux".len() {
-                return Err(bad(
-                    "guix_system",
-                    format!(
-                        "`{}` is not a Guix system type such as \"x86_64-linux\"",
-                        p.guix_system
-                    ),
-                ));
-            }
-            if p.debian_arch.is_empty() || p.uname_m.is_empty() {
-                return Err(bad("debian_arch", "must not be empty".into()));
-            }
-            if p.emulator != "none" && !p.emulator.starts_with("qemu-") {
-                return Err(bad(
-                    "emulator",
-                    format!("`{}`: use \"none\" or a qemu-user-static handler name such as \"qemu-arm\"", p.emulator),
-                ));
-            }
-            if !p.is_native() && !p.daemon_args.iter().any(|a| a == "--disable-chroot") {
-                return Err(bad(
-                    "daemon_args",
-                    "an emulated platform needs \"--disable-chroot\" (qemu-user cannot clone the builder into new namespaces)".into(),
-                ));
-            }
-            if !(p.slowdown.is_finite() && p.slowdown >= 1.0) {
-                return Err(bad(
-                    "slowdown",
-                    format!("{} must be a number >= 1.0", p.slowdown),
-                ));
-            }
+                problems,
+            })
         }
-        Ok(())
     }
 
     /// The platforms named in `wanted` (Docker platform, slug or Guix system),
@@ -383,13 +365,67 @@ slowdown = 6.0
             (ARM.replace("6.0", "0.5"), "field `slowdown`"),
             (format!("{ARM}{ARM}"), "listed twice"),
         ];
+        let at = regex::Regex::new(r"^matrix.toml:[0-9]+: platform (linux/)?arm/v7: ").unwrap();
         for (platforms, expected) in cases {
             let msg = parse(&format!("{DEFAULTS}{platforms}"))
                 .unwrap_err()
                 .to_string();
             assert!(msg.contains(expected), "{expected}: {msg}");
-            assert!(msg.starts_with("matrix.toml: platform "), "{msg}");
+            assert!(at.is_match(&msg), "{msg}");
         }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_line_and_fix() {
+        let text = format!(
+            "{}{}",
+            DEFAULTS
+                .replace("step_timeout_secs = 600", "step_timeout_secs = 0")
+                .replace("http://deb.debian.org/debian", "deb.debian.org")
+                .replace("image = \"guix-matrix\"", "image = \"Guix:x\""),
+            ARM.replace("slowdown = 6.0", "slowdown = 1e300")
+                .replace(
+                    "guix_system = \"armhf-linux\"",
+                    "guix_system = \"aarch64-linux\""
+                )
+                .replace("uname_m = \"armv7l\"", "uname_m = \"x86_64\"")
+        );
+        let err = parse(&text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("matrix.toml has 6 problems:"), "{msg}");
+        for want in [
+            "matrix.toml:5: [defaults]: field `mirror`",
+            "matrix.toml:6: [defaults]: field `image`",
+            "matrix.toml:8: [defaults]: field `step_timeout_secs`: 0 is out of range",
+            "matrix.toml:13: platform linux/arm/v7: field `guix_system`: `aarch64-linux` does not describe linux/arm/v7 (fix: guix_system = \"armhf-linux\")",
+            "matrix.toml:15: platform linux/arm/v7: field `uname_m`",
+            "matrix.toml:20: platform linux/arm/v7: field `slowdown`: 1e300 is out of range",
+        ] {
+            assert!(msg.contains(want), "missing `{want}` in:\n{msg}");
+        }
+    }
+
+    #[test]
+    fn a_platform_the_harness_does_not_know_is_told_so_not_sent_to_mmdebstrap() {
+        let text = format!("{DEFAULTS}{}", ARM.replace("linux/arm/v7", "linux/s390x"));
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains("`linux/s390x` is not a platform the harness knows (fix: use one of: linux/amd64, linux/386"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_platform_cannot_run_without_an_emulator() {
+        let text = format!(
+            "{DEFAULTS}{}",
+            ARM.replace("emulator = \"qemu-arm\"", "emulator = \"none\"")
+        );
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains("field `emulator`: `none` does not describe linux/arm/v7 (fix: emulator = \"qemu-arm\")"),
+            "{msg}"
+        );
     }
 
     #[test]

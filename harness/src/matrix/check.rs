@@ -1,0 +1,285 @@
+//! Every check of a loaded matrix, all problems at once, each with its line, platform, field and fix.
+
+use super::known::{self, Known};
+use super::{Defaults, Matrix, Platform};
+use std::collections::{HashMap, HashSet};
+use toml::de::{DeTable, DeValue};
+
+/// One thing wrong in matrix.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line of the field (or of its table) when known.
+    pub line: Option<usize>,
+    /// The platform's `docker` value, or `[defaults]`.
+    pub table: String,
+    pub field: &'static str,
+    pub message: String,
+    pub fix: String,
+}
+
+/// Where each field of the file stands: `[defaults]` and each `[[platform]]` in order.
+#[derive(Debug, Default)]
+struct Lines {
+    defaults: HashMap<String, usize>,
+    platforms: Vec<(usize, HashMap<String, usize>)>,
+}
+
+impl Lines {
+    fn of(text: &str) -> Self {
+        let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let fields = |table: &DeTable| -> HashMap<String, usize> {
+            table
+                .iter()
+                .map(|(k, v)| (k.get_ref().to_string(), line(v.span().start)))
+                .collect()
+        };
+        let mut lines = Lines::default();
+        let Ok(root) = DeTable::parse(text) else {
+            return lines;
+        };
+        for (key, value) in root.get_ref().iter() {
+            match (key.get_ref().as_ref(), value.get_ref()) {
+                ("defaults", DeValue::Table(t)) => lines.defaults = fields(t),
+                ("platform", DeValue::Array(rows)) => {
+                    for row in rows.iter() {
+                        if let DeValue::Table(t) = row.get_ref() {
+                            lines.platforms.push((line(row.span().start), fields(t)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        lines
+    }
+}
+
+/// All problems of `m` (whose text is `text`); empty when it is sound.
+pub fn problems(m: &Matrix, text: &str) -> Vec<Problem> {
+    let lines = Lines::of(text);
+    let mut out = vec![];
+    let mut say = |line: Option<usize>, table: &str, field, message: String, fix: String| {
+        out.push(Problem {
+            line,
+            table: table.to_string(),
+            field,
+            message,
+            fix,
+        })
+    };
+    for (field, message, fix) in defaults(&m.defaults) {
+        say(
+            lines.defaults.get(field).copied(),
+            "[defaults]",
+            field,
+            message,
+            fix,
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, p) in m.platforms.iter().enumerate() {
+        let (table_line, fields) = lines
+            .platforms
+            .get(i)
+            .map(|(l, f)| (Some(*l), f.clone()))
+            .unwrap_or_default();
+        let at = |field: &str| fields.get(field).copied().or(table_line);
+        if !seen.insert(p.docker.clone()) {
+            say(
+                at("docker"),
+                &p.docker,
+                "docker",
+                "listed twice".into(),
+                "keep one [[platform]] per Docker platform".into(),
+            );
+        }
+        for (field, message, fix) in platform(p) {
+            say(at(field), &p.docker, field, message, fix);
+        }
+    }
+    out.sort_by_key(|p| p.line);
+    out
+}
+
+type Found = (&'static str, String, String);
+
+fn defaults(d: &Defaults) -> Vec<Found> {
+    let mut out: Vec<Found> = vec![];
+    if !(1..=86_400).contains(&d.step_timeout_secs) {
+        out.push((
+            "step_timeout_secs",
+            format!(
+                "{} is out of range (1 to 86400 seconds)",
+                d.step_timeout_secs
+            ),
+            "give one step's timeout on a native platform, e.g. 600".into(),
+        ));
+    }
+    let url = regex::Regex::new(r"^(https?|file)://[^\s/]+(/\S*)?$").expect("regex");
+    if !url.is_match(&d.mirror) {
+        out.push((
+            "mirror",
+            format!("`{}` is not an http(s):// or file:// URL", d.mirror),
+            "e.g. mirror = \"http://deb.debian.org/debian\"".into(),
+        ));
+    }
+    if !is_reference(&d.base_image) {
+        out.push((
+            "base_image",
+            format!("`{}` is not a Docker image reference", d.base_image),
+            "e.g. base_image = \"debian:sid-slim\" (lowercase name, optional :tag or @sha256:digest)".into(),
+        ));
+    }
+    if !is_repository(&d.image) {
+        out.push((
+            "image",
+            format!("`{}` is not a Docker repository name (lowercase, no tag: the harness adds one per platform)", d.image),
+            "e.g. image = \"guix-matrix\"".into(),
+        ));
+    }
+    let suite = regex::Regex::new(r"^[a-z][a-z0-9-]*$").expect("regex");
+    for (field, value) in [("suite", &d.suite), ("probe_suite", &d.probe_suite)] {
+        if !suite.is_match(value) {
+            out.push((
+                field,
+                format!("`{value}` is not a Debian suite name"),
+                "e.g. \"sid\" or \"bookworm\"".into(),
+            ));
+        }
+    }
+    let version = regex::Regex::new(r"^[0-9]+(\.[0-9]+)+$").expect("regex");
+    if !version.is_match(&d.guix_version) {
+        out.push((
+            "guix_version",
+            format!("`{}` is not a version such as \"1.5.0\"", d.guix_version),
+            "the version `guix --version` prints".into(),
+        ));
+    }
+    out
+}
+
+fn platform(p: &Platform) -> Vec<Found> {
+    let mut out: Vec<Found> = vec![];
+    if !(p.slowdown.is_finite() && (1.0..=100.0).contains(&p.slowdown)) {
+        out.push((
+            "slowdown",
+            format!("{:?} is out of range (1.0 to 100.0)", p.slowdown),
+            "how much slower than native the platform runs: 1.0 native, about 6.0 under qemu"
+                .into(),
+        ));
+    }
+    if let Some(arg) = p.daemon_args.iter().find(|a| !a.starts_with('-')) {
+        out.push((
+            "daemon_args",
+            format!("`{arg}` is not a guix-daemon flag"),
+            "flags only, e.g. [\"--disable-chroot\"]".into(),
+        ));
+    }
+    let Some(k) = known::find(&p.docker) else {
+        out.push((
+            "docker",
+            format!("`{}` is not a platform the harness knows", p.docker),
+            format!("use one of: {}", known::names()),
+        ));
+        return out;
+    };
+    out.extend(agrees(p, k));
+    out
+}
+
+/// The fields of a known platform's row all describe that one machine.
+fn agrees(p: &Platform, k: &Known) -> Vec<Found> {
+    let mut out: Vec<Found> = vec![];
+    let mut expect = |field, have: &str, want: &str| {
+        if have != want {
+            out.push((
+                field,
+                format!("`{have}` does not describe {}", k.docker),
+                format!("{field} = \"{want}\""),
+            ));
+        }
+    };
+    expect("guix_system", &p.guix_system, k.guix_system);
+    expect("debian_arch", &p.debian_arch, k.debian_arch);
+    if let Some(cc) = &p.probe_cc {
+        expect("probe_cc", cc, k.probe_cc);
+    }
+    let emulator = if k.x86_64_native { "none" } else { k.qemu };
+    expect("emulator", &p.emulator, emulator);
+    if !k.uname_m.contains(&p.uname_m.as_str()) {
+        out.push((
+            "uname_m",
+            format!("`{}` is not what {} says", p.uname_m, k.docker),
+            format!("uname_m = \"{}\"", k.uname_m[0]),
+        ));
+    }
+    if !p.is_native() && !p.daemon_args.iter().any(|a| a == "--disable-chroot") {
+        out.push((
+            "daemon_args",
+            "an emulated platform needs \"--disable-chroot\" (qemu-user cannot clone the builder into new namespaces)".into(),
+            "daemon_args = [\"--disable-chroot\"]".into(),
+        ));
+    }
+    out
+}
+
+/// `name[:tag]` or `name@sha256:…`, with an optional registry host.
+fn is_reference(s: &str) -> bool {
+    let (name, rest) = match s.split_once('@') {
+        Some((n, digest)) => (
+            n,
+            regex::Regex::new(r"^sha256:[0-9a-f]{64}$")
+                .expect("regex")
+                .is_match(digest),
+        ),
+        None => match s.rsplit_once(':') {
+            Some((n, tag)) if !tag.contains('/') => (
+                n,
+                regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+                    .expect("regex")
+                    .is_match(tag),
+            ),
+            _ => (s, true),
+        },
+    };
+    rest && is_repository(name)
+}
+
+/// A repository name: optional `host[:port]/`, then lowercase path components.
+fn is_repository(s: &str) -> bool {
+    let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+    let re = regex::Regex::new(&format!(
+        r"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{component}(?:/{component})*$"
+    ))
+    .expect("regex");
+    re.is_match(s) && s.len() <= 255
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_and_repositories() {
+        for good in [
+            "debian:sid-slim",
+            "debian",
+            "127.0.0.1:5000/guix/matrix:v20260106",
+            "debian@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(is_reference(good), "{good}");
+        }
+        for bad in [
+            "Debian:sid",
+            "debian:",
+            "debian:sid slim",
+            "",
+            "a@sha256:xyz",
+        ] {
+            assert!(!is_reference(bad), "{bad}");
+        }
+        assert!(is_repository("guix-matrix"));
+        assert!(!is_repository("guix-matrix:latest"));
+        assert!(!is_repository("Guix"));
+    }
+}
