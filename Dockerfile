@@ -56,6 +56,9 @@ COPY scripts/entry-point.sh /entry-point.sh
 # Where the base came from (a registry digest, or the mmdebstrap inputs and
 # rootfs digest), so the image can be traced to and rebuilt from it.
 ARG BASE_PROVENANCE=""
-LABEL io.guix-matrix.base="${BASE_PROVENANCE}"
+LABEL io.guix-matrix.base="${BASE_PROVENANCE}" \
+	org.opencontainers.image.title="guix-matrix" \
+	org.opencontainers.image.description="GNU Guix for CI/CD: guix-daemon per command, a pinned channel, failed builds' logs printed" \
+	org.opencontainers.image.licenses="Apache-2.0"
 ENTRYPOINT ["/entry-point.sh"]
 CMD ["sh"]

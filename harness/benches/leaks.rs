@@ -76,7 +76,9 @@ fn harness_run(matrix: &Path, report: &Path) -> Command {
     cmd
 }
 
-/// What is labelled by the harness now: containers, volumes, our tags, untagged images.
+/// What is labelled by the harness now: containers, volumes, our tags, and
+/// dangling images (untagged with no child: what an interrupted build leaves;
+/// the intermediate layers of a finished build are its image's parents).
 async fn census(engine: &Engine) -> (usize, usize, Vec<String>, usize) {
     let label = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
     let containers = engine
@@ -114,10 +116,19 @@ async fn census(engine: &Engine) -> (usize, usize, Vec<String>, usize) {
         .filter(|t| t.starts_with(IMAGE))
         .cloned()
         .collect();
-    let untagged = images
-        .iter()
-        .filter(|i| i.repo_tags.is_empty() || i.repo_tags == ["<none>:<none>"])
-        .count();
+    let dangling = HashMap::from([
+        ("label".to_string(), vec![format!("{LABEL_MANAGED}=true")]),
+        ("dangling".to_string(), vec!["true".to_string()]),
+    ]);
+    let untagged = engine
+        .docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .filters(&dangling)
+                .build(),
+        ))
+        .await
+        .map_or(0, |i| i.len());
     (containers, volumes, tags, untagged)
 }
 
@@ -176,7 +187,7 @@ async fn main() {
     );
     println!(
         "{:26} {:7} {:>5} {:>7}  {:>10} {:>7} {:>8}  last step seen / tags now",
-        "interrupted during", "signal", "exit", "secs", "containers", "volumes", "untagged",
+        "interrupted during", "signal", "exit", "secs", "containers", "volumes", "dangling",
     );
     let mut leaked = 0;
     for point in POINTS {

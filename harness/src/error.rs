@@ -1,6 +1,6 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
-use crate::{base, emulators, engine, image, matrix, paths, pin, run};
+use crate::{base, emulators, engine, image, matrix, paths, pin, published, release, run};
 use std::path::PathBuf;
 
 /// Anything a pipeline step can fail with.
@@ -22,6 +22,10 @@ pub enum Error {
     Run(#[from] run::RunError),
     #[error(transparent)]
     Pin(#[from] pin::PinError),
+    #[error(transparent)]
+    Release(#[from] release::ReleaseError),
+    #[error(transparent)]
+    Published(#[from] published::PublishedError),
     #[error("no platform in {path} runs natively on this engine's architecture ({arch})")]
     NoNativePlatform { path: PathBuf, arch: String },
     #[error("cannot read the readdir probes out of the probe image: {0}")]
@@ -52,6 +56,8 @@ impl Error {
             Error::Emulator(e) => e.fix(),
             Error::Run(e) => e.fix(),
             Error::Pin(e) => e.fix(),
+            Error::Release(e) => e.fix(),
+            Error::Published(e) => e.fix(),
             Error::NoNativePlatform { .. } => {
                 Some("add a [[platform]] with emulator = \"none\" for it".into())
             }
@@ -82,6 +88,14 @@ impl Error {
         match self {
             Error::Matrix(_) | Error::Checkout(_) | Error::NoProbeCc { .. } => Exit::Usage,
             Error::Pin(pin::PinError::BadCommit(_) | pin::PinError::File { .. }) => Exit::Usage,
+            Error::Release(
+                release::ReleaseError::Report { .. }
+                | release::ReleaseError::NothingPassed { .. }
+                | release::ReleaseError::NotAll { .. }
+                | release::ReleaseError::Foreign { .. }
+                | release::ReleaseError::Stale { .. }
+                | release::ReleaseError::TagTaken { .. },
+            ) => Exit::Usage,
             _ => Exit::Setup,
         }
     }

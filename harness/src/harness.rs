@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::image;
 use crate::matrix::{Matrix, Platform};
 use crate::paths::Checkout;
+use crate::published;
 use crate::run;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ pub struct Options {
     pub echo: bool,
     /// Keep scenario containers for inspection (`harness repro`).
     pub keep: bool,
+    /// Check this published image (a registry reference, or a release
+    /// directory) instead of building one.
+    pub image: Option<String>,
 }
 
 impl Options {
@@ -48,6 +52,7 @@ impl Options {
             online: false,
             echo: false,
             keep: false,
+            image: None,
         }
     }
 }
@@ -251,6 +256,10 @@ impl Harness {
                 .find(|h| h.name == platform.emulator)
                 .cloned()
         };
+        if let Some(source) = &self.options.image {
+            progress("fetch the published image");
+            return self.published(platform, source, emulator).await;
+        }
         progress("base image");
         let base = base::ensure(
             &self.engine,
@@ -266,6 +275,40 @@ impl Harness {
             platform: platform.clone(),
             base,
             image,
+            emulator,
+        })
+    }
+
+    /// A published image of `platform`, as users get it, in place of a build.
+    async fn published(
+        &self,
+        platform: &Platform,
+        source: &str,
+        emulator: Option<emulators::Handler>,
+    ) -> Result<Prepared, Error> {
+        let started = std::time::Instant::now();
+        let tag = format!(
+            "{}-published:{}",
+            self.matrix.defaults.image,
+            platform.slug()
+        );
+        let img = published::fetch(&self.engine, source, platform, &tag).await?;
+        let label = |k: &str| img.labels.get(k).cloned().unwrap_or_default();
+        Ok(Prepared {
+            platform: platform.clone(),
+            base: base::Base {
+                reference: source.to_string(),
+                id: String::new(),
+                origin: base::Origin::Pulled,
+                provenance: label("io.guix-matrix.base"),
+            },
+            image: image::Built {
+                tag,
+                id: img.id.clone(),
+                inputs: label(crate::engine::LABEL_INPUTS),
+                rebuilt: false,
+                elapsed: started.elapsed(),
+            },
             emulator,
         })
     }

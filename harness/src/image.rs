@@ -156,6 +156,12 @@ pub fn inputs_hash(spec: &BuildSpec, files: &[(String, u32, Vec<u8>)]) -> String
     hex::encode(h.finalize())
 }
 
+/// The inputs hash `spec` would build from the tree as it is now (no engine).
+pub fn tree_inputs(spec: &BuildSpec) -> Result<String, BuildError> {
+    let files = collect(&spec.root, &spec.context, &spec.step)?;
+    Ok(inputs_hash(spec, &files))
+}
+
 /// Builds `spec` unless the tagged image already carries the same inputs hash.
 pub async fn build(
     engine: &Engine,

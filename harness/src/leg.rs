@@ -88,6 +88,7 @@ async fn body(
         "{} ({}; {})",
         p.base.reference, p.base.origin, p.base.provenance
     );
+    leg.image = p.image.tag.clone();
     leg.image_id = p.image.id.clone();
     leg.rebuilt = p.image.rebuilt;
     for s in scenarios {

@@ -2,11 +2,13 @@
 //! through the Docker engine and checks what the image promises.
 //!
 //! The modules follow the pipeline, each using only those listed after it:
-//! cli → leg → report → scenarios → harness → error → doctor, emulators,
-//! image, base, pin → run, retry → engine, matrix, paths, host, text.
+//! cli → release → leg → report → scenarios → harness → error → doctor,
+//! emulators, image, base, pin, published → run, retry → engine, matrix,
+//! paths, host, text.
 
 pub mod cli;
 pub mod leg;
+pub mod release;
 pub mod report;
 pub mod scenarios;
 
@@ -19,6 +21,7 @@ pub mod doctor;
 pub mod emulators;
 pub mod image;
 pub mod pin;
+pub mod published;
 
 pub mod retry;
 pub mod run;

@@ -2,6 +2,7 @@
 
 mod info;
 pub mod progress;
+mod release;
 mod repro;
 mod run;
 mod shell;
@@ -89,6 +90,9 @@ pub enum Command {
     Pin(info::PinArgs),
     /// Remove every container the harness labelled and every image it tagged.
     Clean(info::CleanArgs),
+    /// Publish the images a run proved: tarballs, SHA256SUMS, an OCI layout,
+    /// and with --push a multi-platform image in a registry under a dated tag.
+    Release(release::ReleaseArgs),
 }
 
 /// What every command starts from: the checkout, its matrix, the options.
@@ -164,6 +168,7 @@ impl Command {
             Command::Emulators => info::emulators(&ctx).await,
             Command::Pin(args) => args.exec(&ctx).await,
             Command::Clean(args) => args.exec(&ctx).await,
+            Command::Release(args) => args.exec(&ctx).await,
         }
     }
 }

@@ -27,6 +27,11 @@ pub struct RunArgs {
     /// Run the legs that need the internet (real guix pull).
     #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub online: bool,
+    /// Check this published image instead of building: a registry reference
+    /// (REGISTRY/REPO:TAG, pulled per platform) or a release directory
+    /// (`harness release --dist`, checksums verified before loading).
+    #[arg(long, value_name = "REF|DIR")]
+    pub image: Option<String>,
     /// Without a terminal, say every this many seconds which step each leg is in.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
@@ -36,6 +41,7 @@ impl RunArgs {
     pub async fn exec(self, ctx: &Context, _global: &Global) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
         options.online |= self.online;
+        options.image.clone_from(&self.image);
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
         let h = match Harness::new(ctx.matrix.clone(), options).await {
             Ok(h) => h,

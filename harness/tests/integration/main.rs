@@ -10,6 +10,7 @@ mod engine_faults;
 mod failure_modes;
 mod no_panic;
 mod platforms;
+mod release;
 mod scenarios;
 mod session;
 mod workflows;

@@ -1,0 +1,151 @@
+//! `harness release`: publish what a run proved, as tarballs with checksums and an OCI layout, and optionally to a registry under a dated tag.
+
+use super::Context;
+use crate::error::{Error, Exit};
+use crate::harness::Harness;
+use crate::release::{self, Registry};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct ReleaseArgs {
+    /// Write the tarballs, the OCI layout and SHA256SUMS here.
+    #[arg(long, default_value = "dist")]
+    pub dist: PathBuf,
+    /// The report of the run that proved the images.
+    #[arg(long, default_value = "reports/report.json")]
+    pub report: PathBuf,
+    /// The release tag (default: today's date, vYYYYMMDD, UTC).
+    #[arg(long, value_parser = parse_tag)]
+    pub tag: Option<String>,
+    /// Release nothing unless every platform of the matrix passed.
+    #[arg(long)]
+    pub require_all: bool,
+    /// Also push to REGISTRY/REPO: each platform, then one multi-platform
+    /// index under the tag and `latest` (GUIX_MATRIX_REGISTRY_USER and
+    /// GUIX_MATRIX_REGISTRY_TOKEN for a registry that needs a login).
+    #[arg(long, value_name = "REGISTRY/REPO", value_parser = parse_registry)]
+    pub push: Option<String>,
+    /// Overwrite a tag that already holds other content.
+    #[arg(long, requires = "push")]
+    pub force: bool,
+    /// org.opencontainers.image.source of the release (default: none).
+    #[arg(long, env = "GUIX_MATRIX_SOURCE")]
+    pub source: Option<String>,
+    /// org.opencontainers.image.revision (default: none).
+    #[arg(long, env = "GITHUB_SHA")]
+    pub revision: Option<String>,
+}
+
+fn parse_tag(s: &str) -> Result<String, String> {
+    let ok = regex::Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("regex");
+    if ok.is_match(s) && s != "latest" {
+        Ok(s.to_string())
+    } else {
+        Err("a Docker tag other than `latest`, e.g. v20260106".into())
+    }
+}
+
+fn parse_registry(s: &str) -> Result<String, String> {
+    Registry::parse(s).map(|_| s.to_string()).ok_or_else(|| {
+        "REGISTRY/REPO, e.g. ghcr.io/OWNER/guix-matrix or 127.0.0.1:5000/guix-matrix".into()
+    })
+}
+
+impl ReleaseArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+        let tag = self
+            .tag
+            .clone()
+            .unwrap_or_else(|| release::dated_tag(std::time::SystemTime::now()));
+        let proved = release::proved(&h, &self.report, self.require_all).await?;
+        let annotations = self.annotations(&tag);
+        let dist = release::write_dist(&h.engine, &proved, &self.dist, &tag, &annotations).await?;
+        for (name, (sum, len)) in &dist.files {
+            println!(
+                "{}/{name}  {} MiB  sha256:{sum}",
+                self.dist.display(),
+                len >> 20
+            );
+        }
+        println!("{}/SHA256SUMS", self.dist.display());
+        let left: Vec<&str> = h
+            .matrix
+            .platforms
+            .iter()
+            .filter(|p| !proved.iter().any(|q| q.platform.docker == p.docker))
+            .map(|p| p.docker.as_str())
+            .collect();
+        if !left.is_empty() {
+            println!(
+                "not released (did not pass every check): {}",
+                left.join(", ")
+            );
+        }
+        if let Some(target) = &self.push {
+            let registry = Registry::parse(target).expect("checked by clap");
+            let digest = release::push(
+                &h.engine,
+                &proved,
+                &registry,
+                &tag,
+                &annotations,
+                self.force,
+            )
+            .await?;
+            println!(
+                "pushed {} and {} ({digest})",
+                registry.reference(&tag),
+                registry.reference("latest")
+            );
+        }
+        Ok(Exit::Success)
+    }
+
+    /// The standard OCI annotations of the index.
+    fn annotations(&self, tag: &str) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            (
+                "org.opencontainers.image.title".to_string(),
+                "guix-matrix".to_string(),
+            ),
+            (
+                "org.opencontainers.image.version".to_string(),
+                tag.to_string(),
+            ),
+            (
+                "org.opencontainers.image.licenses".to_string(),
+                "Apache-2.0".to_string(),
+            ),
+            (
+                "org.opencontainers.image.description".to_string(),
+                "GNU Guix for CI/CD on six platforms".to_string(),
+            ),
+            ("org.opencontainers.image.created".to_string(), created()),
+        ]);
+        if let Some(s) = &self.source {
+            a.insert("org.opencontainers.image.source".into(), s.clone());
+        }
+        if let Some(r) = &self.revision {
+            a.insert("org.opencontainers.image.revision".into(), r.clone());
+        }
+        a
+    }
+}
+
+/// Now, RFC 3339 (UTC, seconds).
+fn created() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let day = release::dated_tag(std::time::SystemTime::now());
+    let (y, m, d) = (&day[1..5], &day[5..7], &day[7..9]);
+    let t = secs % 86_400;
+    format!(
+        "{y}-{m}-{d}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
+}

@@ -1,0 +1,213 @@
+//! Images that were published, as users get them: loaded from a release directory (its checksums verified first) or pulled from a registry for one platform.
+
+use crate::engine::{timeout, Engine, EngineError, LocalImage};
+use crate::matrix::Platform;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ImportImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishedError {
+    #[error("{dir} has no image for {platform} (no *-{slug}.docker.tar.gz)")]
+    NotInRelease {
+        dir: PathBuf,
+        platform: String,
+        slug: String,
+    },
+    #[error("{file}: its sha256 is {have}, SHA256SUMS says {want}: the file is damaged or not this release's; it was not loaded")]
+    Checksum {
+        file: PathBuf,
+        want: String,
+        have: String,
+    },
+    #[error("{file}: not listed in {sums}; it was not loaded")]
+    Unlisted { file: PathBuf, sums: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{from}: {message}")]
+    Fetch { from: String, message: String },
+    #[error("{from} gave a {found} image for {platform}")]
+    WrongPlatform {
+        from: String,
+        platform: String,
+        found: String,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl PublishedError {
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            PublishedError::NotInRelease { .. } | PublishedError::WrongPlatform { .. } => {
+                Some("check a release that has this platform, or leave it out (--platform)".into())
+            }
+            PublishedError::Checksum { .. } | PublishedError::Unlisted { .. } => Some(
+                "download the release again; never use a tarball whose checksum does not match"
+                    .into(),
+            ),
+            PublishedError::Fetch { .. } => Some(
+                "check the reference and that the registry answers (`docker pull` it by hand)"
+                    .into(),
+            ),
+            PublishedError::Engine(e) => e.fix(),
+            PublishedError::Io { .. } => None,
+        }
+    }
+}
+
+/// Makes the published image of `platform` local under `tag`: from a
+/// release directory (checksum verified, then `docker load`) or a registry
+/// reference (pulled for that platform).
+pub async fn fetch(
+    engine: &Engine,
+    source: &str,
+    platform: &Platform,
+    tag: &str,
+) -> Result<LocalImage, PublishedError> {
+    let dir = Path::new(source);
+    let reference = if dir.is_dir() {
+        load(engine, dir, platform).await?
+    } else {
+        pull(engine, source, platform).await?;
+        source.to_string()
+    };
+    let img = engine
+        .local_image(&reference)
+        .await?
+        .ok_or_else(|| PublishedError::Fetch {
+            from: source.into(),
+            message: format!("{reference} is not in the engine after fetching it"),
+        })?;
+    let oci = platform.oci();
+    if img.architecture != oci.architecture {
+        return Err(PublishedError::WrongPlatform {
+            from: source.into(),
+            platform: platform.docker.clone(),
+            found: img.architecture,
+        });
+    }
+    let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+    engine
+        .docker
+        .tag_image(
+            &img.id,
+            Some(TagImageOptionsBuilder::default().repo(repo).tag(t).build()),
+        )
+        .await
+        .map_err(EngineError::api(format!("tag {tag}")))?;
+    Ok(img)
+}
+
+/// Verifies the platform's tarball against SHA256SUMS and loads it; returns
+/// the reference it loaded as.
+async fn load(engine: &Engine, dir: &Path, platform: &Platform) -> Result<String, PublishedError> {
+    let suffix = format!("-{}.docker.tar.gz", platform.slug());
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PublishedError::Io { path, source }
+    };
+    let file = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+        })
+        .ok_or_else(|| PublishedError::NotInRelease {
+            dir: dir.to_path_buf(),
+            platform: platform.docker.clone(),
+            slug: platform.slug(),
+        })?;
+    let sums = dir.join("SHA256SUMS");
+    let listed = std::fs::read_to_string(&sums).map_err(io(&sums))?;
+    let name = file
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let want = listed
+        .lines()
+        .find_map(|l| {
+            l.split_once("  ")
+                .filter(|(_, n)| *n == name)
+                .map(|(s, _)| s.to_string())
+        })
+        .ok_or_else(|| PublishedError::Unlisted {
+            file: file.clone(),
+            sums: sums.clone(),
+        })?;
+    let file2 = file.clone();
+    let have = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut sha = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(&file2)?, &mut sha)?;
+        Ok(hex::encode(sha.finalize()))
+    })
+    .await
+    .expect("hash task")
+    .map_err(io(&file))?;
+    if have != want {
+        return Err(PublishedError::Checksum { file, want, have });
+    }
+    let body =
+        tokio_util::io::ReaderStream::new(tokio::fs::File::open(&file).await.map_err(io(&file))?);
+    let step = format!("{}: load {}", platform.docker, file.display());
+    let mut stream = engine.docker.import_image_stream(
+        ImportImageOptionsBuilder::default().quiet(false).build(),
+        body,
+        None,
+    );
+    let mut loaded = None;
+    timeout(&step, Duration::from_secs(900), async {
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(EngineError::api(step.clone()))?;
+            if let Some(s) = info
+                .stream
+                .as_deref()
+                .and_then(|s| s.trim().strip_prefix("Loaded image: ").map(str::to_string))
+            {
+                loaded = Some(s);
+            }
+        }
+        Ok::<(), EngineError>(())
+    })
+    .await??;
+    loaded.ok_or_else(|| PublishedError::Fetch {
+        from: file.display().to_string(),
+        message: "the engine loaded no tagged image from it".into(),
+    })
+}
+
+async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(), PublishedError> {
+    let step = format!("{}: pull {reference}", platform.docker);
+    let opts = CreateImageOptionsBuilder::default()
+        .from_image(reference)
+        .platform(&platform.docker)
+        .build();
+    crate::retry::network(
+        &step,
+        |e: &PublishedError| matches!(e, PublishedError::Engine(_)),
+        || async {
+            let mut stream = engine.docker.create_image(Some(opts.clone()), None, None);
+            timeout(&step, platform.timeout(Duration::from_secs(600)), async {
+                while let Some(item) = stream.next().await {
+                    item.map_err(|e| PublishedError::Fetch {
+                        from: reference.to_string(),
+                        message: e.to_string(),
+                    })?;
+                }
+                Ok(())
+            })
+            .await?
+        },
+    )
+    .await
+}

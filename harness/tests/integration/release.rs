@@ -1,0 +1,395 @@
+//! Shipping: what a run proved becomes tarballs, SHA256SUMS, an OCI layout
+//! and a multi-platform image in a real registry (Debian's docker-registry,
+//! started here on 127.0.0.1), and the published image is checked as users
+//! get it.
+
+use crate::common::prepared;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A registry of the test's own on 127.0.0.1, stopped on drop.
+struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry; .ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
+            .call()
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the registry did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry {
+            child,
+            _dir: dir,
+            port,
+        }
+    }
+
+    fn repo(&self) -> String {
+        format!("127.0.0.1:{}/guix-matrix", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+/// A run of `platforms` (smoke) whose report the release reads.
+fn proving_run(platforms: &[&str], dir: &Path) -> PathBuf {
+    let mut args = vec!["run", "--scenario", "smoke", "--report"];
+    let report = dir.to_str().unwrap();
+    args.push(report);
+    for p in platforms {
+        args.extend(["--platform", p]);
+    }
+    let out = harness(&args);
+    assert!(out.status.success(), "{}", said(&out));
+    dir.join("report.json")
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let mut sha = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut sha).unwrap();
+    hex::encode(sha.finalize())
+}
+
+#[test]
+fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    prepared("linux/arm/v7");
+    let registry = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let report = proving_run(
+        &["linux/amd64", "linux/arm/v7"],
+        &work.path().join("reports"),
+    );
+    let dist = work.path().join("dist");
+    let repo = registry.repo();
+    let out = harness(&[
+        "release",
+        "--report",
+        report.to_str().unwrap(),
+        "--dist",
+        dist.to_str().unwrap(),
+        "--tag",
+        "v20260101",
+        "--push",
+        &repo,
+    ]);
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("not released (did not pass every check): linux/386"),
+        "{text}"
+    );
+
+    // Tarballs and checksums.
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    let mut names = vec![];
+    for line in sums.lines() {
+        let (sum, name) = line.split_once("  ").unwrap();
+        assert_eq!(sha256(&dist.join(name)), sum, "{name}");
+        names.push(name.to_string());
+    }
+    assert_eq!(
+        names,
+        [
+            "guix-matrix-v20260101-amd64.docker.tar.gz",
+            "guix-matrix-v20260101-arm-v7.docker.tar.gz",
+            "guix-matrix-v20260101-oci.tar"
+        ]
+    );
+    // `docker load` takes a tarball back.
+    let load = docker(&["load", "-i", dist.join(&names[1]).to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&load.stdout).contains("guix-matrix:arm-v7"),
+        "{}",
+        said(&load)
+    );
+    // Any OCI tool reads the layout: one index, both platforms, our annotations.
+    let oci = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", dist.join(&names[2]).display()))
+        .output()
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&oci.stdout).unwrap_or_else(|e| panic!("{e}: {}", said(&oci)));
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["platform"]["variant"]
+                    .as_str()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm/v7"]);
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.version"],
+        "v20260101"
+    );
+
+    // The registry: one reference, the right image for each platform.
+    let reference = format!("{repo}:v20260101");
+    let pull = docker(&["pull", "--platform", "linux/arm/v7", &reference]);
+    assert!(pull.status.success(), "{}", said(&pull));
+    let inspect = |r: &str, f: &str| {
+        String::from_utf8_lossy(&docker(&["image", "inspect", "-f", f, r]).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        inspect(&reference, "{{.Architecture}}/{{.Variant}}"),
+        "arm/v7"
+    );
+    let label = "{{index .Config.Labels \"io.guix-matrix.inputs\"}}";
+    assert_eq!(
+        inspect(&reference, label),
+        inspect("guix-matrix:arm-v7", label),
+        "the registry holds the image the run proved"
+    );
+
+    // The published image, checked as users get it: from the registry and from the tarballs.
+    let from_registry = harness(&[
+        "run",
+        "--image",
+        &reference,
+        "--platform",
+        "linux/arm/v7",
+        "--scenario",
+        "smoke",
+        "--report",
+        work.path().join("r1").to_str().unwrap(),
+    ]);
+    assert!(from_registry.status.success(), "{}", said(&from_registry));
+    let from_dist = harness(&[
+        "run",
+        "--image",
+        dist.to_str().unwrap(),
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--report",
+        work.path().join("r2").to_str().unwrap(),
+    ]);
+    assert!(from_dist.status.success(), "{}", said(&from_dist));
+
+    // A damaged tarball is refused, never loaded.
+    let broken = work.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::copy(dist.join("SHA256SUMS"), broken.join("SHA256SUMS")).unwrap();
+    let bytes = std::fs::read(dist.join(&names[0])).unwrap();
+    std::fs::write(broken.join(&names[0]), &bytes[..bytes.len() / 2]).unwrap();
+    let out = harness(&[
+        "run",
+        "--image",
+        broken.to_str().unwrap(),
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--report",
+        work.path().join("r3").to_str().unwrap(),
+    ]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("SHA256SUMS says") && text.contains("it was not loaded"),
+        "{text}"
+    );
+
+    // The dated tag is never overwritten with other content, unless asked.
+    let amd64_only = proving_run(&["linux/amd64"], &work.path().join("reports2"));
+    let dist2 = work.path().join("dist2");
+    let again = |force: bool| {
+        let mut args = vec![
+            "release",
+            "--report",
+            amd64_only.to_str().unwrap(),
+            "--dist",
+            dist2.to_str().unwrap(),
+            "--tag",
+            "v20260101",
+            "--push",
+            &repo,
+        ];
+        if force {
+            args.push("--force");
+        }
+        harness(&args)
+    };
+    let out = again(false);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("{reference} already exists with other content")),
+        "{text}"
+    );
+    assert!(text.contains("--force"), "{text}");
+    assert!(again(true).status.success());
+
+    for r in [
+        reference.as_str(),
+        "guix-matrix-published:arm-v7",
+        "guix-matrix-published:amd64",
+    ] {
+        docker(&["rmi", "-f", r]);
+    }
+}
+
+#[test]
+fn a_registry_that_does_not_answer_is_named_with_the_fix_and_nothing_is_tagged() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    let work = tempfile::tempdir().unwrap();
+    let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
+    let out = harness(&[
+        "release",
+        "--report",
+        report.to_str().unwrap(),
+        "--dist",
+        work.path().join("dist").to_str().unwrap(),
+        "--tag",
+        "v20260102",
+        "--push",
+        "127.0.0.1:1/guix-matrix",
+    ]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains(
+            "registry 127.0.0.1:1: pushing 127.0.0.1:1/guix-matrix:v20260102-amd64 failed"
+        ) && text.contains("fix: check that 127.0.0.1:1 answers"),
+        "{text}"
+    );
+    let tags = docker(&["images", "-q", "127.0.0.1:1/guix-matrix"]);
+    assert!(tags.stdout.is_empty(), "the push tag was left behind");
+}
+
+#[test]
+fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    let work = tempfile::tempdir().unwrap();
+    let dist = work.path().join("dist");
+    let release = |report: &Path| {
+        harness(&[
+            "release",
+            "--report",
+            report.to_str().unwrap(),
+            "--dist",
+            dist.to_str().unwrap(),
+            "--tag",
+            "v20260103",
+        ])
+    };
+    let out = release(&work.path().join("nope.json"));
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(
+        said(&out).contains("cannot read the report"),
+        "{}",
+        said(&out)
+    );
+
+    let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
+    let text = std::fs::read_to_string(&report).unwrap();
+    let foreign = work.path().join("foreign.json");
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]["image_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&foreign, text.replace(&id, "sha256:0000")).unwrap();
+    let out = release(&foreign);
+    assert!(
+        said(&out).contains("the report is from another build"),
+        "{}",
+        said(&out)
+    );
+
+    let failed = work.path().join("failed.json");
+    std::fs::write(
+        &failed,
+        text.replace("\"result\": \"passed\"", "\"result\": \"failed\""),
+    )
+    .unwrap();
+    let out = release(&failed);
+    assert!(said(&out).contains("nothing to release"), "{}", said(&out));
+    let out = harness(&[
+        "release",
+        "--report",
+        report.to_str().unwrap(),
+        "--dist",
+        dist.to_str().unwrap(),
+        "--require-all",
+    ]);
+    assert!(
+        said(&out).contains("--require-all: linux/386"),
+        "{}",
+        said(&out)
+    );
+    assert!(
+        !dist.exists() || std::fs::read_dir(&dist).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
