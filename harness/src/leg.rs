@@ -99,8 +99,9 @@ async fn body(
     leg
 }
 
-/// Runs the legs of `platforms`, `jobs` at a time, and returns them in the
-/// matrix's order; one failing leg never stops the others.
+/// Runs the legs of `platforms`, `jobs` at a time, the slowest first (the
+/// matrix's `slowdown`: longest legs first packs them best), and returns
+/// them in the matrix's order; one failing leg never stops the others.
 pub async fn run_legs(
     h: &Harness,
     platforms: &[Platform],
@@ -108,11 +109,47 @@ pub async fn run_legs(
     jobs: usize,
     watch: &dyn Watch,
 ) -> Vec<Leg> {
-    let mut legs: Vec<Leg> = futures::stream::iter(platforms.iter())
+    let mut order: Vec<&Platform> = platforms.iter().collect();
+    order.sort_by(|a, b| b.slowdown.total_cmp(&a.slowdown));
+    let mut legs: Vec<Leg> = futures::stream::iter(order)
         .map(|p| leg(h, p, scenarios, watch))
         .buffer_unordered(jobs.max(1))
         .collect()
         .await;
     legs.sort_by_key(|l| platforms.iter().position(|p| p.docker == l.platform));
     legs
+}
+
+/// How well `jobs` lanes were used: the legs' own times, and the best
+/// wall time any order could reach (the longest leg, or the total shared
+/// evenly), to set against the wall time measured.
+pub fn packing(legs: &[Leg], jobs: usize) -> (Duration, Duration) {
+    let total: Duration = legs.iter().map(|l| l.elapsed).sum();
+    let longest = legs.iter().map(|l| l.elapsed).max().unwrap_or_default();
+    let even = total / jobs.max(1).min(legs.len().max(1)) as u32;
+    (total, longest.max(even))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ideal_packing_is_the_longest_leg_or_the_even_share() {
+        let leg = |secs| {
+            let mut l = Leg::new("p", String::new(), Duration::ZERO);
+            l.elapsed = Duration::from_secs(secs);
+            l
+        };
+        let legs = [leg(10), leg(10), leg(40), leg(20)];
+        assert_eq!(
+            packing(&legs, 2),
+            (Duration::from_secs(80), Duration::from_secs(40))
+        );
+        assert_eq!(
+            packing(&legs[..2], 2),
+            (Duration::from_secs(20), Duration::from_secs(10))
+        );
+        assert_eq!(packing(&legs, 1).1, Duration::from_secs(80));
+    }
 }

@@ -341,7 +341,9 @@ pub async fn write_dist(
         files.insert(name, (sum, len));
         manifests.push(manifest);
     }
-    let index = ImageIndexBuilder::default()
+    // The multi-platform image is an index blob; index.json names it by the
+    // tag (one image in the layout, as OCI tools expect).
+    let multi = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
         .manifests(manifests)
@@ -351,6 +353,18 @@ pub async fn write_dist(
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<HashMap<_, _>>(),
         )
+        .build()
+        .expect("index");
+    let multi = multi.to_string().expect("index json");
+    let mut image = blob(&blobs, multi.as_bytes(), MediaType::ImageIndex)?;
+    image.set_annotations(Some(HashMap::from([(
+        "org.opencontainers.image.ref.name".to_string(),
+        tag.to_string(),
+    )])));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![image])
         .build()
         .expect("index");
     let oci = work.path().join("oci");
@@ -856,7 +870,8 @@ mod tests {
         assert_eq!(at(0), "v19700101");
         assert_eq!(at(1_767_657_600), "v20260106");
         assert_eq!(at(951_782_400), "v20000229");
-        assert_eq!(at(1_795_996_799), "v20261130");
+        assert_eq!(at(1_795_996_799), "v20261129");
+        assert_eq!(at(1_795_996_800), "v20261130");
     }
 
     #[test]

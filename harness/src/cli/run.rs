@@ -63,6 +63,7 @@ impl RunArgs {
             usize::from,
         );
         let progress = Progress::new();
+        let started = std::time::Instant::now();
         let beat = Duration::from_secs(self.heartbeat);
         let heartbeat = async {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
@@ -74,6 +75,15 @@ impl RunArgs {
         tokio::select! {
             legs = leg::run_legs(&h, &selected, &scenarios, jobs, &progress) => {
                 println!("\n{}\n", report::table(&legs));
+                let (total, ideal) = leg::packing(&legs, jobs);
+                let wall = started.elapsed();
+                println!(
+                    "wall {:.0}s for {:.0}s of legs on {jobs} lane(s); ideal packing {:.0}s ({:.2}×)",
+                    wall.as_secs_f64(),
+                    total.as_secs_f64(),
+                    ideal.as_secs_f64(),
+                    wall.as_secs_f64() / ideal.as_secs_f64().max(0.001)
+                );
                 self.write(&legs, &pin);
                 println!("{}", report::closing_line(&legs));
                 Ok(if legs.iter().any(Leg::failed) { Exit::LegsFailed } else { Exit::Success })

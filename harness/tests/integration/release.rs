@@ -254,9 +254,11 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     ]);
     let text = said(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
+    let bundle =
+        std::fs::read_to_string(work.path().join("r3/failures/amd64.txt")).unwrap_or_default();
     assert!(
-        text.contains("SHA256SUMS says") && text.contains("it was not loaded"),
-        "{text}"
+        bundle.contains("SHA256SUMS says") && bundle.contains("it was not loaded"),
+        "{text}\n{bundle}"
     );
 
     // The dated tag is never overwritten with other content, unless asked.
