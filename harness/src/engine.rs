@@ -302,6 +302,41 @@ impl Engine {
         }
     }
 
+    /// Removes an image that nothing needs any more; one still used by a
+    /// container, or by another tag, stays.
+    pub async fn remove_unused_image(&self, id: &str) {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        if let Err(e) = self.docker.remove_image(id, Some(opts), None).await {
+            tracing::debug!("kept image {id}: {e}");
+        }
+    }
+
+    /// Removes the dangling images (untagged, no child) that carry our label:
+    /// what interrupted or replaced builds leave. Returns (count, bytes).
+    pub async fn prune_dangling(&self) -> Result<(usize, u64), EngineError> {
+        let filters = HashMap::from([
+            ("dangling".to_string(), vec!["true".to_string()]),
+            ("label".to_string(), vec![format!("{LABEL_MANAGED}=true")]),
+        ]);
+        let opts = bollard::query_parameters::PruneImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let pruned = timeout(
+            "prune dangling images",
+            Duration::from_secs(600),
+            self.docker.prune_images(Some(opts)),
+        )
+        .await?
+        .map_err(EngineError::api("prune dangling images"))?;
+        let count = pruned
+            .images_deleted
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| d.deleted.is_some())
+            .count();
+        Ok((count, pruned.space_reclaimed.unwrap_or(0).max(0) as u64))
+    }
+
     /// `Some(labels)` when `reference` names a local image, with its architecture.
     pub async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, EngineError> {
         match self.docker.inspect_image(reference).await {

@@ -171,7 +171,8 @@ pub async fn build(
     let started = Instant::now();
     let files = collect(&spec.root, &spec.context, &spec.step)?;
     let inputs = inputs_hash(spec, &files);
-    if let Some(img) = engine.local_image(&spec.tag).await? {
+    let replaced = engine.local_image(&spec.tag).await?;
+    if let Some(img) = replaced.clone() {
         if img.labels.get(LABEL_INPUTS) == Some(&inputs) {
             tracing::info!(
                 "{}: {} is up to date (inputs {})",
@@ -262,6 +263,11 @@ pub async fn build(
     tracing::debug!("{}: build output:\n{log}", spec.step);
     let img = engine.local_image(&spec.tag).await?;
     let id = img.map(|i| i.id).unwrap_or_default();
+    // The image this build replaced has lost its tag: remove it (unless a
+    // container still uses it), so the engine does not fill up.
+    if let Some(old) = replaced.filter(|old| old.id != id) {
+        engine.remove_unused_image(&old.id).await;
+    }
     tracing::info!(
         "{}: built {} in {:.0?}",
         spec.step,

@@ -106,6 +106,13 @@ impl CleanArgs {
         println!(
             "removed {containers} labelled container(s) and {images} image tag(s) under {prefix}"
         );
+        if !self.containers_only {
+            let (dangling, bytes) = h.engine.prune_dangling().await?;
+            println!(
+                "removed {dangling} dangling labelled image(s) (left by interrupted or replaced builds), {} MiB",
+                bytes >> 20
+            );
+        }
         Ok(Exit::Success)
     }
 }

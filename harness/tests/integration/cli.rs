@@ -280,6 +280,28 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
         .status()
         .unwrap()
         .success());
+    // A dangling labelled image: a tag moved away from it (as an interrupted
+    // or replaced build leaves one).
+    let build = |n: &str| {
+        let mut child = Command::new("docker")
+            .args(["build", "-q", "-t", "guix-matrix-cleantest:dangling", "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        write!(
+            child.stdin.take().unwrap(),
+            "FROM {}\nRUN echo {n} > /n\n",
+            p.base.reference
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let dangling = build("one");
+    build("two");
     let dir = tempfile::tempdir().unwrap();
     let matrix = dir.path().join("matrix.toml");
     let text = std::fs::read_to_string(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
@@ -301,8 +323,17 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("1 image tag(s) under guix-matrix-cleantest"),
+        text.contains("2 image tag(s) under guix-matrix-cleantest"),
         "{text}"
+    );
+    assert!(text.contains("dangling labelled image(s)"), "{text}");
+    let gone = Command::new("docker")
+        .args(["image", "inspect", &dangling])
+        .output()
+        .unwrap();
+    assert!(
+        !gone.status.success(),
+        "the dangling image {dangling} is still there"
     );
     assert!(
         !labelled_containers()
