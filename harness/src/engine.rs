@@ -271,12 +271,26 @@ impl Engine {
     /// `docker commit CONTAINER TAG`: the container's file system as a new
     /// image, which keeps the container's config (and so our labels).
     pub async fn commit(&self, container: &str, tag: &str) -> Result<String, EngineError> {
+        self.commit_with(container, tag, "").await
+    }
+
+    /// `docker commit --change CHANGES CONTAINER TAG` (Dockerfile
+    /// instructions, one per line, e.g. `ENTRYPOINT ["/entry-point.sh"]`).
+    pub async fn commit_with(
+        &self,
+        container: &str,
+        tag: &str,
+        changes: &str,
+    ) -> Result<String, EngineError> {
         let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-        let opts = CommitContainerOptionsBuilder::default()
+        let mut opts = CommitContainerOptionsBuilder::default()
             .container(container)
             .repo(repo)
-            .tag(t)
-            .build();
+            .tag(t);
+        if !changes.is_empty() {
+            opts = opts.changes(changes);
+        }
+        let opts = opts.build();
         let step = format!("commit {container} as {tag}");
         let config = bollard::models::ContainerConfig::default();
         Ok(timeout(

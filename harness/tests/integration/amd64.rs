@@ -34,6 +34,24 @@ fn image_carries_platform_and_inputs_labels() {
             .map(String::as_str),
         Some("true")
     );
+    // Where the base came from, to trace and rebuild it.
+    let base = img
+        .labels
+        .get("io.guix-matrix.base")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(base, p.base.provenance);
+    assert!(
+        base.starts_with("mmdebstrap minbase of ") && base.contains("(rootfs sha256:")
+            || base.contains("@sha256:"),
+        "{base}"
+    );
+    for label in [
+        "org.opencontainers.image.title",
+        "org.opencontainers.image.licenses",
+    ] {
+        assert!(img.labels.contains_key(label), "{label}");
+    }
 }
 
 #[test]

@@ -459,3 +459,79 @@ fn an_image_that_bakes_the_wrong_daemon_flags_fails_the_defaults_check() {
         other => panic!("the defaults check passed an image without --disable-chroot: {other:?}"),
     }
 }
+
+/// Each check of `defaults` sees its own fault: an image whose ACL trusts a
+/// key that is not ours, whose entry point no longer traces, whose default
+/// URL list is gone and whose default command is not a shell.
+#[test]
+fn the_defaults_check_sees_a_foreign_key_no_trace_no_urls_and_no_shell() {
+    use harness::scenarios::{Scenario, Verdict};
+    let _shared = crate::common::shared();
+    let h = harness();
+    let mut p = prepared("linux/amd64");
+    let spoil = harness::run::RunSpec::new(p.image.tag.clone(), "spoil the image")
+        .platform(&p.platform.docker)
+        .bash(
+            "sed -i 's/^set -exuo pipefail$/set -euo pipefail/' /entry-point.sh && \\
+             echo '(public-key (ecc (curve Ed25519) (q #00000000000000000000000000000000000000000000000000000000000000AA#)))' > /tmp/k && \\
+             guix archive --authorize < /tmp/k && rm -f /etc/guix-matrix/substitute-urls",
+        )
+        .with_options(None, true);
+    let out = block_on(run::run(&h.engine, &spoil)).unwrap();
+    assert_eq!(out.exit_code, 0, "{}", out.combined);
+    let id = out.kept_container.expect("kept");
+    let tag = "guix-matrix-spoiled:amd64";
+    block_on(
+        h.engine
+            .commit_with(&id, tag, "ENTRYPOINT [\"/entry-point.sh\"]\nCMD [\"true\"]"),
+    )
+    .unwrap();
+    block_on(h.engine.remove_container(&id));
+    p.image.tag = tag.into();
+    let outcome = block_on(harness::scenarios::run_one(h, &p, Scenario::Defaults));
+    block_on(h.engine.remove_image(tag));
+    let Verdict::Failed(why) = &outcome.verdict else {
+        panic!(
+            "the defaults check passed a spoiled image: {:?}",
+            outcome.verdict
+        )
+    };
+    for fault in [
+        "the entry point's trace (set -x) must show the command",
+        "not ours [\"00000000000000000000000000000000000000000000000000000000000000AA\"]",
+        "guix-daemon did not get the default list of substitutes/urls",
+        "must give a shell where guix works",
+    ] {
+        assert!(why.contains(fault), "`{fault}` not in: {why}");
+    }
+}
+
+/// The image's online step (guix-pull.sh), run offline: it pulls with
+/// --fallback, runs the same pin check as the entry point, keeps guix pull's
+/// exit code and leaves no temporary file.
+#[test]
+fn the_pull_step_falls_back_checks_the_pin_and_cleans_up_even_when_it_fails() {
+    let _shared = crate::common::shared();
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let spec = harness::scenarios::spec(h, &p, "pull step offline").bash(
+        "before=$(ls /tmp | wc -l); /entry-point.sh /usr/local/bin/guix-pull.sh; echo rc=$?; echo tmp-left=$(( $(ls /tmp | wc -l) - before ))",
+    );
+    let out = block_on(run::run(&h.engine, &spec)).unwrap();
+    let said = &out.combined;
+    assert!(
+        said.contains("+ guix pull --channels=/root/.config/guix/channels.scm --fallback"),
+        "{said}"
+    );
+    assert!(said.contains("guix-matrix: pin check:"), "{said}");
+    let rc = harness::scenarios::kv(&out.stdout, "rc").unwrap_or_default();
+    assert!(
+        rc != "0" && !rc.is_empty(),
+        "offline the pull fails, and says so: rc={rc}\n{said}"
+    );
+    assert_eq!(
+        harness::scenarios::kv(&out.stdout, "tmp-left").as_deref(),
+        Some("0"),
+        "{said}"
+    );
+}
