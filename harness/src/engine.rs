@@ -14,6 +14,8 @@ use std::time::Duration;
 pub const LABEL_MANAGED: &str = "io.guix-matrix.managed";
 /// Label carrying the content hash of an image's inputs.
 pub const LABEL_INPUTS: &str = "io.guix-matrix.inputs";
+/// The inputs part by part (JSON), to say what changed between two images.
+pub const LABEL_PARTS: &str = "io.guix-matrix.inputs.parts";
 /// Label carrying the Docker platform an image or container is for.
 pub const LABEL_PLATFORM: &str = "io.guix-matrix.platform";
 
@@ -314,6 +316,22 @@ impl Engine {
             }) => {}
             Err(e) => tracing::warn!("could not remove image {reference}: {e}"),
         }
+    }
+
+    /// Every tag in the engine, with the id it names.
+    pub async fn tags(&self) -> Result<HashMap<String, String>, EngineError> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
+            .await
+            .map_err(EngineError::api("list images"))?;
+        Ok(images
+            .into_iter()
+            .flat_map(|i| {
+                let id = i.id;
+                i.repo_tags.into_iter().map(move |t| (t, id.clone()))
+            })
+            .collect())
     }
 
     /// Removes an image that nothing needs any more; one still used by a

@@ -1,6 +1,8 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
-use crate::{base, emulators, engine, image, matrix, paths, pin, published, release, run};
+use crate::{
+    base, emulators, engine, image, incremental, matrix, paths, pin, published, release, run,
+};
 use std::path::PathBuf;
 
 /// Anything a pipeline step can fail with.
@@ -26,6 +28,8 @@ pub enum Error {
     Release(#[from] release::ReleaseError),
     #[error(transparent)]
     Published(#[from] published::PublishedError),
+    #[error(transparent)]
+    Incremental(#[from] incremental::IncrementalError),
     #[error("no platform in {path} runs natively on this engine's architecture ({arch})")]
     NoNativePlatform { path: PathBuf, arch: String },
     #[error("cannot read the readdir probes out of the probe image: {0}")]
@@ -58,6 +62,7 @@ impl Error {
             Error::Pin(e) => e.fix(),
             Error::Release(e) => e.fix(),
             Error::Published(e) => e.fix(),
+            Error::Incremental(e) => e.fix(),
             Error::NoNativePlatform { .. } => {
                 Some("add a [[platform]] with emulator = \"none\" for it".into())
             }

@@ -2,9 +2,10 @@
 
 use crate::base;
 use crate::emulators;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, LocalImage};
 use crate::error::Error;
 use crate::image;
+use crate::incremental::{self, Seed, Start};
 use crate::matrix::{Matrix, Platform};
 use crate::paths::Checkout;
 use crate::published;
@@ -22,6 +23,8 @@ pub struct Prepared {
     pub base: base::Base,
     pub image: image::Built,
     pub emulator: Option<emulators::Handler>,
+    /// Where the image came from (built, up to date, a release …).
+    pub start: Start,
 }
 
 /// How a run goes, as the command line (or a test) says: one struct, no
@@ -41,6 +44,10 @@ pub struct Options {
     /// Check this published image (a registry reference, or a release
     /// directory) instead of building one.
     pub image: Option<String>,
+    /// Start from this release (a registry reference, or a release
+    /// directory): reuse its image where the tree is unchanged, else build on
+    /// its base and layers.
+    pub from: Option<String>,
 }
 
 impl Options {
@@ -53,6 +60,7 @@ impl Options {
             echo: false,
             keep: false,
             image: None,
+            from: None,
         }
     }
 }
@@ -159,7 +167,9 @@ impl Harness {
                         ("BASE_IMAGE".to_string(), base.reference.clone()),
                         ("PROBE_CCS".to_string(), ccs.join(" ")),
                     ]),
-                    from_ids: vec![base.id.clone()],
+                    unhashed_args: BTreeMap::new(),
+                    depends_on: vec![base.id.clone()],
+                    cache_from: vec![],
                     timeout: Duration::from_secs(1200),
                     step: format!("{}: readdir probe image", native.docker),
                     root: self.options.checkout.root.clone(),
@@ -260,6 +270,35 @@ impl Harness {
             progress("fetch the published image");
             return self.published(platform, source, emulator).await;
         }
+        // An image of this tree needs nothing else, not even its base.
+        let want = self.inputs(platform)?;
+        if let Some(img) = self.engine.local_image(&self.image_tag(platform)).await? {
+            if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want.hash) {
+                tracing::info!(
+                    "{}: {} is up to date (inputs {})",
+                    platform.docker,
+                    self.image_tag(platform),
+                    &want.hash[..12]
+                );
+                return Ok(Prepared {
+                    emulator,
+                    ..self.as_is(platform, img, want.hash, Start::UpToDate)
+                });
+            }
+        }
+        let mut start = Start::Built;
+        let mut cache_from = vec![];
+        if let Some(from) = &self.options.from {
+            match self.seed(platform, from, progress).await? {
+                Ok(prepared) => {
+                    return Ok(Prepared {
+                        emulator,
+                        ..prepared
+                    })
+                }
+                Err((s, cache)) => (start, cache_from) = (s, cache),
+            }
+        }
         progress("base image");
         let base = base::ensure(
             &self.engine,
@@ -269,14 +308,94 @@ impl Harness {
         )
         .await?;
         progress("image");
-        let spec = self.image_spec(platform, &base);
-        let image = image::build(&self.engine, &spec, &|s| progress(s)).await?;
+        let mut spec = self.image_spec(platform, &base);
+        spec.cache_from.clone_from(&cache_from);
+        let image = image::build(&self.engine, &spec, &|s| progress(s)).await;
+        // The release's image was only a cache: leave no trace of it.
+        for tag in &cache_from {
+            self.engine.remove_image(tag).await;
+        }
+        let image = image?;
+        if !image.rebuilt && start == Start::Built {
+            start = Start::UpToDate;
+        }
         Ok(Prepared {
             platform: platform.clone(),
             base,
             image,
             emulator,
+            start,
         })
+    }
+
+    /// What the release `from` does for `platform`: Ok(the image, reused),
+    /// or Err(how the build starts, the images to use as its layer cache).
+    async fn seed(
+        &self,
+        platform: &Platform,
+        from: &str,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Result<Prepared, (Start, Vec<String>)>, Error> {
+        let want = self.inputs(platform)?;
+        let tag = self.image_tag(platform);
+        let release = crate::published::release_name(from);
+        let d = &self.matrix.defaults;
+        let seed = incremental::seed(
+            &self.engine,
+            from,
+            platform,
+            &want,
+            &d.image,
+            &base::base_tag(d, platform),
+            &self.options.checkout.root,
+            progress,
+        )
+        .await?;
+        Ok(match seed {
+            Seed::Reuse(img) => {
+                let released = incremental::release_tag(&d.image, platform);
+                crate::published::tag(&self.engine, &img.id, &tag).await?;
+                self.engine.remove_image(&released).await;
+                Ok(self.as_is(platform, img, want.hash, Start::Reused { release }))
+            }
+            Seed::Layers { image, changed } => {
+                Err((Start::RebuiltFrom { release, changed }, vec![image]))
+            }
+            Seed::Cold(why) => Err((Start::BuiltCold { why }, vec![])),
+        })
+    }
+
+    /// `platform`'s image `img` (of inputs `inputs`), used as it is.
+    fn as_is(
+        &self,
+        platform: &Platform,
+        img: LocalImage,
+        inputs: String,
+        start: Start,
+    ) -> Prepared {
+        let provenance = img
+            .labels
+            .get("io.guix-matrix.base")
+            .cloned()
+            .unwrap_or_default();
+        Prepared {
+            platform: platform.clone(),
+            base: base::Base {
+                reference: base::base_tag(&self.matrix.defaults, platform),
+                id: String::new(),
+                origin: base::Origin::Local,
+                provenance,
+            },
+            image: image::Built {
+                tag: self.image_tag(platform),
+                id: img.id,
+                inputs,
+                rebuilt: false,
+                elapsed: Duration::ZERO,
+            },
+            emulator: None,
+            start,
+        }
     }
 
     /// A published image of `platform`, as users get it, in place of a build.
@@ -310,32 +429,25 @@ impl Harness {
                 elapsed: started.elapsed(),
             },
             emulator,
+            start: Start::Published {
+                source: source.to_string(),
+            },
         })
     }
 
     /// The build of the Guix image for `platform` on `base`.
     pub fn image_spec(&self, platform: &Platform, base: &base::Base) -> image::BuildSpec {
-        image::BuildSpec {
-            tag: self.image_tag(platform),
-            platform: platform.docker.clone(),
-            dockerfile: "Dockerfile".into(),
-            context: ["Dockerfile", "substitutes", "channels", "scripts"]
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
-            build_args: BTreeMap::from([
-                ("BASE_IMAGE".to_string(), base.reference.clone()),
-                (
-                    "GUIX_DAEMON_ARGS".to_string(),
-                    platform.daemon_args.join(" "),
-                ),
-                ("BASE_PROVENANCE".to_string(), base.provenance.clone()),
-            ]),
-            from_ids: vec![base.id.clone()],
-            timeout: self.step_timeout(platform) * 2,
-            step: format!("{}: build image", platform.docker),
-            root: self.options.checkout.root.clone(),
-        }
+        image_spec(
+            &self.matrix,
+            &self.options.checkout.root,
+            platform,
+            &base.provenance,
+        )
+    }
+
+    /// What the tree builds for `platform` (see [`inputs`]).
+    pub fn inputs(&self, platform: &Platform) -> Result<image::Inputs, image::BuildError> {
+        inputs(&self.matrix, &self.options.checkout.root, platform)
     }
 
     /// `guix-matrix:arm-v7`.
@@ -347,4 +459,53 @@ impl Harness {
     pub fn step_timeout(&self, platform: &Platform) -> Duration {
         platform.timeout(Duration::from_secs(self.matrix.defaults.step_timeout_secs))
     }
+}
+
+/// The build of the Guix image for `platform` from the checkout at `root`,
+/// on a base whose provenance is `provenance` (a label, not an input).
+pub fn image_spec(
+    matrix: &Matrix,
+    root: &std::path::Path,
+    platform: &Platform,
+    provenance: &str,
+) -> image::BuildSpec {
+    let d = &matrix.defaults;
+    image::BuildSpec {
+        tag: format!("{}:{}", d.image, platform.slug()),
+        platform: platform.docker.clone(),
+        dockerfile: "Dockerfile".into(),
+        context: ["Dockerfile", "substitutes", "channels", "scripts"]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        build_args: BTreeMap::from([
+            ("BASE_IMAGE".to_string(), base::base_tag(d, platform)),
+            (
+                "GUIX_DAEMON_ARGS".to_string(),
+                platform.daemon_args.join(" "),
+            ),
+        ]),
+        unhashed_args: BTreeMap::from([("BASE_PROVENANCE".to_string(), provenance.to_string())]),
+        // The base's recipe, not its id: the same tree has the same content
+        // hash on every machine, whichever day its base was made.
+        depends_on: vec![format!(
+            "debian {} {} {} {}",
+            d.base_image, d.suite, d.mirror, platform.debian_arch
+        )],
+        cache_from: vec![],
+        timeout: platform.timeout(Duration::from_secs(d.step_timeout_secs)) * 2,
+        step: format!("{}: build image", platform.docker),
+        root: root.to_path_buf(),
+    }
+}
+
+/// What the tree at `root` builds for `platform`: the content hash and its
+/// parts, from the files alone (no engine, no build). Equal on every machine
+/// for the same tree; `harness matrix --json` prints it for CI cache keys.
+pub fn inputs(
+    matrix: &Matrix,
+    root: &std::path::Path,
+    platform: &Platform,
+) -> Result<image::Inputs, image::BuildError> {
+    image::inputs(&image_spec(matrix, root, platform, ""))
 }

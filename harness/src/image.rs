@@ -1,6 +1,6 @@
 //! Image builds through the engine's classic builder, skipped when the inputs' content hash is unchanged.
 
-use crate::engine::{timeout, Engine, EngineError, LABEL_INPUTS};
+use crate::engine::{timeout, Engine, EngineError, LABEL_INPUTS, LABEL_PARTS};
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -18,14 +18,79 @@ pub struct BuildSpec {
     pub dockerfile: String,
     /// Repository-relative files and folders that make the context.
     pub context: Vec<PathBuf>,
+    /// Build arguments; part of the content hash.
     pub build_args: BTreeMap<String, String>,
-    /// Image ids the build starts from (part of the content hash).
-    pub from_ids: Vec<String>,
+    /// Build arguments that describe where this machine got its parts (e.g.
+    /// the base's provenance): passed, not hashed, so the same tree has the
+    /// same content hash on every machine.
+    pub unhashed_args: BTreeMap<String, String>,
+    /// Other facts the result depends on (a parent image id, the base's
+    /// recipe); part of the content hash.
+    pub depends_on: Vec<String>,
+    /// Images whose layers the builder may reuse (a release of this image).
+    pub cache_from: Vec<String>,
     pub timeout: Duration,
     /// Step name used in messages and progress.
     pub step: String,
     /// The checkout the context paths are relative to.
     pub root: PathBuf,
+}
+
+/// What an image is built from, hashed part by part: the content hash
+/// (`io.guix-matrix.inputs`) is the hash of the parts, and the parts
+/// (`io.guix-matrix.inputs.parts`) say what changed between two images.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inputs {
+    pub hash: String,
+    /// part ("file scripts/entry-point.sh", "arg GUIX_DAEMON_ARGS", …) -> sha256
+    pub parts: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    fn from_parts(parts: BTreeMap<String, String>) -> Inputs {
+        let mut h = Sha256::new();
+        for (name, sum) in &parts {
+            h.update(format!("{name} {sum}\n"));
+        }
+        Inputs {
+            hash: hex::encode(h.finalize()),
+            parts,
+        }
+    }
+
+    /// The inputs an image's labels claim, checked for consistency: the
+    /// parts must hash to the content hash (a label edited by hand does not).
+    pub fn from_labels(labels: &HashMap<String, String>) -> Result<Inputs, String> {
+        let hash = labels
+            .get(LABEL_INPUTS)
+            .ok_or("no io.guix-matrix.inputs label")?;
+        let parts = labels
+            .get(LABEL_PARTS)
+            .ok_or("no io.guix-matrix.inputs.parts label")?;
+        let parts: BTreeMap<String, String> = serde_json::from_str(parts)
+            .map_err(|e| format!("io.guix-matrix.inputs.parts is not a JSON map: {e}"))?;
+        let inputs = Inputs::from_parts(parts);
+        if &inputs.hash != hash {
+            return Err(format!(
+                "its parts hash to {}, its io.guix-matrix.inputs label says {}: the labels were altered",
+                &inputs.hash[..12],
+                hash.get(..12).unwrap_or(hash)
+            ));
+        }
+        Ok(inputs)
+    }
+
+    /// The parts that differ from `other` (changed, added or gone), by name.
+    pub fn changed_since(&self, other: &Inputs) -> Vec<String> {
+        let mut names: Vec<&String> = self.parts.keys().chain(other.parts.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter(|n| self.parts.get(*n) != other.parts.get(*n))
+            .map(|n| n.split_once(' ').map_or(n.as_str(), |(_, p)| p).to_string())
+            .collect()
+    }
 }
 
 /// How a build ended.
@@ -135,31 +200,39 @@ fn collect(
     Ok(files)
 }
 
-/// sha256 over the context files, the build arguments, the platform and the
-/// parent images: equal hashes mean an equal image.
-pub fn inputs_hash(spec: &BuildSpec, files: &[(String, u32, Vec<u8>)]) -> String {
-    let mut h = Sha256::new();
-    for (path, mode, data) in files {
-        h.update(format!("file {path} {mode:o} {}\n", data.len()));
-        h.update(data);
-    }
-    for (k, v) in &spec.build_args {
-        h.update(format!("arg {k}={v}\n"));
-    }
-    for id in &spec.from_ids {
-        h.update(format!("from {id}\n"));
-    }
-    h.update(format!(
-        "platform {}\ndockerfile {}\n",
-        spec.platform, spec.dockerfile
-    ));
-    hex::encode(h.finalize())
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
-/// The inputs hash `spec` would build from the tree as it is now (no engine).
-pub fn tree_inputs(spec: &BuildSpec) -> Result<String, BuildError> {
+/// The content hash of `spec` over the context files (bytes and mode), the
+/// hashed build arguments, what it depends on, the platform and the
+/// Dockerfile: equal hashes mean an equal image.
+pub fn inputs_of(spec: &BuildSpec, files: &[(String, u32, Vec<u8>)]) -> Inputs {
+    let mut parts = BTreeMap::new();
+    for (path, mode, data) in files {
+        let mut h = Sha256::new();
+        h.update(format!("{mode:o} {}\n", data.len()));
+        h.update(data);
+        parts.insert(format!("file {path}"), hex::encode(h.finalize()));
+    }
+    for (k, v) in &spec.build_args {
+        parts.insert(format!("arg {k}"), sha(v.as_bytes()));
+    }
+    for (i, d) in spec.depends_on.iter().enumerate() {
+        parts.insert(format!("from {i}"), sha(d.as_bytes()));
+    }
+    parts.insert("platform platform".into(), sha(spec.platform.as_bytes()));
+    parts.insert(
+        "dockerfile dockerfile".into(),
+        sha(spec.dockerfile.as_bytes()),
+    );
+    Inputs::from_parts(parts)
+}
+
+/// The inputs `spec` would build from the tree as it is now (no engine).
+pub fn inputs(spec: &BuildSpec) -> Result<Inputs, BuildError> {
     let files = collect(&spec.root, &spec.context, &spec.step)?;
-    Ok(inputs_hash(spec, &files))
+    Ok(inputs_of(spec, &files))
 }
 
 /// Builds `spec` unless the tagged image already carries the same inputs hash.
@@ -170,7 +243,10 @@ pub async fn build(
 ) -> Result<Built, BuildError> {
     let started = Instant::now();
     let files = collect(&spec.root, &spec.context, &spec.step)?;
-    let inputs = inputs_hash(spec, &files);
+    let Inputs {
+        hash: inputs,
+        parts,
+    } = inputs_of(spec, &files);
     let replaced = engine.local_image(&spec.tag).await?;
     if let Some(img) = replaced.clone() {
         if img.labels.get(LABEL_INPUTS) == Some(&inputs) {
@@ -208,8 +284,18 @@ pub async fn build(
 
     let mut labels: HashMap<String, String> = Engine::labels(Some(&spec.platform));
     labels.insert(LABEL_INPUTS.into(), inputs.clone());
-    let args: HashMap<String, String> = spec.build_args.clone().into_iter().collect();
+    labels.insert(
+        LABEL_PARTS.into(),
+        serde_json::to_string(&parts).expect("parts json"),
+    );
+    let args: HashMap<String, String> = spec
+        .build_args
+        .iter()
+        .chain(&spec.unhashed_args)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let opts = BuildImageOptionsBuilder::default()
+        .cachefrom(&spec.cache_from)
         .dockerfile(&spec.dockerfile)
         .t(&spec.tag)
         .platform(&spec.platform)

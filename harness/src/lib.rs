@@ -2,9 +2,9 @@
 //! through the Docker engine and checks what the image promises.
 //!
 //! The modules follow the pipeline, each using only those listed after it:
-//! cli → release → leg → report → scenarios → harness → error → doctor,
-//! emulators, image, base, pin, published → run, retry → engine, matrix,
-//! paths, host, text.
+//! cli → release → leg → report → scenarios → harness → error → incremental
+//! → doctor, emulators, image, base, pin, published → run, retry → engine,
+//! matrix, paths, host, text.
 
 pub mod cli;
 pub mod leg;
@@ -15,6 +15,8 @@ pub mod scenarios;
 pub mod harness;
 
 pub mod error;
+
+pub mod incremental;
 
 pub mod base;
 pub mod doctor;

@@ -63,6 +63,53 @@ impl PublishedError {
     }
 }
 
+/// Which image of a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The Guix image users run.
+    Image,
+    /// The base it was built on (seeds a build from the release).
+    Base,
+}
+
+/// The release's name (its dated tag): from a directory's file names, or
+/// the reference's tag.
+pub fn release_name(source: &str) -> String {
+    let dir = Path::new(source);
+    if dir.is_dir() {
+        let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap_or_default();
+        return sums
+            .lines()
+            .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+            .find(|n| n.ends_with("-oci.tar"))
+            .and_then(|n| n.strip_prefix("guix-matrix-")?.strip_suffix("-oci.tar"))
+            .map_or_else(|| dir.display().to_string(), str::to_string);
+    }
+    match source.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') && !repo.ends_with("@sha256") => tag.to_string(),
+        _ => source.to_string(),
+    }
+}
+
+/// The registry tag of the base an image of release `tag` was built on.
+pub fn base_tag_of(tag: &str, p: &Platform) -> String {
+    format!("{tag}-base-{}", p.slug())
+}
+
+/// The reference of `part` of a registry release: the base of `REPO:TAG`
+/// is `REPO:TAG-base-<slug>`.
+fn part_reference(source: &str, platform: &Platform, part: Part) -> Option<String> {
+    match part {
+        Part::Image => Some(source.to_string()),
+        Part::Base => match source.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') && !source.contains('@') => {
+                Some(format!("{repo}:{}", base_tag_of(tag, platform)))
+            }
+            _ => None,
+        },
+    }
+}
+
 /// Makes the published image of `platform` local under `tag`: from a
 /// release directory (checksum verified, then `docker load`) or a registry
 /// reference (pulled for that platform).
@@ -72,12 +119,36 @@ pub async fn fetch(
     platform: &Platform,
     tag: &str,
 ) -> Result<LocalImage, PublishedError> {
+    fetch_part(engine, source, platform, tag, Part::Image).await
+}
+
+/// The same for one part of the release.
+pub async fn fetch_part(
+    engine: &Engine,
+    source: &str,
+    platform: &Platform,
+    tag: &str,
+    part: Part,
+) -> Result<LocalImage, PublishedError> {
     let dir = Path::new(source);
+    let mut restore = None;
     let reference = if dir.is_dir() {
-        load(engine, dir, platform).await?
+        // `docker load` names the image as it was saved (guix-matrix:arm-v7):
+        // that name is given back to what it named before, once the image
+        // has its own tag, so a fetch never replaces a local image.
+        let before = engine.tags().await?;
+        let loaded = load(engine, dir, platform, part).await?;
+        restore = Some((loaded.clone(), before.get(&loaded).cloned()));
+        loaded
     } else {
-        pull(engine, source, platform).await?;
-        source.to_string()
+        let reference =
+            part_reference(source, platform, part).ok_or_else(|| PublishedError::NotInRelease {
+                dir: source.into(),
+                platform: platform.docker.clone(),
+                slug: platform.slug(),
+            })?;
+        pull(engine, &reference, platform).await?;
+        reference
     };
     let img = engine
         .local_image(&reference)
@@ -94,22 +165,40 @@ pub async fn fetch(
             found: img.architecture,
         });
     }
+    self::tag(engine, &img.id, tag).await?;
+    match restore {
+        Some((name, Some(old))) if old != img.id && name != tag => {
+            self::tag(engine, &old, &name).await?;
+        }
+        Some((name, None)) if name != tag => engine.remove_image(&name).await,
+        _ => {}
+    }
+    Ok(img)
+}
+
+/// `docker tag ID TAG`.
+pub async fn tag(engine: &Engine, id: &str, tag: &str) -> Result<(), EngineError> {
     let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
     engine
         .docker
         .tag_image(
-            &img.id,
+            id,
             Some(TagImageOptionsBuilder::default().repo(repo).tag(t).build()),
         )
         .await
-        .map_err(EngineError::api(format!("tag {tag}")))?;
-    Ok(img)
+        .map_err(EngineError::api(format!("tag {tag}")))
 }
 
 /// Verifies the platform's tarball against SHA256SUMS and loads it; returns
 /// the reference it loaded as.
-async fn load(engine: &Engine, dir: &Path, platform: &Platform) -> Result<String, PublishedError> {
+async fn load(
+    engine: &Engine,
+    dir: &Path,
+    platform: &Platform,
+    part: Part,
+) -> Result<String, PublishedError> {
     let suffix = format!("-{}.docker.tar.gz", platform.slug());
+    let is_base = |n: &str| n.starts_with("guix-matrix-base-");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PublishedError::Io { path, source }
@@ -119,8 +208,10 @@ async fn load(engine: &Engine, dir: &Path, platform: &Platform) -> Result<String
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with(&suffix))
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.ends_with(&suffix) && is_base(&n) == (part == Part::Base)
+            })
         })
         .ok_or_else(|| PublishedError::NotInRelease {
             dir: dir.to_path_buf(),

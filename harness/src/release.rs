@@ -3,7 +3,7 @@
 use crate::base;
 use crate::engine::{timeout, Engine, EngineError, LABEL_INPUTS};
 use crate::harness::Harness;
-use crate::image::{self, BuildError};
+use crate::image::BuildError;
 use crate::matrix::Platform;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures::StreamExt;
@@ -28,6 +28,10 @@ pub struct Proved {
     /// The local tag (`guix-matrix:arm-v7`).
     pub image: String,
     pub id: String,
+    /// The base the image was built on (`guix-matrix-base:arm-v7`), when the
+    /// engine still has it: released beside the image, so that a build from
+    /// this release reuses the image's layers.
+    pub base: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,22 +225,19 @@ async fn check(h: &Harness, p: &Platform, reported: &str) -> Result<Proved, Rele
             local: short(&local.id),
         });
     }
+    // The base is released only if it is this image's own base (its layers
+    // are the bottom of the image's): another base seeds no build cache.
     let base_tag = base::base_tag(&h.matrix.defaults, p);
-    let base_img = h
+    let base = h
         .engine
         .local_image(&base_tag)
         .await?
-        .ok_or_else(|| ReleaseError::Missing {
-            platform: p.docker.clone(),
-            image: base_tag.clone(),
-        })?;
-    let base = base::Base {
-        reference: base_tag,
-        provenance: base::provenance(&base_img),
-        id: base_img.id,
-        origin: base::Origin::Local,
-    };
-    let tree = image::tree_inputs(&h.image_spec(p, &base))?;
+        .filter(|b| !b.layers.is_empty() && local.layers.starts_with(&b.layers))
+        .map(|_| base_tag);
+    if base.is_none() {
+        tracing::warn!("{}: the engine no longer has the base {image} was built on; released without it (a build from this release rebuilds every layer)", p.docker);
+    }
+    let tree = h.inputs(p)?.hash;
     let label = local.labels.get(LABEL_INPUTS).cloned().unwrap_or_default();
     if label != tree {
         return Err(ReleaseError::Stale {
@@ -250,6 +251,7 @@ async fn check(h: &Harness, p: &Platform, reported: &str) -> Result<Proved, Rele
         platform: p.clone(),
         image,
         id: local.id,
+        base,
     })
 }
 
@@ -293,6 +295,11 @@ impl<W> Hashing<W> {
 pub fn tarball_name(tag: &str, p: &Platform) -> String {
     format!("guix-matrix-{tag}-{}.docker.tar.gz", p.slug())
 }
+/// The base an image was built on, released beside it (for builds from the
+/// release, not for users: `docker load` of it gives the base alone).
+pub fn base_tarball_name(tag: &str, p: &Platform) -> String {
+    format!("guix-matrix-base-{tag}-{}.docker.tar.gz", p.slug())
+}
 pub fn oci_name(tag: &str) -> String {
     format!("guix-matrix-{tag}-oci.tar")
 }
@@ -328,8 +335,17 @@ pub async fn write_dist(
         let archive = work.path().join(format!("{}.tar", p.platform.slug()));
         let name = tarball_name(tag, &p.platform);
         let part = work.path().join(&name);
-        let (sum, len) = export(engine, p, &archive, &part).await?;
+        let (sum, len) =
+            export(engine, &p.platform.docker, &p.image, Some(&archive), &part).await?;
         tracing::info!("{}: {name}: {} MiB", p.platform.docker, len >> 20);
+        if let Some(base) = &p.base {
+            let base_name = base_tarball_name(tag, &p.platform);
+            let base_part = work.path().join(&base_name);
+            let (sum, len) = export(engine, &p.platform.docker, base, None, &base_part).await?;
+            let final_path = dist.join(&base_name);
+            std::fs::rename(&base_part, &final_path).map_err(io(&final_path))?;
+            files.insert(base_name, (sum, len));
+        }
         let (archive2, blobs2, platform) = (archive.clone(), blobs.clone(), p.platform.clone());
         let manifest =
             tokio::task::spawn_blocking(move || oci_manifest(&archive2, &blobs2, &platform))
@@ -403,33 +419,44 @@ pub async fn write_dist(
     Ok(Dist { files })
 }
 
-/// `docker save` of the image: the raw archive to `archive`, gzip'd to `gz`;
-/// returns the sha256 and size of the gzip'd file.
+/// `docker save` of `image`: the raw archive to `raw` (when given), gzip'd
+/// to `gz`; returns the sha256 and size of the gzip'd file.
 async fn export(
     engine: &Engine,
-    p: &Proved,
-    archive: &Path,
+    platform: &str,
+    image: &str,
+    raw: Option<&Path>,
     gz: &Path,
 ) -> Result<(String, u64), ReleaseError> {
-    let mut raw = std::io::BufWriter::new(std::fs::File::create(archive).map_err(io(archive))?);
+    let mut raw = match raw {
+        Some(path) => Some((
+            std::io::BufWriter::new(std::fs::File::create(path).map_err(io(path))?),
+            path,
+        )),
+        None => None,
+    };
     let mut zipped = flate2::write::GzEncoder::new(
         Hashing::new(std::io::BufWriter::new(
             std::fs::File::create(gz).map_err(io(gz))?,
         )),
         flate2::Compression::fast(),
     );
-    let step = format!("{}: export {}", p.platform.docker, p.image);
-    let mut stream = engine.docker.export_image(&p.image);
+    let step = format!("{platform}: export {image}");
+    let mut stream = engine.docker.export_image(image);
     timeout(&step, Duration::from_secs(1800), async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(EngineError::api(step.clone()))?;
-            raw.write_all(&chunk).map_err(io(archive))?;
+            if let Some((w, path)) = raw.as_mut() {
+                w.write_all(&chunk).map_err(io(path))?;
+            }
             zipped.write_all(&chunk).map_err(io(gz))?;
         }
         Ok::<(), ReleaseError>(())
     })
     .await??;
-    raw.flush().map_err(io(archive))?;
+    if let Some((mut w, path)) = raw {
+        w.flush().map_err(io(path))?;
+    }
     let mut hashed = zipped.finish().map_err(io(gz))?;
     hashed.flush().map_err(io(gz))?;
     Ok((hashed.digest(), hashed.len))
@@ -599,7 +626,8 @@ impl Registry {
     }
 }
 
-/// Pushes each platform's image (`REPO:TAG-<slug>`) through the engine, then
+/// Pushes each platform's image (`REPO:TAG-<slug>`, and the base it was
+/// built on as `REPO:TAG-base-<slug>`) through the engine, then
 /// one index of them all under `tag` and `latest` — last, so a release that
 /// fails half-way leaves no tag pointing at an incomplete set. A `tag` that
 /// already holds other content is refused unless `force`.
@@ -613,8 +641,22 @@ pub async fn push(
 ) -> Result<String, ReleaseError> {
     let mut manifests = vec![];
     for p in proved {
-        let (digest, size) =
-            push_one(engine, p, registry, &format!("{tag}-{}", p.platform.slug())).await?;
+        if let Some(base) = &p.base {
+            push_one(
+                engine,
+                base,
+                registry,
+                &crate::published::base_tag_of(tag, &p.platform),
+            )
+            .await?;
+        }
+        let (digest, size) = push_one(
+            engine,
+            &p.id,
+            registry,
+            &format!("{tag}-{}", p.platform.slug()),
+        )
+        .await?;
         let mut d = descriptor(
             MediaType::Other(DOCKER_MANIFEST.into()),
             digest.trim_start_matches("sha256:"),
@@ -664,7 +706,7 @@ pub async fn push(
 
 async fn push_one(
     engine: &Engine,
-    p: &Proved,
+    image: &str,
     registry: &Registry,
     tag: &str,
 ) -> Result<(String, u64), ReleaseError> {
@@ -676,7 +718,7 @@ async fn push_one(
         .build();
     engine
         .docker
-        .tag_image(&p.id, Some(opts))
+        .tag_image(image, Some(opts))
         .await
         .map_err(EngineError::api(format!("tag {reference}")))?;
     let result = push_stream(engine, registry, &repo, tag, &reference).await;

@@ -16,6 +16,9 @@ pub struct Leg {
     pub image_id: String,
     /// Whether the image was built in this run (false: up to date).
     pub rebuilt: bool,
+    /// Where the image came from: "built", "up to date", "reused v…",
+    /// "rebuilt from v… (changed: …)", "built cold (…)", "published …".
+    pub start: String,
     /// Set when the leg failed before its checks could run.
     pub error: Option<String>,
     pub outcomes: Vec<Outcome>,
@@ -39,6 +42,7 @@ impl Leg {
             image,
             image_id: String::new(),
             rebuilt: false,
+            start: String::new(),
             error: None,
             outcomes: vec![],
             prepare_time: elapsed,
@@ -83,11 +87,7 @@ fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
             format!("{:.1}s", leg.prepare_time.as_secs_f64()),
             match &leg.error {
                 Some(e) => first_line(e),
-                None => format!(
-                    "image {} ({})",
-                    leg.image,
-                    if leg.rebuilt { "built" } else { "up to date" }
-                ),
+                None => format!("image {} ({})", leg.image, leg.start),
             },
         ]);
         for o in &leg.outcomes {

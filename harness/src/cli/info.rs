@@ -33,10 +33,17 @@ pub struct MatrixArgs {
 impl MatrixArgs {
     pub fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string(&ctx.matrix.platforms).expect("platforms serialize")
-            );
+            // Each platform's row, its slug, and the content hash of the image
+            // the tree builds for it (a CI cache key: no engine, no build).
+            let mut rows = vec![];
+            for p in &ctx.matrix.platforms {
+                let mut row = serde_json::to_value(p).expect("platform serializes");
+                let content = crate::harness::inputs(&ctx.matrix, &ctx.checkout.root, p)?.hash;
+                row["slug"] = p.slug().into();
+                row["content"] = content.into();
+                rows.push(row);
+            }
+            println!("{}", serde_json::Value::Array(rows));
         } else {
             for p in &ctx.matrix.platforms {
                 println!(

@@ -23,6 +23,10 @@ pub struct ReproArgs {
     /// Run the legs that need the internet (real guix pull).
     #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub online: bool,
+    /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
+    /// directory) instead of building the image (see `run --from`).
+    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
+    pub from: Option<String>,
 }
 
 /// Every step on its own line, prefixed with the platform.
@@ -40,6 +44,7 @@ impl ReproArgs {
         options.echo = true;
         options.keep = !self.no_keep;
         options.online |= self.online;
+        options.from.clone_from(&self.from);
         let h = Harness::new(ctx.matrix.clone(), options).await?;
         let p = h.matrix.find(&self.platform)?.clone();
         let scenarios = if self.scenario.is_empty() {

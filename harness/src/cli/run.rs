@@ -30,8 +30,14 @@ pub struct RunArgs {
     /// Check this published image instead of building: a registry reference
     /// (REGISTRY/REPO:TAG, pulled per platform) or a release directory
     /// (`harness release --dist`, checksums verified before loading).
-    #[arg(long, value_name = "REF|DIR")]
+    #[arg(long, value_name = "REF|DIR", conflicts_with = "from")]
     pub image: Option<String>,
+    /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
+    /// directory): a platform whose inputs did not change reuses the
+    /// release's image (verified, no build); one whose inputs changed builds
+    /// on its base and layers. An unreachable release means a build, said so.
+    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
+    pub from: Option<String>,
     /// Without a terminal, say every this many seconds which step each leg is in.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
@@ -42,6 +48,7 @@ impl RunArgs {
         let mut options = ctx.options.clone();
         options.online |= self.online;
         options.image.clone_from(&self.image);
+        options.from.clone_from(&self.from);
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
         let h = match Harness::new(ctx.matrix.clone(), options).await {
             Ok(h) => h,

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod engine_faults;
 mod failure_modes;
+mod incremental;
 mod no_panic;
 mod platforms;
 mod release;

@@ -23,7 +23,8 @@ fn harness_invocations() -> Vec<(String, Vec<String>)> {
                 .replace("$COMMIT", "0123456789abcdef0123456789abcdef01234567")
                 .replace("$PLATFORM", "linux/amd64")
                 .replace("$TARGET", "ghcr.io/o/guix-matrix")
-                .replace("$TAG", "v20260101");
+                .replace("$TAG", "v20260101")
+                .replace("${FROM:+--from \"$FROM\"}", "--from image-cache");
             let args: Vec<String> = args
                 .split_whitespace()
                 .map(|a| a.trim_matches('"').to_string())
@@ -209,10 +210,20 @@ fn matrix_json_lists_every_platform_for_the_ci_matrix() {
     let m =
         harness::matrix::Matrix::load(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
     assert_eq!(platforms.len(), m.platforms.len());
+    let root = harness::paths::Checkout::find().unwrap().root;
     for (json, p) in platforms.iter().zip(&m.platforms) {
         assert_eq!(json["docker"], p.docker.as_str());
         assert_eq!(json["debian_arch"], p.debian_arch.as_str());
+        assert_eq!(json["slug"], p.slug().as_str());
+        // The content hash is the tree's, as the image's label will carry it.
+        let content = harness::harness::inputs(&m, &root, p).unwrap().hash;
+        assert_eq!(json["content"], content.as_str());
     }
+    // The CI legs key their image cache on it.
+    let ci = std::fs::read_to_string(root.join(".github/workflows/ci.yml")).unwrap();
+    assert!(ci.contains(
+        "key: guix-matrix-image-${{ matrix.platform.slug }}-${{ matrix.platform.content }}"
+    ));
 }
 
 #[test]

@@ -1,0 +1,221 @@
+//! Figures for incremental builds, side by side in one run: a cold build
+//! (no image, no base, no build cache) against starting from a release —
+//! its directory of tarballs, and the same release in a local registry —
+//! and the CI path on an unchanged tree (cache restore + load + verify +
+//! check), and the first repro of a platform from a release. Every timed
+//! command is the CLI a user types, each ending with the smoke check. Not a
+//! test:
+//!   cargo bench -p harness --bench incremental
+//! Platforms: GUIX_MATRIX_BENCH_PLATFORMS (comma separated; default
+//! linux/amd64,linux/arm/v7). It removes those platforms' images and bases
+//! (the cold build makes them again).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn harness(args: &[&str]) -> (Duration, String) {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("harness");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "harness {}:\n{said}", args.join(" "));
+    (t.elapsed(), said)
+}
+
+fn docker(args: &[&str]) {
+    let _ = Command::new("docker").args(args).output();
+}
+
+/// What a new machine has of these platforms: nothing but the native base
+/// and the emulator helper built on it (every mode needs those alike).
+fn forget(slugs: &[String]) {
+    for s in slugs {
+        docker(&["rmi", "-f", &format!("guix-matrix:{s}")]);
+        if s != "amd64" {
+            docker(&["rmi", "-f", &format!("guix-matrix-base:{s}")]);
+        }
+    }
+    docker(&[
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        "label=io.guix-matrix.managed=true",
+    ]);
+}
+
+fn starts(report: &Path) -> String {
+    let legs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    legs.iter()
+        .map(|l| format!("{}: {}", l["platform"].as_str().unwrap_or("?"), l["start"]))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+struct Registry(Child, #[allow(dead_code)] tempfile::TempDir, u16);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn registry() -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker-registry");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
+        .call()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "registry did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Registry(child, dir, port)
+}
+
+fn main() {
+    let platforms: Vec<String> = std::env::var("GUIX_MATRIX_BENCH_PLATFORMS")
+        .unwrap_or_else(|_| "linux/amd64,linux/arm/v7".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let slugs: Vec<String> = platforms
+        .iter()
+        .map(|p| p.trim_start_matches("linux/").replace('/', "-"))
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let d = |n: &str| work.path().join(n).display().to_string();
+    let mut run = vec!["run".to_string(), "--scenario".into(), "smoke".into()];
+    for p in &platforms {
+        run.extend(["--platform".into(), p.clone()]);
+    }
+    let run_to = |report: &str, from: Option<&str>| {
+        let mut args: Vec<&str> = run.iter().map(String::as_str).collect();
+        args.extend(["--report", report]);
+        if let Some(f) = from {
+            args.extend(["--from", f]);
+        }
+        harness(&args)
+    };
+
+    println!("platforms: {}", platforms.join(", "));
+    forget(&slugs);
+    let (cold, _) = run_to(&d("cold"), None);
+    println!(
+        "cold build + smoke:                  {:>6.1}s  ({})",
+        cold.as_secs_f64(),
+        starts(&work.path().join("cold"))
+    );
+    let (rel, _) = harness(&[
+        "release",
+        "--report",
+        &d("cold/report.json"),
+        "--dist",
+        &d("dist"),
+        "--tag",
+        "v20990101",
+    ]);
+    let reg = registry();
+    let repo = format!("127.0.0.1:{}/guix-matrix", reg.2);
+    let (push, _) = harness(&[
+        "release",
+        "--report",
+        &d("cold/report.json"),
+        "--dist",
+        &d("dist2"),
+        "--tag",
+        "v20990101",
+        "--push",
+        &repo,
+    ]);
+    println!(
+        "  (release --dist {:.1}s, release --push {:.1}s, untimed below)",
+        rel.as_secs_f64(),
+        push.as_secs_f64()
+    );
+
+    forget(&slugs);
+    let (from_dir, _) = run_to(&d("dir"), Some(&d("dist")));
+    println!(
+        "from the release directory + smoke:  {:>6.1}s  ({})",
+        from_dir.as_secs_f64(),
+        starts(&work.path().join("dir"))
+    );
+
+    forget(&slugs);
+    let (from_reg, _) = run_to(&d("reg"), Some(&format!("{repo}:v20990101")));
+    println!(
+        "from the local registry + smoke:     {:>6.1}s  ({})",
+        from_reg.as_secs_f64(),
+        starts(&work.path().join("reg"))
+    );
+
+    // CI on an unchanged tree: the cache restored (a copy of the release
+    // directory), then load + verify + check.
+    forget(&slugs);
+    let t = Instant::now();
+    std::fs::create_dir_all(d("restored")).unwrap();
+    for e in std::fs::read_dir(d("dist")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), work.path().join("restored").join(e.file_name())).unwrap();
+    }
+    let restore = t.elapsed();
+    let (ci, _) = run_to(&d("ci"), Some(&d("restored")));
+    println!(
+        "CI, unchanged tree (restore {:.1}s + load, verify, smoke): {:>6.1}s  ({})",
+        restore.as_secs_f64(),
+        (restore + ci).as_secs_f64(),
+        starts(&work.path().join("ci"))
+    );
+
+    // A first repro on a machine with nothing of the platform.
+    if let Some(p) = platforms.iter().find(|p| p.contains("arm/v7")) {
+        forget(&["arm-v7".to_string()]);
+        let (repro, said) = harness(&[
+            "repro",
+            "--platform",
+            p,
+            "--scenario",
+            "tmpfs",
+            "--no-keep",
+            "--from",
+            &d("dist"),
+        ]);
+        assert!(said.contains("reused v20990101"), "{said}");
+        println!(
+            "first repro of {p} --scenario tmpfs from the release: {:>6.1}s",
+            repro.as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! Starting from a release: a platform's released image is used as is when it is what this tree builds, else its base and layers seed the build; nothing is used unverified.
+
+use crate::engine::{Engine, EngineError, LocalImage, LABEL_PLATFORM};
+use crate::image::Inputs;
+use crate::matrix::Platform;
+use crate::published::{self, Part, PublishedError};
+use std::path::Path;
+
+/// Where a leg's image came from, as the report and the summary say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Built in this run (no release was given).
+    Built,
+    /// The engine already had an image of this tree.
+    UpToDate,
+    /// The release's image is what this tree builds: used as is.
+    Reused { release: String },
+    /// Built on the release's base, reusing its layers up to the first
+    /// changed input.
+    RebuiltFrom {
+        release: String,
+        changed: Vec<String>,
+    },
+    /// A release was given but could not help; built from scratch.
+    BuiltCold { why: String },
+    /// A published image checked in place of a build (`run --image`).
+    Published { source: String },
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Start::Built => write!(f, "built"),
+            Start::UpToDate => write!(f, "up to date"),
+            Start::Reused { release } => write!(f, "reused {release}"),
+            Start::RebuiltFrom { release, changed } => {
+                write!(
+                    f,
+                    "rebuilt from {release} (changed: {})",
+                    changed.join(", ")
+                )
+            }
+            Start::BuiltCold { why } => write!(f, "built cold ({why})"),
+            Start::Published { source } => write!(f, "published {source}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncrementalError {
+    #[error("{platform}: the image of release {release} is refused: {why}")]
+    Altered {
+        platform: String,
+        release: String,
+        why: String,
+    },
+    #[error("{platform}: the image of release {release} claims this tree's content ({hash}) but its {path} is not the tree's {file}: refused")]
+    Content {
+        platform: String,
+        release: String,
+        hash: String,
+        file: String,
+        path: String,
+    },
+    #[error(transparent)]
+    Published(#[from] PublishedError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{platform}: cannot read {path} to verify the release: {source}")]
+    Tree {
+        platform: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl IncrementalError {
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            IncrementalError::Altered { .. } | IncrementalError::Content { .. } => Some(
+                "use a release made by `harness release` and not modified since; or drop --from to build"
+                    .into(),
+            ),
+            IncrementalError::Published(e) => e.fix(),
+            IncrementalError::Engine(e) => e.fix(),
+            IncrementalError::Tree { .. } => None,
+        }
+    }
+}
+
+/// What a release can do for one platform's build.
+#[derive(Debug)]
+pub enum Seed {
+    /// Its image is what the tree builds, verified: use it.
+    Reuse(LocalImage),
+    /// Build on its base with its image as the layer cache.
+    Layers { image: String, changed: Vec<String> },
+    /// Nothing: build cold, for this reason.
+    Cold(String),
+}
+
+/// The local tag a release's image is fetched under.
+pub fn release_tag(image: &str, platform: &Platform) -> String {
+    format!("{image}-release:{}", platform.slug())
+}
+
+/// Fetches `platform`'s image from the release `from` (checksums verified)
+/// and decides what it can do for a tree whose inputs are `want`. A release
+/// that cannot be reached is a cold build, said so; a release that is not
+/// what its labels or checksums say is an error, never used.
+#[allow(clippy::too_many_arguments)]
+pub async fn seed(
+    engine: &Engine,
+    from: &str,
+    platform: &Platform,
+    want: &Inputs,
+    image: &str,
+    base_tag: &str,
+    root: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Seed, IncrementalError> {
+    let release = published::release_name(from);
+    progress(&format!("fetch release {release}"));
+    let tag = release_tag(image, platform);
+    let img = match published::fetch(engine, from, platform, &tag).await {
+        Ok(img) => img,
+        Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
+            tracing::warn!(
+                "{}: release {release} cannot be used ({e}); building instead",
+                platform.docker
+            );
+            return Ok(Seed::Cold(format!(
+                "{release} unavailable: {}",
+                first_line(&e)
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let altered = |why: String| IncrementalError::Altered {
+        platform: platform.docker.clone(),
+        release: release.clone(),
+        why,
+    };
+    let claimed = Inputs::from_labels(&img.labels).map_err(altered)?;
+    match img.labels.get(LABEL_PLATFORM) {
+        Some(p) if *p == platform.docker => {}
+        other => {
+            return Err(altered(format!(
+                "it is labelled for platform {}",
+                other.map_or("(none)", String::as_str)
+            )))
+        }
+    }
+    if claimed.hash == want.hash {
+        progress("verify the released image against the tree");
+        verify_content(engine, &tag, platform, &release, want, root).await?;
+        return Ok(Seed::Reuse(img));
+    }
+    let changed = want.changed_since(&claimed);
+    progress(&format!("fetch the base of release {release}"));
+    match published::fetch_part(engine, from, platform, base_tag, Part::Base).await {
+        Ok(base) if img.layers.starts_with(&base.layers) && !base.layers.is_empty() => {
+            Ok(Seed::Layers {
+                image: tag,
+                changed,
+            })
+        }
+        Ok(_) => Err(altered(format!(
+            "its base ({base_tag}) is not the bottom of its layers"
+        ))),
+        Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
+            tracing::warn!(
+                "{}: release {release} has no base to build on ({e}); building cold",
+                platform.docker
+            );
+            Ok(Seed::Cold(format!(
+                "{release} has no base for {}",
+                platform.docker
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// Every file the Dockerfile copies from the tree is byte for byte in the
+/// image where the Dockerfile puts it (read out of a created, never started
+/// container: no emulator needed).
+async fn verify_content(
+    engine: &Engine,
+    image: &str,
+    platform: &Platform,
+    release: &str,
+    want: &Inputs,
+    root: &Path,
+) -> Result<(), IncrementalError> {
+    let read = |rel: &str| {
+        std::fs::read(root.join(rel)).map_err(|source| IncrementalError::Tree {
+            platform: platform.docker.clone(),
+            path: rel.to_string(),
+            source,
+        })
+    };
+    let dockerfile = String::from_utf8_lossy(&read("Dockerfile")?).into_owned();
+    let files: Vec<String> = want
+        .parts
+        .keys()
+        .filter_map(|k| k.strip_prefix("file "))
+        .map(str::to_string)
+        .collect();
+    for (file, path) in copied(&dockerfile, &files) {
+        let tree = read(&file)?;
+        let tar = crate::run::copy_out(engine, image, &path)
+            .await
+            .map_err(|e| IncrementalError::Altered {
+                platform: platform.docker.clone(),
+                release: release.to_string(),
+                why: format!("cannot read {path} from it: {e}"),
+            })?;
+        if first_file(&tar).as_deref() != Some(tree.as_slice()) {
+            return Err(IncrementalError::Content {
+                platform: platform.docker.clone(),
+                release: release.to_string(),
+                hash: want.hash.chars().take(12).collect(),
+                file,
+                path,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn first_file(tar: &[u8]) -> Option<Vec<u8>> {
+    let mut archive = tar::Archive::new(tar);
+    let mut entry = archive
+        .entries()
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| e.header().entry_type().is_file())?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Where the Dockerfile's `COPY SRC… DEST` lines put the tree's `files`:
+/// (tree path, image path) pairs. A source ending in `/` is a folder.
+pub fn copied(dockerfile: &str, files: &[String]) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for line in dockerfile.lines() {
+        let Some(args) = line.trim().strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = args
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let Some((dest, sources)) = words.split_last() else {
+            continue;
+        };
+        for src in sources {
+            let src = src.trim_start_matches("./");
+            if let Some(dir) = src.strip_suffix('/') {
+                for f in files.iter().filter(|f| f.starts_with(&format!("{dir}/"))) {
+                    let rest = &f[dir.len() + 1..];
+                    out.push((f.clone(), format!("{}/{rest}", dest.trim_end_matches('/'))));
+                }
+            } else if files.iter().any(|f| f == src) {
+                let to = if dest.ends_with('/') {
+                    format!("{dest}{}", src.rsplit('/').next().unwrap_or(src))
+                } else {
+                    dest.to_string()
+                };
+                out.push((src.to_string(), to));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_lines_map_tree_files_to_image_paths() {
+        let files: Vec<String> = ["substitutes/a.pub", "substitutes/urls", "scripts/e.sh", "x"]
+            .map(String::from)
+            .to_vec();
+        let df = "FROM b\nCOPY substitutes/ /etc/s/\nCOPY --chown=0 scripts/e.sh /e.sh\nCOPY x /opt/\nRUN true\n";
+        assert_eq!(
+            copied(df, &files),
+            [
+                ("substitutes/a.pub", "/etc/s/a.pub"),
+                ("substitutes/urls", "/etc/s/urls"),
+                ("scripts/e.sh", "/e.sh"),
+                ("x", "/opt/x"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+    }
+
+    #[test]
+    fn the_changed_parts_are_named_by_their_paths() {
+        let labels = |parts: &[(&str, &str)]| {
+            let parts: std::collections::BTreeMap<String, String> = parts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let json = serde_json::to_string(&parts).unwrap();
+            let mut h = sha2::Sha256::new();
+            for (k, v) in &parts {
+                sha2::Digest::update(&mut h, format!("{k} {v}\n"));
+            }
+            let hash = hex::encode(sha2::Digest::finalize(h));
+            std::collections::HashMap::from([
+                (crate::engine::LABEL_INPUTS.to_string(), hash),
+                (crate::engine::LABEL_PARTS.to_string(), json),
+            ])
+        };
+        use sha2::Digest;
+        let old = Inputs::from_labels(&labels(&[("file a", "1"), ("arg X", "2")])).unwrap();
+        let new = Inputs::from_labels(&labels(&[("file a", "3"), ("arg X", "2"), ("file b", "4")]))
+            .unwrap();
+        assert_eq!(new.changed_since(&old), ["a", "b"]);
+        let mut forged = labels(&[("file a", "1")]);
+        forged.insert(crate::engine::LABEL_INPUTS.into(), "0".repeat(64));
+        let err = Inputs::from_labels(&forged).unwrap_err();
+        assert!(err.contains("the labels were altered"), "{err}");
+    }
+}

@@ -1,0 +1,380 @@
+//! Starting from a release: an unchanged tree reuses the released image with
+//! no build, a changed tree builds on the release's base and layers, and
+//! nothing unverified is used (altered content, a damaged tarball); an
+//! unreachable release means a build, said so.
+//!
+//! The release is made here, on amd64, from a base of its own (so no local
+//! build cache can stand in for the release's layers), written with
+//! `harness release`'s writer, and then every local trace of it is removed:
+//! what follows sees the engine as a new machine would.
+
+use crate::common::{block_on, harness, prepared, shared};
+use harness::harness::{Harness, Options, Prepared};
+use harness::incremental::Start;
+use std::path::Path;
+
+const IMAGE: &str = "guix-matrix-t15";
+const TAG: &str = "v20990101";
+
+/// Removes every image this file made, whatever happened.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let engine = &harness().engine;
+        for tag in [
+            format!("{IMAGE}:amd64"),
+            format!("{IMAGE}-base:amd64"),
+            format!("{IMAGE}-release:amd64"),
+            format!("{IMAGE}-spoiled:amd64"),
+        ] {
+            block_on(engine.remove_image(&tag));
+        }
+    }
+}
+
+/// A harness like the tests' one, for `checkout`, whose images are named
+/// `guix-matrix-t15`, starting from `from`.
+fn fresh(checkout: &Path, from: Option<&Path>) -> Harness {
+    let mut matrix = harness().matrix.clone();
+    matrix.defaults.image = IMAGE.into();
+    let mut options = Options::new(harness::paths::Checkout::at(checkout).unwrap());
+    options.allow_pull = false;
+    options.from = from.map(|p| p.display().to_string());
+    block_on(Harness::new(matrix, options)).unwrap()
+}
+
+/// The amd64 image, or the error as the harness reports it.
+fn prepare(h: &Harness) -> Result<Prepared, String> {
+    let p = h.matrix.find("linux/amd64").unwrap().clone();
+    block_on(h.prepare(&p)).map_err(|e| e.report())
+}
+
+/// Copies the image's inputs (and matrix.toml) of the checkout to `to`.
+fn copy_tree(to: &Path) {
+    let root = &harness().options.checkout.root;
+    let mut stack: Vec<std::path::PathBuf> = [
+        "Dockerfile",
+        "matrix.toml",
+        "substitutes",
+        "channels",
+        "scripts",
+    ]
+    .map(Into::into)
+    .to_vec();
+    while let Some(rel) = stack.pop() {
+        let from = root.join(&rel);
+        if from.is_dir() {
+            std::fs::create_dir_all(to.join(&rel)).unwrap();
+            for e in std::fs::read_dir(&from).unwrap() {
+                stack.push(rel.join(e.unwrap().file_name()));
+            }
+        } else {
+            std::fs::copy(&from, to.join(&rel)).unwrap();
+        }
+    }
+}
+
+/// The release `TAG` of the amd64 image, written to `dist`, built on a base
+/// of its own; returns its image id. The engine keeps nothing of it.
+fn release_into(dist: &Path) -> String {
+    let h0 = harness();
+    let native = prepared("linux/amd64");
+    // A base no other image is built on: the commit of the native base.
+    let c = harness::run::RunSpec::new(native.base.reference.clone(), "t15 base")
+        .platform("linux/amd64")
+        .bash("echo t15 > /etc/guix-matrix-t15")
+        .with_options(None, true);
+    let out = block_on(harness::run::run(&h0.engine, &c)).unwrap();
+    let id = out.kept_container.expect("kept");
+    block_on(h0.engine.commit_with(
+        &id,
+        &format!("{IMAGE}-base:amd64"),
+        "ENTRYPOINT []\nCMD [\"bash\"]",
+    ))
+    .unwrap();
+    block_on(h0.engine.remove_container(&id));
+
+    let h = fresh(&h0.options.checkout.root, None);
+    let built = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(built.start, Start::Built);
+    let proved = harness::release::Proved {
+        platform: built.platform.clone(),
+        image: built.image.tag.clone(),
+        id: built.image.id.clone(),
+        base: Some(format!("{IMAGE}-base:amd64")),
+    };
+    block_on(harness::release::write_dist(
+        &h.engine,
+        &[proved],
+        dist,
+        TAG,
+        &Default::default(),
+    ))
+    .unwrap();
+    // A new machine: neither the image, its base, nor their build cache.
+    block_on(h.engine.remove_image(&format!("{IMAGE}:amd64")));
+    block_on(h.engine.remove_image(&format!("{IMAGE}-base:amd64")));
+    built.image.id
+}
+
+#[test]
+fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used() {
+    let _shared = shared();
+    let _cleanup = Cleanup;
+    let dist = tempfile::tempdir().unwrap();
+    let released = release_into(dist.path());
+    let root = harness().options.checkout.root.clone();
+
+    // Unchanged tree: the release's image, verified, no build.
+    let h = fresh(&root, Some(dist.path()));
+    let t = std::time::Instant::now();
+    let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("reused in {:.1?}", t.elapsed());
+    assert_eq!(
+        p.start,
+        Start::Reused {
+            release: TAG.into()
+        }
+    );
+    assert_eq!(p.image.id, released);
+    assert!(!p.image.rebuilt);
+    let local = block_on(h.engine.local_image(&format!("{IMAGE}:amd64")))
+        .unwrap()
+        .expect("tagged");
+    assert_eq!(local.id, released);
+    assert!(
+        block_on(h.engine.local_image(&format!("{IMAGE}-release:amd64")))
+            .unwrap()
+            .is_none(),
+        "the fetch tag is left behind"
+    );
+    // A second run finds it up to date (no fetch, no build).
+    let again = prepare(&fresh(&root, Some(dist.path()))).unwrap();
+    assert_eq!(again.start, Start::UpToDate);
+    block_on(h.engine.remove_image(&format!("{IMAGE}:amd64")));
+
+    // A changed script: built on the release's base, its layers reused up
+    // to the first COPY that changed (apt's layer is not rebuilt: it would
+    // differ, apt's files carry the time they were unpacked).
+    let changed = tempfile::tempdir().unwrap();
+    copy_tree(changed.path());
+    let ep = changed.path().join("scripts/entry-point.sh");
+    let mut text = std::fs::read_to_string(&ep).unwrap();
+    text.push_str("# changed by the incremental test\n");
+    std::fs::write(&ep, text).unwrap();
+    let h = fresh(changed.path(), Some(dist.path()));
+    let t = std::time::Instant::now();
+    let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("rebuilt from the release in {:.1?}", t.elapsed());
+    assert_eq!(
+        p.start,
+        Start::RebuiltFrom {
+            release: TAG.into(),
+            changed: vec!["scripts/entry-point.sh".into()]
+        }
+    );
+    assert!(p.image.rebuilt);
+    let new = block_on(h.engine.local_image(&p.image.tag))
+        .unwrap()
+        .unwrap();
+    let old_layers = {
+        let h0 = fresh(&root, Some(dist.path()));
+        block_on(harness::published::fetch(
+            &h0.engine,
+            &dist.path().display().to_string(),
+            &p.platform,
+            &format!("{IMAGE}-release:amd64"),
+        ))
+        .unwrap()
+        .layers
+    };
+    let common = new
+        .layers
+        .iter()
+        .zip(&old_layers)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        common >= old_layers.len() - 2 && common < old_layers.len().max(new.layers.len()),
+        "{common} of {} layers shared with the release: its cache was not used",
+        old_layers.len()
+    );
+    block_on(h.engine.remove_image(&format!("{IMAGE}:amd64")));
+    block_on(h.engine.remove_image(&format!("{IMAGE}-release:amd64")));
+
+    // Nothing unverified: a release whose entry point is not what its labels
+    // say, and a damaged tarball, are refused.
+    spoiled_release_is_refused(dist.path(), &root);
+    damaged_tarball_is_refused(dist.path(), &root);
+
+    // A release that cannot be reached: build, and say why.
+    let h = fresh(&root, None);
+    let mut h = h;
+    h.options.from = Some(format!("127.0.0.1:9/{IMAGE}:{TAG}"));
+    let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    match &p.start {
+        Start::BuiltCold { why } => assert!(why.contains("unavailable"), "{why}"),
+        other => panic!("an unreachable release gave {other:?}"),
+    }
+}
+
+fn spoiled_release_is_refused(dist: &Path, root: &Path) {
+    let h = fresh(root, Some(dist));
+    let engine = &h.engine;
+    let p = h.matrix.find("linux/amd64").unwrap().clone();
+    let img = block_on(harness::published::fetch(
+        engine,
+        &dist.display().to_string(),
+        &p,
+        &format!("{IMAGE}-release:amd64"),
+    ))
+    .unwrap();
+    let c = harness::run::RunSpec::new(img.id.clone(), "spoil the release")
+        .platform("linux/amd64")
+        .bash("echo 'echo hijacked' >> /entry-point.sh")
+        .with_options(None, true);
+    let out = block_on(harness::run::run(engine, &c)).unwrap();
+    let id = out.kept_container.expect("kept");
+    block_on(engine.commit_with(
+        &id,
+        &format!("{IMAGE}:amd64"),
+        "ENTRYPOINT [\"/entry-point.sh\"]\nCMD [\"sh\"]",
+    ))
+    .unwrap();
+    block_on(engine.remove_container(&id));
+    let spoiled = tempfile::tempdir().unwrap();
+    let proved = harness::release::Proved {
+        platform: p.clone(),
+        image: format!("{IMAGE}:amd64"),
+        id: String::new(),
+        base: None,
+    };
+    block_on(harness::release::write_dist(
+        engine,
+        &[proved],
+        spoiled.path(),
+        "v20990102",
+        &Default::default(),
+    ))
+    .unwrap();
+    block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
+    block_on(engine.remove_image(&format!("{IMAGE}-release:amd64")));
+
+    let h = fresh(root, Some(spoiled.path()));
+    let err = prepare(&h).expect_err("a release with altered content was used");
+    let said = err;
+    for want in [
+        "release v20990102 claims this tree's content",
+        "/entry-point.sh is not the tree's scripts/entry-point.sh: refused",
+        "fix: use a release made by `harness release`",
+    ] {
+        assert!(said.contains(want), "`{want}` not in: {said}");
+    }
+    assert!(
+        block_on(h.engine.local_image(&format!("{IMAGE}:amd64")))
+            .unwrap()
+            .is_none(),
+        "the refused image was tagged for use"
+    );
+}
+
+fn damaged_tarball_is_refused(dist: &Path, root: &Path) {
+    let damaged = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(dist).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), damaged.path().join(e.file_name())).unwrap();
+        }
+    }
+    let tarball = damaged
+        .path()
+        .join(format!("guix-matrix-{TAG}-amd64.docker.tar.gz"));
+    let len = std::fs::metadata(&tarball).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tarball)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let err =
+        prepare(&fresh(root, Some(damaged.path()))).expect_err("a truncated tarball was used");
+    let said = err;
+    assert!(said.contains("SHA256SUMS says"), "{said}");
+    assert!(said.contains("it was not loaded"), "{said}");
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn start_in(report: &Path) -> String {
+    let legs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    legs[0]["start"].as_str().unwrap_or_default().to_string()
+}
+
+/// The CI legs' steps (ci.yml), run twice on an unchanged tree against a
+/// local cache directory: the second run builds no image. The image cache
+/// is a release directory; the engine is emptied of the image in between,
+/// as a new runner's would be.
+#[test]
+fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
+    let _alone = crate::common::exclusive();
+    let _image = prepared("linux/amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, r1, r2) = (
+        dir.path().join("image-cache"),
+        dir.path().join("r1"),
+        dir.path().join("r2"),
+    );
+    let s = |p: &Path| p.display().to_string();
+    let run = |report: &Path, from: Option<&Path>| {
+        let mut args = vec![
+            "run".to_string(),
+            "--platform".into(),
+            "linux/amd64".into(),
+            "--scenario".into(),
+            "smoke".into(),
+            "--report".into(),
+            s(report),
+        ];
+        if let Some(from) = from {
+            args.extend(["--from".into(), s(from)]);
+        }
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // First run: a cache miss; the proved image is kept.
+    let (ok, said) = run(&r1, None);
+    assert!(ok, "{said}");
+    let (ok, said) = cli(&[
+        "release",
+        "--dist",
+        &s(&cache),
+        "--report",
+        &s(&r1.join("report.json")),
+        "--tag",
+        "ci",
+    ]);
+    assert!(ok, "{said}");
+    // A new runner: the cache restored, no image in the engine.
+    block_on(harness().engine.remove_image("guix-matrix:amd64"));
+    let t = std::time::Instant::now();
+    let (ok, said) = run(&r2, Some(&cache));
+    eprintln!("second run (load, verify, check) in {:.1?}", t.elapsed());
+    assert!(ok, "{said}");
+    assert_eq!(start_in(&r2), "reused ci", "{said}");
+    assert!(said.contains("(reused ci)"), "{said}");
+}
