@@ -11,7 +11,7 @@
 //! (the cold build makes them again).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn harness(args: &[&str]) -> (Duration, String) {
@@ -62,47 +62,8 @@ fn starts(report: &Path) -> String {
         .join("; ")
 }
 
-struct Registry(Child, #[allow(dead_code)] tempfile::TempDir, u16);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn registry() -> Registry {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "registry did not answer");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Registry(child, dir, port)
-}
+#[path = "../tests/integration/registry.rs"]
+mod registry;
 
 fn main() {
     let platforms: Vec<String> = std::env::var("GUIX_MATRIX_BENCH_PLATFORMS")
@@ -146,8 +107,8 @@ fn main() {
         "--tag",
         "v20990101",
     ]);
-    let reg = registry();
-    let repo = format!("127.0.0.1:{}/guix-matrix", reg.2);
+    let reg = registry::Registry::start();
+    let repo = reg.repo();
     let (push, _) = harness(&[
         "release",
         "--report",

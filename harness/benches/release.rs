@@ -9,8 +9,8 @@
 //! separated; default all six).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 fn sh(program: &str, args: &[&str]) -> std::process::Output {
     Command::new(program).args(args).output().expect(program)
@@ -26,47 +26,8 @@ fn ok(out: std::process::Output, what: &str) {
 }
 
 /// The registry process, the directory it stores into (kept until drop), its port.
-struct Registry(Child, #[allow(dead_code)] tempfile::TempDir, u16);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn registry() -> Registry {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ureq::get(&format!("http://127.0.0.1:{port}/v2/"))
-        .call()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "registry");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Registry(child, dir, port)
-}
+#[path = "../tests/integration/registry.rs"]
+mod registry;
 
 fn main() {
     let harness = env!("CARGO_BIN_EXE_harness");
@@ -93,12 +54,12 @@ fn main() {
         Command::new(harness).args(&args).output().expect("run"),
         "proving run",
     );
-    let reg = registry();
+    let reg = registry::Registry::start();
     let slug = |p: &str| p.trim_start_matches("linux/").replace('/', "-");
 
     // The harness: one command.
     let dist = work.path().join("dist");
-    let repo = format!("127.0.0.1:{}/guix-matrix", reg.2);
+    let repo = reg.repo();
     let started = Instant::now();
     ok(
         Command::new(harness)

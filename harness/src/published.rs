@@ -131,15 +131,13 @@ pub async fn fetch_part(
     part: Part,
 ) -> Result<LocalImage, PublishedError> {
     let dir = Path::new(source);
-    let mut restore = None;
+    // `docker load` names the image as it was saved (guix-matrix:arm-v7), a
+    // pull by its reference: that name is given back to what it named
+    // before once the image has its own tag, so a fetch never replaces a
+    // local image nor leaves a name behind.
+    let before = engine.tags().await?;
     let reference = if dir.is_dir() {
-        // `docker load` names the image as it was saved (guix-matrix:arm-v7):
-        // that name is given back to what it named before, once the image
-        // has its own tag, so a fetch never replaces a local image.
-        let before = engine.tags().await?;
-        let loaded = load(engine, dir, platform, part).await?;
-        restore = Some((loaded.clone(), before.get(&loaded).cloned()));
-        loaded
+        load(engine, dir, platform, part).await?
     } else {
         let reference =
             part_reference(source, platform, part).ok_or_else(|| PublishedError::NotInRelease {
@@ -150,6 +148,7 @@ pub async fn fetch_part(
         pull(engine, &reference, platform).await?;
         reference
     };
+    let restore = Some((reference.clone(), before.get(&reference).cloned()));
     let img = engine
         .local_image(&reference)
         .await?

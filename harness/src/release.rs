@@ -359,19 +359,7 @@ pub async fn write_dist(
     }
     // The multi-platform image is an index blob; index.json names it by the
     // tag (one image in the layout, as OCI tools expect).
-    let multi = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .annotations(
-            annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        )
-        .build()
-        .expect("index");
-    let multi = multi.to_string().expect("index json");
+    let multi = multi_platform_index(manifests, annotations);
     let mut image = blob(&blobs, multi.as_bytes(), MediaType::ImageIndex)?;
     image.set_annotations(Some(HashMap::from([(
         "org.opencontainers.image.ref.name".to_string(),
@@ -417,6 +405,28 @@ pub async fn write_dist(
         .collect();
     std::fs::write(dist.join("SHA256SUMS"), sums).map_err(io(dist))?;
     Ok(Dist { files })
+}
+
+/// The multi-platform image: one index of the platforms' manifests, with
+/// the release's annotations (JSON).
+fn multi_platform_index(
+    manifests: Vec<Descriptor>,
+    annotations: &BTreeMap<String, String>,
+) -> String {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
+        .build()
+        .expect("index")
+        .to_string()
+        .expect("index json")
 }
 
 /// `docker save` of `image`: the raw archive to `raw` (when given), gzip'd
@@ -665,19 +675,7 @@ pub async fn push(
         d.set_platform(Some(oci_platform(&p.platform)));
         manifests.push(d);
     }
-    let index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(manifests)
-        .annotations(
-            annotations
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        )
-        .build()
-        .expect("index");
-    let body = index.to_string().expect("index json");
+    let body = multi_platform_index(manifests, annotations);
     let want = format!("sha256:{}", hex::encode(Sha256::digest(body.as_bytes())));
     let registry2 = Registry {
         host: registry.host.clone(),

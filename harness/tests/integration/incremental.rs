@@ -377,4 +377,35 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
     assert!(ok, "{said}");
     assert_eq!(start_in(&r2), "reused ci", "{said}");
     assert!(said.contains("(reused ci)"), "{said}");
+
+    // The same from a registry (pulled for the platform, then verified).
+    let registry = crate::common::Registry::start();
+    let (ok, said) = cli(&[
+        "release",
+        "--dist",
+        &s(&dir.path().join("dist2")),
+        "--report",
+        &s(&r2.join("report.json")),
+        "--tag",
+        "ci",
+        "--push",
+        &registry.repo(),
+    ]);
+    assert!(ok, "{said}");
+    block_on(harness().engine.remove_image("guix-matrix:amd64"));
+    let r3 = dir.path().join("r3");
+    let reference = format!("{}:ci", registry.repo());
+    let (ok, said) = cli(&[
+        "run",
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--report",
+        &s(&r3),
+        "--from",
+        &reference,
+    ]);
+    assert!(ok, "{said}");
+    assert_eq!(start_in(&r3), "reused ci", "{said}");
 }

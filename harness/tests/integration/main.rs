@@ -11,6 +11,7 @@ mod failure_modes;
 mod incremental;
 mod no_panic;
 mod platforms;
+mod registry;
 mod release;
 mod scenarios;
 mod session;
