@@ -274,6 +274,7 @@ impl Harness {
         let want = self.inputs(platform)?;
         if let Some(img) = self.engine.local_image(&self.image_tag(platform)).await? {
             if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want.hash) {
+                progress("image up to date");
                 tracing::info!(
                     "{}: {} is up to date (inputs {})",
                     platform.docker,
@@ -356,6 +357,17 @@ impl Harness {
                 let released = incremental::release_tag(&d.image, platform);
                 crate::published::tag(&self.engine, &img.id, &tag).await?;
                 self.engine.remove_image(&released).await;
+                // Its base too, so that this engine holds the image with the
+                // base it was built on (what a release made here ships).
+                let base_tag = base::base_tag(d, platform);
+                let part = crate::published::Part::Base;
+                match crate::published::fetch_part(&self.engine, from, platform, &base_tag, part)
+                    .await
+                {
+                    Ok(b) if img.layers.starts_with(&b.layers) => {}
+                    Ok(_) => tracing::warn!("{}: the base of release {release} is not the bottom of its image; a release made here will not carry it", platform.docker),
+                    Err(e) => tracing::warn!("{}: release {release} has no base ({e}); a release made here will not carry one", platform.docker),
+                }
                 Ok(self.as_is(platform, img, want.hash, Start::Reused { release }))
             }
             Seed::Layers { image, changed } => {

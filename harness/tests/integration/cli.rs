@@ -176,7 +176,7 @@ fn without_a_terminal_every_step_is_a_plain_line_and_the_summary_is_markdown() {
         "colour codes without a terminal:\n{err}"
     );
     for step in [
-        "linux/amd64: base image",
+        "linux/amd64: image up to date",
         "linux/amd64: check smoke",
         "linux/amd64: passed in",
     ] {
