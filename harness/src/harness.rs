@@ -9,9 +9,9 @@ use crate::incremental::{self, Seed, Start};
 use crate::matrix::{Matrix, Platform};
 use crate::paths::Checkout;
 use crate::published;
+use crate::recipe;
 use crate::run;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -449,7 +449,7 @@ impl Harness {
 
     /// The build of the Guix image for `platform` on `base`.
     pub fn image_spec(&self, platform: &Platform, base: &base::Base) -> image::BuildSpec {
-        image_spec(
+        recipe::image_spec(
             &self.matrix,
             &self.options.checkout.root,
             platform,
@@ -459,65 +459,16 @@ impl Harness {
 
     /// What the tree builds for `platform` (see [`inputs`]).
     pub fn inputs(&self, platform: &Platform) -> Result<image::Inputs, image::BuildError> {
-        inputs(&self.matrix, &self.options.checkout.root, platform)
+        recipe::inputs(&self.matrix, &self.options.checkout.root, platform)
     }
 
     /// `guix-matrix:arm-v7`.
     pub fn image_tag(&self, platform: &Platform) -> String {
-        format!("{}:{}", self.matrix.defaults.image, platform.slug())
+        recipe::image_tag(&self.matrix, platform)
     }
 
     /// One step's timeout on `platform`.
     pub fn step_timeout(&self, platform: &Platform) -> Duration {
         platform.timeout(Duration::from_secs(self.matrix.defaults.step_timeout_secs))
     }
-}
-
-/// The build of the Guix image for `platform` from the checkout at `root`,
-/// on a base whose provenance is `provenance` (a label, not an input).
-pub fn image_spec(
-    matrix: &Matrix,
-    root: &std::path::Path,
-    platform: &Platform,
-    provenance: &str,
-) -> image::BuildSpec {
-    let d = &matrix.defaults;
-    image::BuildSpec {
-        tag: format!("{}:{}", d.image, platform.slug()),
-        platform: platform.docker.clone(),
-        dockerfile: "Dockerfile".into(),
-        context: ["Dockerfile", "substitutes", "channels", "scripts"]
-            .iter()
-            .map(PathBuf::from)
-            .collect(),
-        build_args: BTreeMap::from([
-            ("BASE_IMAGE".to_string(), base::base_tag(d, platform)),
-            (
-                "GUIX_DAEMON_ARGS".to_string(),
-                platform.daemon_args.join(" "),
-            ),
-        ]),
-        unhashed_args: BTreeMap::from([("BASE_PROVENANCE".to_string(), provenance.to_string())]),
-        // The base's recipe, not its id: the same tree has the same content
-        // hash on every machine, whichever day its base was made.
-        depends_on: vec![format!(
-            "debian {} {} {} {}",
-            d.base_image, d.suite, d.mirror, platform.debian_arch
-        )],
-        cache_from: vec![],
-        timeout: platform.timeout(Duration::from_secs(d.step_timeout_secs)) * 2,
-        step: format!("{}: build image", platform.docker),
-        root: root.to_path_buf(),
-    }
-}
-
-/// What the tree at `root` builds for `platform`: the content hash and its
-/// parts, from the files alone (no engine, no build). Equal on every machine
-/// for the same tree; `harness matrix --json` prints it for CI cache keys.
-pub fn inputs(
-    matrix: &Matrix,
-    root: &std::path::Path,
-    platform: &Platform,
-) -> Result<image::Inputs, image::BuildError> {
-    image::inputs(&image_spec(matrix, root, platform, ""))
 }

@@ -2,13 +2,12 @@
 //! through the Docker engine and checks what the image promises.
 //!
 //! The modules follow the pipeline, each using only those listed after it:
-//! cli → release → leg → report → scenarios → harness → error → incremental
-//! → doctor, emulators, image, base, pin, published → run, retry → engine,
-//! matrix, paths, host, text.
+//! cli → leg → report → scenarios → harness → error → release →
+//! incremental, recipe, doctor → emulators, base, pin, published → image,
+//! run, retry → engine, matrix, paths, host, text.
 
 pub mod cli;
 pub mod leg;
-pub mod release;
 pub mod report;
 pub mod scenarios;
 
@@ -16,15 +15,18 @@ pub mod harness;
 
 pub mod error;
 
+pub mod release;
+
+pub mod doctor;
 pub mod incremental;
+pub mod recipe;
 
 pub mod base;
-pub mod doctor;
 pub mod emulators;
-pub mod image;
 pub mod pin;
 pub mod published;
 
+pub mod image;
 pub mod retry;
 pub mod run;
 

@@ -2,9 +2,8 @@
 
 use crate::base;
 use crate::engine::{timeout, Engine, EngineError, LABEL_INPUTS};
-use crate::harness::Harness;
 use crate::image::BuildError;
-use crate::matrix::Platform;
+use crate::matrix::{Matrix, Platform};
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use futures::StreamExt;
 use oci_spec::image::{
@@ -139,7 +138,9 @@ pub fn dated_tag(now: std::time::SystemTime) -> String {
 /// passed, each checked against the engine and the tree: the image is the
 /// one the report is about, and it is what this tree builds.
 pub async fn proved(
-    h: &Harness,
+    engine: &Engine,
+    matrix: &Matrix,
+    root: &Path,
     report: &Path,
     require_all: bool,
 ) -> Result<Vec<Proved>, ReleaseError> {
@@ -162,8 +163,7 @@ pub async fn proved(
             ))
         })
         .collect();
-    let missing: Vec<&str> = h
-        .matrix
+    let missing: Vec<&str> = matrix
         .platforms
         .iter()
         .filter(|p| !passed.contains_key(&p.docker))
@@ -176,13 +176,12 @@ pub async fn proved(
         });
     }
     let mut out = vec![];
-    for p in h
-        .matrix
+    for p in matrix
         .platforms
         .iter()
         .filter(|p| passed.contains_key(&p.docker))
     {
-        out.push(check(h, p, &passed[&p.docker]).await?);
+        out.push(check(engine, matrix, root, p, &passed[&p.docker]).await?);
     }
     if out.is_empty() {
         return Err(ReleaseError::NothingPassed {
@@ -207,10 +206,15 @@ fn leg_passed(leg: &serde_json::Value) -> bool {
     })
 }
 
-async fn check(h: &Harness, p: &Platform, reported: &str) -> Result<Proved, ReleaseError> {
-    let image = h.image_tag(p);
-    let local = h
-        .engine
+async fn check(
+    engine: &Engine,
+    matrix: &Matrix,
+    root: &Path,
+    p: &Platform,
+    reported: &str,
+) -> Result<Proved, ReleaseError> {
+    let image = crate::recipe::image_tag(matrix, p);
+    let local = engine
         .local_image(&image)
         .await?
         .ok_or_else(|| ReleaseError::Missing {
@@ -227,9 +231,8 @@ async fn check(h: &Harness, p: &Platform, reported: &str) -> Result<Proved, Rele
     }
     // The base is released only if it is this image's own base (its layers
     // are the bottom of the image's): another base seeds no build cache.
-    let base_tag = base::base_tag(&h.matrix.defaults, p);
-    let base = h
-        .engine
+    let base_tag = base::base_tag(&matrix.defaults, p);
+    let base = engine
         .local_image(&base_tag)
         .await?
         .filter(|b| !b.layers.is_empty() && local.layers.starts_with(&b.layers))
@@ -237,7 +240,7 @@ async fn check(h: &Harness, p: &Platform, reported: &str) -> Result<Proved, Rele
     if base.is_none() {
         tracing::warn!("{}: the engine no longer has the base {image} was built on; released without it (a build from this release rebuilds every layer)", p.docker);
     }
-    let tree = h.inputs(p)?.hash;
+    let tree = crate::recipe::inputs(matrix, root, p)?.hash;
     let label = local.labels.get(LABEL_INPUTS).cloned().unwrap_or_default();
     if label != tree {
         return Err(ReleaseError::Stale {

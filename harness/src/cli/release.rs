@@ -59,7 +59,14 @@ impl ReleaseArgs {
             .tag
             .clone()
             .unwrap_or_else(|| release::dated_tag(std::time::SystemTime::now()));
-        let proved = release::proved(&h, &self.report, self.require_all).await?;
+        let proved = release::proved(
+            &h.engine,
+            &h.matrix,
+            &h.options.checkout.root,
+            &self.report,
+            self.require_all,
+        )
+        .await?;
         let annotations = self.annotations(&tag);
         let dist = release::write_dist(&h.engine, &proved, &self.dist, &tag, &annotations).await?;
         for (name, (sum, len)) in &dist.files {
