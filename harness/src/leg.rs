@@ -51,6 +51,7 @@ pub async fn leg(
             let removed = h.engine.remove_tracked_for(&platform.docker).await;
             let step = step.lock().expect("step lock").clone();
             let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
+            leg.checkout = h.options.checkout.root.display().to_string();
             leg.error = Some(format!(
                 "{}: the leg timed out after {}s during `{step}` (budget: step_timeout_secs × slowdown {} × {steps} steps); removed {removed} container(s)",
                 platform.docker,
@@ -73,6 +74,7 @@ async fn body(
     let started = Instant::now();
     let prepared = h.prepare_with(platform, progress).await;
     let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
+    leg.checkout = h.options.checkout.root.display().to_string();
     leg.emulator = "native".into();
     let p = match prepared {
         Ok(p) => p,

@@ -9,6 +9,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Leg {
     pub platform: String,
+    /// The checkout whose matrix.toml, Dockerfile and scripts the leg used.
+    pub checkout: String,
     /// "native" or the emulator's fingerprint.
     pub emulator: String,
     pub base: String,
@@ -37,6 +39,7 @@ impl Leg {
     pub fn new(platform: &str, image: String, elapsed: Duration) -> Self {
         Leg {
             platform: platform.to_string(),
+            checkout: String::new(),
             emulator: String::new(),
             base: String::new(),
             image,
@@ -221,7 +224,7 @@ pub fn junit(legs: &[Leg]) -> Report {
 /// command that reproduces exactly this leg.
 pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
     let mut out = format!(
-        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
+        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\ncheckout: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
         leg.platform,
         leg.platform,
         match leg.outcomes.iter().filter(|o| o.verdict.is_failure()).count() {
@@ -231,6 +234,7 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
             ),
             _ => String::new(),
         },
+        leg.checkout,
         leg.emulator,
         leg.base,
         leg.image,

@@ -50,6 +50,12 @@ impl RunArgs {
         options.image.clone_from(&self.image);
         options.from.clone_from(&self.from);
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
+        // Which checkout's matrix.toml, Dockerfile and scripts this run uses.
+        println!(
+            "checkout {} (matrix {})",
+            ctx.checkout.root.display(),
+            ctx.matrix.path.display()
+        );
         let h = match Harness::new(ctx.matrix.clone(), options).await {
             Ok(h) => h,
             Err(e) => {

@@ -234,6 +234,13 @@ fn run_one_platform_prints_the_table_and_writes_reports() {
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(json[0]["platform"], "linux/amd64");
     assert_eq!(json[0]["outcomes"][0]["verdict"]["result"], "passed");
+    // Which checkout the run used: in its header and its report.
+    let root = harness::paths::Checkout::find().unwrap().root;
+    assert!(
+        text.starts_with(&format!("checkout {} (matrix ", root.display())),
+        "{text}"
+    );
+    assert_eq!(json[0]["checkout"], root.display().to_string());
 }
 
 #[test]
