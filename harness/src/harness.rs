@@ -290,7 +290,7 @@ impl Harness {
         let mut start = Start::Built;
         let mut cache_from = vec![];
         if let Some(from) = &self.options.from {
-            match self.seed(platform, from, progress).await? {
+            match self.seed(platform, from, want, progress).await? {
                 Ok(prepared) => {
                     return Ok(Prepared {
                         emulator,
@@ -335,9 +335,9 @@ impl Harness {
         &self,
         platform: &Platform,
         from: &str,
+        want: image::Inputs,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Result<Prepared, (Start, Vec<String>)>, Error> {
-        let want = self.inputs(platform)?;
         let tag = self.image_tag(platform);
         let release = crate::published::release_name(from);
         let d = &self.matrix.defaults;

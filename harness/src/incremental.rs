@@ -304,6 +304,8 @@ mod tests {
 
     #[test]
     fn the_changed_parts_are_named_by_their_paths() {
+        use sha2::Digest;
+        // The content hash computed here independently of image.rs.
         let labels = |parts: &[(&str, &str)]| {
             let parts: std::collections::BTreeMap<String, String> = parts
                 .iter()
@@ -312,15 +314,14 @@ mod tests {
             let json = serde_json::to_string(&parts).unwrap();
             let mut h = sha2::Sha256::new();
             for (k, v) in &parts {
-                sha2::Digest::update(&mut h, format!("{k} {v}\n"));
+                h.update(format!("{k} {v}\n"));
             }
-            let hash = hex::encode(sha2::Digest::finalize(h));
+            let hash = hex::encode(h.finalize());
             std::collections::HashMap::from([
                 (crate::engine::LABEL_INPUTS.to_string(), hash),
                 (crate::engine::LABEL_PARTS.to_string(), json),
             ])
         };
-        use sha2::Digest;
         let old = Inputs::from_labels(&labels(&[("file a", "1"), ("arg X", "2")])).unwrap();
         let new = Inputs::from_labels(&labels(&[("file a", "3"), ("arg X", "2"), ("file b", "4")]))
             .unwrap();

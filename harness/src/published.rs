@@ -148,7 +148,6 @@ pub async fn fetch_part(
         pull(engine, &reference, platform).await?;
         reference
     };
-    let restore = Some((reference.clone(), before.get(&reference).cloned()));
     let img = engine
         .local_image(&reference)
         .await?
@@ -165,12 +164,12 @@ pub async fn fetch_part(
         });
     }
     self::tag(engine, &img.id, tag).await?;
-    match restore {
-        Some((name, Some(old))) if old != img.id && name != tag => {
-            self::tag(engine, &old, &name).await?;
+    if reference != tag {
+        match before.get(&reference) {
+            Some(old) if *old != img.id => self::tag(engine, old, &reference).await?,
+            Some(_) => {}
+            None => engine.remove_image(&reference).await,
         }
-        Some((name, None)) if name != tag => engine.remove_image(&name).await,
-        _ => {}
     }
     Ok(img)
 }
