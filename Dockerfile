@@ -34,9 +34,11 @@ RUN for key in /etc/guix-matrix/substitutes/*.pub; do \
 # The pinned channel: a plain `guix pull` stays on this commit.
 COPY channels/channels.scm /root/.config/guix/channels.scm
 
-# Per-platform daemon flags from matrix.toml (e.g. --disable-chroot under qemu).
-ARG GUIX_DAEMON_ARGS=""
-ENV GUIX_DAEMON_ARGS=${GUIX_DAEMON_ARGS}
+# No per-platform daemon flags are baked in: the entry point sees at run time
+# whether it runs under an emulator (then --disable-chroot), so one image is
+# right on every host, natively or under qemu.
+ENV GUIX_DAEMON_ARGS="" \
+	GUIX_MATRIX_CHROOT=auto
 
 # The pulled (pinned) Guix before Debian's, in every form a user runs: the
 # entry point, `--entrypoint bash` (BASH_ENV, bash.bashrc), login shells, and a

@@ -4,7 +4,9 @@
 #                              report what is wrong (exit 3) with the fix
 #   STATE: registered | missing | disabled | wrong
 # Handlers come from /usr/lib/binfmt.d/NAME.conf (Debian qemu-user-static),
-# registered with the F flag added.
+# registered with the F flag added; where Debian ships none (the host's own
+# architecture family: qemu-i386 on amd64, qemu-x86_64 or qemu-arm on arm64)
+# but has the interpreter, from /usr/local/lib/guix-matrix/binfmt.d/NAME.conf.
 set -euo pipefail
 
 dir=/proc/sys/fs/binfmt_misc
@@ -20,6 +22,7 @@ shift || true
 
 conf_line() {
 	local conf="/usr/lib/binfmt.d/$1.conf"
+	[ -f "$conf" ] || [ ! -x "/usr/bin/$1" ] || conf="/usr/local/lib/guix-matrix/binfmt.d/$1.conf"
 	[ -f "$conf" ] || {
 		echo "binfmt.sh: no handler named $1 in qemu-user-static ($conf)" >&2
 		exit 2

@@ -12,9 +12,11 @@
 # Environment (all optional):
 #   GUIX_SUBSTITUTE_URLS   space-separated substitute servers; default: the
 #                          list in /etc/guix-matrix/substitute-urls; empty: none
-#   GUIX_DAEMON_ARGS       extra guix-daemon flags; default: baked in at build
-#                          time from matrix.toml (e.g. --disable-chroot under
-#                          qemu-user)
+#   GUIX_DAEMON_ARGS       extra guix-daemon flags (default: none)
+#   GUIX_MATRIX_CHROOT     auto (default): builds run isolated in guix-daemon's
+#                          chroot, except under an emulator (qemu-user cannot
+#                          clone a builder into new namespaces), where the
+#                          daemon gets --disable-chroot; yes | no: always | never
 #   GUIX_DAEMON_TIMEOUT    seconds to wait for the daemon socket (default 60)
 #   XDG_CACHE_HOME         when it is another directory than ~/.cache (a
 #                          tmpfs, for armhf), Guix's cache is copied there
@@ -23,6 +25,7 @@
 # Exit codes: the command's own, except
 #   121  guix-daemon exited before it answered (the command did not run)
 #   122  guix-daemon did not answer within GUIX_DAEMON_TIMEOUT (idem)
+#   123  GUIX_MATRIX_CHROOT is not auto, yes or no (idem)
 # (125-127 stay docker's and the shell's own.)
 #
 # After `guix pull`, guix-matrix-pin-check says whether each pinned commit
@@ -35,7 +38,7 @@ set -exuo pipefail
 
 readonly socket=/var/guix/daemon-socket/socket
 readonly url_file=/etc/guix-matrix/substitute-urls
-readonly exit_daemon_died=121 exit_daemon_silent=122
+readonly exit_daemon_died=121 exit_daemon_silent=122 exit_bad_setting=123
 daemon_pid=""      # the daemon this entry point started; empty when reusing one
 marker=""          # a file older than every log the command writes
 substitute_urls="" # what guix-daemon gets as --substitute-urls
@@ -115,15 +118,52 @@ enclosing_daemon() {
 		[ -S "$socket" ]
 }
 
+# The emulator this shell runs under (qemu-user, Rosetta …), nothing when
+# native: the kernel's name for our executable. qemu-user hides it from us
+# (/proc/self/exe), not from another process (this readlink).
+emulator() {
+	local exe
+	exe=$(readlink "/proc/$$/exe" 2>/dev/null) || return 0
+	exe=${exe% (deleted)}
+	case "${exe##*/}" in
+	bash | sh | dash) ;;
+	*) echo "$exe" ;;
+	esac
+}
+
+# --disable-chroot when the builds cannot be isolated here (GUIX_MATRIX_CHROOT).
+chroot_flag() {
+	local emu
+	case "${GUIX_MATRIX_CHROOT:-auto}" in
+	yes) ;;
+	no) echo --disable-chroot ;;
+	auto)
+		[[ " ${GUIX_DAEMON_ARGS-} " != *" --disable-chroot "* ]] || return 0
+		emu=$(emulator)
+		if [ -n "$emu" ]; then
+			warn "running under an emulator ($emu): guix-daemon --disable-chroot (qemu-user cannot clone a builder into new namespaces; GUIX_MATRIX_CHROOT=yes to try anyway)"
+			echo --disable-chroot
+		fi
+		;;
+	*)
+		warn "GUIX_MATRIX_CHROOT=${GUIX_MATRIX_CHROOT}: not auto, yes or no; the command did not run"
+		warn "  fix: unset it (auto), or set it to yes or no"
+		exit "$exit_bad_setting"
+		;;
+	esac
+}
+
 start_daemon() {
 	read_substitute_urls
+	local chroot
+	chroot=$(chroot_flag) || exit "$?"
 	# A socket left by an earlier run (or baked in by `docker commit`) is not
 	# a live daemon: waiting on it would run the command before the daemon
 	# listens (`failed to connect to ...: Connection refused`).
 	rm -f "$socket"
-	# shellcheck disable=SC2086 # GUIX_DAEMON_ARGS is a list of flags
+	# shellcheck disable=SC2086 # GUIX_DAEMON_ARGS is a list of flags, chroot one or none
 	guix-daemon --build-users-group=guixbuild \
-		--substitute-urls="$substitute_urls" ${GUIX_DAEMON_ARGS-} &
+		--substitute-urls="$substitute_urls" ${GUIX_DAEMON_ARGS-} $chroot &
 	daemon_pid=$!
 	local deadline=$((SECONDS + ${GUIX_DAEMON_TIMEOUT:-60}))
 	until [ -S "$socket" ]; do

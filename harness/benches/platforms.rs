@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let spec = RunSpec::new(prepared.image.tag.clone(), "bench")
                 .platform(&p.docker)
                 .cmd(["guix", "--version"])
-                .timeout(h.step_timeout(&p));
+                .timeout(h.step_timeout(&prepared.placement));
             let out = run::run(&h.engine, &spec).await?;
             assert_eq!(out.exit_code, 0, "{}: {}", p.docker, out.tail(10));
             times.push(out.elapsed);

@@ -101,8 +101,20 @@ fn binfmt(matrix: &Matrix) -> Vec<Finding> {
         )];
     }
     let mut out = vec![finding(Level::Ok, "binfmt_misc", "mounted", None)];
+    // This host's own view (doctor reads its /proc): 32-bit modes assumed,
+    // a run probes them (`harness emulators` shows the decision).
+    let host = crate::placement::Host {
+        arch: crate::placement::local_arch().into(),
+        runs_32bit: Some(true),
+        handlers: vec![],
+    };
+    let placements: Vec<_> = matrix
+        .platforms
+        .iter()
+        .map(|p| crate::placement::decide(p, &host))
+        .collect();
     out.extend(
-        crate::emulators::needed(&matrix.platforms)
+        crate::emulators::needed(&placements)
             .iter()
             .map(|name| emulator(name)),
     );

@@ -3,6 +3,7 @@
 use crate::engine::Engine;
 use crate::image::{self, BuildSpec};
 use crate::matrix::Platform;
+use crate::placement::Placement;
 use crate::run::{self, Privilege, RunSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,6 +48,13 @@ pub enum EmulatorError {
         "cannot mount binfmt_misc on this host ({0}); mmdebstrap needs it to build foreign bases"
     )]
     HostMount(String),
+    #[error("engine {engine} ({arch}) cannot run {platforms}: not its architecture, and its qemu-user-static has no handler {name}")]
+    NoHandler {
+        engine: String,
+        arch: String,
+        platforms: String,
+        name: String,
+    },
     #[error("emulator helper exited {code}:\n{output}")]
     Helper { code: i64, output: String },
     #[error("{platform}: emulator {name} is {state} (interpreter {interpreter}, flags {flags})")]
@@ -66,6 +74,7 @@ impl EmulatorError {
             EmulatorError::Build(e) => e.fix(),
             EmulatorError::Run(e) => e.fix(),
             EmulatorError::HostMount(_) => Some("as root on the engine's host, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then run again".into()),
+            EmulatorError::NoHandler { name, platforms, .. } => Some(format!("run {platforms} on another engine (--engine {platforms}=URL), or register {name} on this engine's host by hand (its qemu binary with the F flag)")),
             EmulatorError::Helper { .. } => None,
             EmulatorError::Wrong { name, .. } => Some(format!("as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")),
         }
@@ -145,12 +154,11 @@ pub fn parse_status(text: &str) -> Vec<Handler> {
         .collect()
 }
 
-/// The emulators the platforms need, each once.
-pub fn needed(platforms: &[Platform]) -> Vec<String> {
-    let mut names: Vec<String> = platforms
+/// The emulators the placements need, each once.
+pub fn needed(placements: &[Placement]) -> Vec<String> {
+    let mut names: Vec<String> = placements
         .iter()
-        .filter(|p| !p.is_native())
-        .map(|p| p.emulator.clone())
+        .filter_map(|p| p.handler().map(str::to_string))
         .collect();
     names.sort();
     names.dedup();
@@ -158,20 +166,20 @@ pub fn needed(platforms: &[Platform]) -> Vec<String> {
 }
 
 /// Per-platform status from the handlers.
-pub fn statuses(platforms: &[Platform], handlers: &[Handler]) -> Vec<Status> {
-    platforms
+pub fn statuses(placements: &[Placement], handlers: &[Handler]) -> Vec<Status> {
+    placements
         .iter()
         .map(|p| {
-            if p.is_native() {
+            let Some(name) = p.handler() else {
                 return Status {
-                    platform: p.docker.clone(),
+                    platform: p.platform.clone(),
                     state: "native".into(),
                     handler: None,
                 };
-            }
-            let h = handlers.iter().find(|h| h.name == p.emulator).cloned();
+            };
+            let h = handlers.iter().find(|h| h.name == name).cloned();
             Status {
-                platform: p.docker.clone(),
+                platform: p.platform.clone(),
                 state: h.as_ref().map_or("missing".into(), |h| h.state.clone()),
                 handler: h,
             }
@@ -206,18 +214,41 @@ pub fn keep_host_mount() -> Result<(), EmulatorError> {
 pub async fn register(
     engine: &Engine,
     helper: &str,
-    platforms: &[Platform],
+    placements: &[Placement],
 ) -> Result<Vec<Status>, EmulatorError> {
-    let names = needed(platforms);
+    let names = needed(placements);
     if names.is_empty() {
-        return Ok(statuses(platforms, &[]));
+        return Ok(statuses(placements, &[]));
     }
     keep_host_mount()?;
-    helper_run(engine, helper, "register", &names).await?;
+    match helper_run(engine, helper, "register", &names).await {
+        Err(EmulatorError::Helper { code: 2, output }) if output.contains("no handler named") => {
+            let name = names
+                .iter()
+                .find(|n| output.contains(&format!("no handler named {n} ")))
+                .cloned()
+                .unwrap_or_default();
+            let platforms: Vec<&str> = placements
+                .iter()
+                .filter(|p| p.handler() == Some(name.as_str()))
+                .map(|p| p.platform.as_str())
+                .collect();
+            return Err(EmulatorError::NoHandler {
+                engine: engine.host.clone(),
+                arch: placements
+                    .first()
+                    .map(|p| p.engine_arch.clone())
+                    .unwrap_or_default(),
+                platforms: platforms.join(", "),
+                name,
+            });
+        }
+        other => other?,
+    };
     // Read back from a fresh container: what the kernel kept after the helper exited.
     let handlers = helper_run(engine, helper, "status", &names).await?;
 
-    let statuses = statuses(platforms, &handlers);
+    let statuses = statuses(placements, &handlers);
     for s in &statuses {
         if let Some(h) = &s.handler {
             if h.state != "registered" {

@@ -27,6 +27,18 @@ pub enum EngineError {
         host: String,
         source: bollard::errors::Error,
     },
+    #[error("engine {host}: `{url}` is not an engine address")]
+    BadUrl { host: String, url: String },
+    #[error("--engine: {platform} is given to two engines, {first} and {second}")]
+    Twice {
+        platform: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "engine {host}: TLS is asked for (DOCKER_TLS_VERIFY or https://), but {file} is missing"
+    )]
+    TlsFiles { host: String, file: String },
     #[error("{step}: timed out after {secs}s")]
     Timeout { step: String, secs: u64 },
     #[error("{step}: the Docker engine went away ({detail})")]
@@ -44,6 +56,9 @@ impl EngineError {
         match self {
             EngineError::Unavailable { .. } => Some("start one (`sudo dockerd &`, or `bash .ci/run` which installs and starts it), or set DOCKER_HOST".into()),
             EngineError::Lost { .. } => Some("start it again (`bash .ci/run` starts one; `harness doctor` checks it), then rerun: what was built is kept".into()),
+            EngineError::Twice { platform, .. } => Some(format!("give {platform} one --engine: a platform's legs run on one engine")),
+            EngineError::BadUrl { .. } => Some("give unix:///path/to/docker.sock, tcp://HOST:PORT (TLS when DOCKER_TLS_VERIFY is set, as the docker CLI does) or https://HOST:PORT".into()),
+            EngineError::TlsFiles { .. } => Some("put the engine's client key.pem, cert.pem and ca.pem in DOCKER_CERT_PATH (default ~/.docker), or unset DOCKER_TLS_VERIFY for a plain tcp:// engine".into()),
             EngineError::Timeout { .. } | EngineError::Api { .. } => None,
         }
     }
@@ -68,6 +83,69 @@ impl EngineError {
     }
 }
 
+/// Where an engine listens, as the docker CLI takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(String),
+    Tcp(String),
+    Tls(String),
+}
+
+impl Address {
+    /// `unix:///run/docker.sock`, `tcp://host:2375` (TLS when
+    /// DOCKER_TLS_VERIFY is set and not empty), `https://host:2376`.
+    pub fn parse(url: &str) -> Result<Self, EngineError> {
+        let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+        Self::parse_with(url, tls)
+    }
+
+    fn parse_with(url: &str, tls: bool) -> Result<Self, EngineError> {
+        let bad = || EngineError::BadUrl {
+            host: url.to_string(),
+            url: url.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("unix://") {
+            return if path.starts_with('/') {
+                Ok(Address::Unix(path.to_string()))
+            } else {
+                Err(bad())
+            };
+        }
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let authority = rest.trim_end_matches('/');
+        let (name, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c));
+        if !name_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        match (scheme, tls) {
+            ("tcp", false) => Ok(Address::Tcp(format!("tcp://{authority}"))),
+            ("tcp", true) | ("https", _) => Ok(Address::Tls(format!("tcp://{authority}"))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// DOCKER_CERT_PATH's (default ~/.docker) key, cert and CA, each checked to exist.
+fn tls_files(host: &str) -> Result<[std::path::PathBuf; 3], EngineError> {
+    let dir = std::env::var_os("DOCKER_CERT_PATH")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+        .unwrap_or_default();
+    let files = ["key.pem", "cert.pem", "ca.pem"].map(|f| dir.join(f));
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(EngineError::TlsFiles {
+            host: host.to_string(),
+            file: missing.display().to_string(),
+        });
+    }
+    Ok(files)
+}
+
 /// A connected engine plus the registry of what this process created and has
 /// not yet removed (for Ctrl-C).
 #[derive(Clone)]
@@ -79,12 +157,17 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// The default engine's address: DOCKER_HOST, else the local socket.
+    pub fn default_host() -> String {
+        std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+    }
+
     /// Connects through DOCKER_HOST or the default socket and checks the engine answers.
     pub async fn connect() -> Result<Self, EngineError> {
-        match std::env::var("DOCKER_HOST") {
-            Ok(host) => Self::connect_to(&host).await,
-            Err(_) => Self::connect_to("unix:///var/run/docker.sock").await,
-        }
+        Self::connect_to(&Self::default_host()).await
     }
 
     /// Connects to `host` (`unix:///path` or `tcp://…`) and checks the engine answers.
@@ -94,9 +177,17 @@ impl Engine {
             host: host.clone(),
             source,
         };
-        let docker = match host.strip_prefix("unix://") {
-            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
-            None => Docker::connect_with_host(&host),
+        let docker = match Address::parse(&host)? {
+            Address::Unix(path) => {
+                Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)
+            }
+            Address::Tcp(addr) => {
+                Docker::connect_with_http(&addr, 120, bollard::API_DEFAULT_VERSION)
+            }
+            Address::Tls(addr) => {
+                let [key, cert, ca] = tls_files(&host)?;
+                Docker::connect_with_ssl(&addr, &key, &cert, &ca, 120, bollard::API_DEFAULT_VERSION)
+            }
         }
         .map_err(unavailable)?;
         let docker = timeout("connect to the engine", Duration::from_secs(15), async {
@@ -416,4 +507,61 @@ pub async fn timeout<T>(
             step: step.to_string(),
             secs: limit.as_secs(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_addresses_parse_as_the_docker_cli_takes_them() {
+        let ok = |url, tls| Address::parse_with(url, tls).unwrap();
+        assert_eq!(
+            ok("unix:///run/other.sock", false),
+            Address::Unix("/run/other.sock".into())
+        );
+        assert_eq!(
+            ok("tcp://10.0.0.2:2375", false),
+            Address::Tcp("tcp://10.0.0.2:2375".into())
+        );
+        assert_eq!(
+            ok("tcp://arm.example:2376", true),
+            Address::Tls("tcp://arm.example:2376".into())
+        );
+        assert_eq!(
+            ok("https://arm.example:2376/", false),
+            Address::Tls("tcp://arm.example:2376".into())
+        );
+        for bad in [
+            "arm.example:2376",
+            "tcp://arm.example",
+            "tcp://:2376",
+            "tcp://arm example:2376",
+            "tcp://arm.example:99999",
+            "ssh://me@arm.example:22",
+            "unix://relative.sock",
+        ] {
+            let e = Address::parse_with(bad, false).unwrap_err();
+            assert!(
+                e.to_string().contains(bad) && e.fix().unwrap().contains("tcp://HOST:PORT"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_tls_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("gm-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key.pem"), "").unwrap();
+        std::env::set_var("DOCKER_CERT_PATH", &dir);
+        let e = tls_files("tcp://arm:2376").unwrap_err();
+        std::env::remove_var("DOCKER_CERT_PATH");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("engine tcp://arm:2376: TLS") && msg.ends_with("cert.pem is missing"),
+            "{msg}"
+        );
+    }
 }

@@ -31,7 +31,11 @@ pub enum Error {
     #[error(transparent)]
     Incremental(#[from] incremental::IncrementalError),
     #[error("no platform in {path} runs natively on this engine's architecture ({arch})")]
-    NoNativePlatform { path: PathBuf, arch: String },
+    NoNativePlatform {
+        path: PathBuf,
+        engine: String,
+        arch: String,
+    },
     #[error("cannot read the readdir probes out of the probe image: {0}")]
     ProbeArchive(std::io::Error),
     #[error("the probe image has no readdir probe built by {cc}")]
@@ -63,9 +67,9 @@ impl Error {
             Error::Release(e) => e.fix(),
             Error::Published(e) => e.fix(),
             Error::Incremental(e) => e.fix(),
-            Error::NoNativePlatform { .. } => {
-                Some("add a [[platform]] with emulator = \"none\" for it".into())
-            }
+            Error::NoNativePlatform { arch, .. } => Some(format!(
+                "add a [[platform]] for linux/{arch} (the helper and probe images are built on it), or run the legs on another engine (--engine PLATFORM=URL)"
+            )),
             Error::NoProbeCc { .. } => {
                 Some("give the platform a `probe_cc` (Debian's gcc-<triple> cross compiler)".into())
             }
@@ -92,6 +96,11 @@ impl Error {
     pub fn exit(&self) -> Exit {
         match self {
             Error::Matrix(_) | Error::Checkout(_) | Error::NoProbeCc { .. } => Exit::Usage,
+            Error::Engine(
+                engine::EngineError::BadUrl { .. }
+                | engine::EngineError::Twice { .. }
+                | engine::EngineError::TlsFiles { .. },
+            ) => Exit::Usage,
             Error::Pin(pin::PinError::BadCommit(_) | pin::PinError::File { .. }) => Exit::Usage,
             Error::Release(
                 release::ReleaseError::Report { .. }

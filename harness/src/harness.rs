@@ -8,6 +8,7 @@ use crate::image;
 use crate::incremental::{self, Seed, Start};
 use crate::matrix::{Matrix, Platform};
 use crate::paths::Checkout;
+use crate::placement::{self, Host, Placement};
 use crate::published;
 use crate::recipe;
 use crate::run;
@@ -23,6 +24,8 @@ pub struct Prepared {
     pub base: base::Base,
     pub image: image::Built,
     pub emulator: Option<emulators::Handler>,
+    /// How this engine runs the platform (natively, or through which emulator).
+    pub placement: Placement,
     /// Where the image came from (built, up to date, a release …).
     pub start: Start,
 }
@@ -71,6 +74,8 @@ pub struct Harness {
     pub matrix: Matrix,
     pub options: Options,
     probes: OnceCell<HashMap<String, Vec<u8>>>,
+    arch: OnceCell<String>,
+    compat: OnceCell<(bool, Vec<String>)>,
     native: OnceCell<(Platform, base::Base)>,
     helper: OnceCell<String>,
     handlers: OnceCell<Vec<emulators::Handler>>,
@@ -78,19 +83,26 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Connects to the engine.
+    /// Connects to the default engine (DOCKER_HOST, else the local socket).
     pub async fn new(matrix: Matrix, options: Options) -> Result<Self, Error> {
         let engine = Engine::connect().await?;
-        Ok(Harness {
+        Ok(Self::on(engine, matrix, options))
+    }
+
+    /// The pipeline on `engine`.
+    pub fn on(engine: Engine, matrix: Matrix, options: Options) -> Self {
+        Harness {
             engine,
             matrix,
             options,
             probes: OnceCell::new(),
+            arch: OnceCell::new(),
+            compat: OnceCell::new(),
             native: OnceCell::new(),
             helper: OnceCell::new(),
             handlers: OnceCell::new(),
             prepared: Mutex::default(),
-        })
+        }
     }
 
     /// The checkout around the current directory, its matrix.toml, default options.
@@ -100,25 +112,104 @@ impl Harness {
         Self::new(matrix, Options::new(checkout)).await
     }
 
+    /// The engine's architecture, as it reports it (`amd64`, `arm64`).
+    pub async fn arch(&self) -> Result<&String, Error> {
+        self.arch
+            .get_or_try_init(|| async {
+                let version = crate::engine::timeout(
+                    "engine version",
+                    Duration::from_secs(30),
+                    self.engine.docker.version(),
+                )
+                .await?
+                .map_err(EngineError::api("engine version"))?;
+                Ok(version.arch.unwrap_or_default())
+            })
+            .await
+    }
+
+    /// What the engine's host can run, as far as `platforms` need to know:
+    /// its architecture, and where one of them may run natively in a 32-bit
+    /// mode, whether it does (probed once) and which handlers take it first.
+    pub async fn host(&self, platforms: &[Platform]) -> Result<Host, Error> {
+        let arch = self.arch().await?.clone();
+        let compat = platforms.iter().any(|p| placement::needs_probe(p, &arch));
+        let (runs_32bit, handlers) = if compat {
+            let (yes, handlers) = self.compat_probe().await?;
+            (Some(*yes), handlers.clone())
+        } else {
+            (None, vec![])
+        };
+        Ok(Host {
+            arch,
+            runs_32bit,
+            handlers,
+        })
+    }
+
+    /// Whether the kernel takes the 32-bit personality (`setarch linux32`
+    /// in the native base), and which of the matrix's compat handlers are
+    /// registered and enabled.
+    async fn compat_probe(&self) -> Result<&(bool, Vec<String>), Error> {
+        self.compat
+            .get_or_try_init(|| async {
+                let arch = self.arch().await?.clone();
+                let (native, base) = self.native().await?;
+                let probe = run::RunSpec::new(&base.reference, "probe the 32-bit mode")
+                    .platform(&native.docker)
+                    .cmd(["setarch", "linux32", "true"])
+                    .timeout(Duration::from_secs(60));
+                let yes = run::run(&self.engine, &probe).await?.exit_code == 0;
+                let names: Vec<String> = self
+                    .matrix
+                    .platforms
+                    .iter()
+                    .filter(|p| placement::needs_probe(p, &arch))
+                    .map(|p| p.emulator.clone())
+                    .collect();
+                let helper = self.helper().await?;
+                let handlers = emulators::helper_run(&self.engine, helper, "status", &names)
+                    .await?
+                    .into_iter()
+                    .filter(|h| h.state == "registered" || h.state == "wrong")
+                    .map(|h| h.name)
+                    .collect();
+                Ok((yes, handlers))
+            })
+            .await
+    }
+
+    /// How this engine runs `platform`.
+    pub async fn placement(&self, platform: &Platform) -> Result<Placement, Error> {
+        let host = self.host(std::slice::from_ref(platform)).await?;
+        Ok(placement::decide(platform, &host))
+    }
+
+    /// Every platform of the matrix placed on this engine.
+    pub async fn placements(&self) -> Result<Vec<Placement>, Error> {
+        let host = self.host(&self.matrix.platforms).await?;
+        Ok(self
+            .matrix
+            .platforms
+            .iter()
+            .map(|p| placement::decide(p, &host))
+            .collect())
+    }
+
     /// The platform this engine runs natively, with its base image.
     pub async fn native(&self) -> Result<&(Platform, base::Base), Error> {
         self.native
             .get_or_try_init(|| async {
-                let version = self
-                    .engine
-                    .docker
-                    .version()
-                    .await
-                    .map_err(EngineError::api("engine version"))?;
-                let arch = version.arch.unwrap_or_default();
+                let arch = self.arch().await?.clone();
                 let platform = self
                     .matrix
                     .platforms
                     .iter()
-                    .find(|p| p.is_native() && p.oci().architecture == arch)
+                    .find(|p| p.arch() == arch)
                     .cloned()
                     .ok_or_else(|| Error::NoNativePlatform {
                         path: self.matrix.path.clone(),
+                        engine: self.engine.host.clone(),
                         arch,
                     })?;
                 let base = base::ensure(
@@ -219,9 +310,9 @@ impl Harness {
     pub async fn emulators(&self) -> Result<&Vec<emulators::Handler>, Error> {
         self.handlers
             .get_or_try_init(|| async {
+                let placements = self.placements().await?;
                 let helper = self.helper().await?;
-                let statuses =
-                    emulators::register(&self.engine, helper, &self.matrix.platforms).await?;
+                let statuses = emulators::register(&self.engine, helper, &placements).await?;
                 Ok(statuses.into_iter().filter_map(|s| s.handler).collect())
             })
             .await
@@ -256,16 +347,16 @@ impl Harness {
         platform: &Platform,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Prepared, Error> {
-        let emulator = if platform.is_native() {
-            None
-        } else {
-            progress("registering emulators");
-            let handlers = self.emulators().await?;
-            handlers
-                .iter()
-                .find(|h| h.name == platform.emulator)
-                .cloned()
+        let placement = self.placement(platform).await?;
+        let emulator = match placement.handler() {
+            None => None,
+            Some(name) => {
+                progress("registering emulators");
+                let handlers = self.emulators().await?;
+                handlers.iter().find(|h| h.name == name).cloned()
+            }
         };
+        let emulator = (emulator, placement);
         if let Some(source) = &self.options.image {
             progress("fetch the published image");
             return self.published(platform, source, emulator).await;
@@ -281,21 +372,15 @@ impl Harness {
                     self.image_tag(platform),
                     &want.hash[..12]
                 );
-                return Ok(Prepared {
-                    emulator,
-                    ..self.as_is(platform, img, want.hash, Start::UpToDate)
-                });
+                return Ok(self.as_is(platform, img, want.hash, Start::UpToDate, emulator));
             }
         }
         let mut start = Start::Built;
         let mut cache_from = vec![];
         if let Some(from) = &self.options.from {
             match self.seed(platform, from, want, progress).await? {
-                Ok(prepared) => {
-                    return Ok(Prepared {
-                        emulator,
-                        ..prepared
-                    })
+                Ok((img, hash, start)) => {
+                    return Ok(self.as_is(platform, img, hash, start, emulator))
                 }
                 Err((s, cache)) => (start, cache_from) = (s, cache),
             }
@@ -324,20 +409,22 @@ impl Harness {
             platform: platform.clone(),
             base,
             image,
-            emulator,
+            emulator: emulator.0,
+            placement: emulator.1,
             start,
         })
     }
 
-    /// What the release `from` does for `platform`: Ok(the image, reused),
-    /// or Err(how the build starts, the images to use as its layer cache).
+    /// What the release `from` does for `platform`: Ok(the image reused, its
+    /// inputs, how it started), or Err(how the build starts, the images to
+    /// use as its layer cache).
     async fn seed(
         &self,
         platform: &Platform,
         from: &str,
         want: image::Inputs,
         progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<Result<Prepared, (Start, Vec<String>)>, Error> {
+    ) -> Result<Result<(LocalImage, String, Start), (Start, Vec<String>)>, Error> {
         let tag = self.image_tag(platform);
         let release = crate::published::release_name(from);
         let d = &self.matrix.defaults;
@@ -368,7 +455,7 @@ impl Harness {
                     Ok(_) => tracing::warn!("{}: the base of release {release} is not the bottom of its image; a release made here will not carry it", platform.docker),
                     Err(e) => tracing::warn!("{}: release {release} has no base ({e}); a release made here will not carry one", platform.docker),
                 }
-                Ok(self.as_is(platform, img, want.hash, Start::Reused { release }))
+                Ok((img, want.hash, Start::Reused { release }))
             }
             Seed::Layers { image, changed } => {
                 Err((Start::RebuiltFrom { release, changed }, vec![image]))
@@ -384,6 +471,7 @@ impl Harness {
         img: LocalImage,
         inputs: String,
         start: Start,
+        (emulator, placement): (Option<emulators::Handler>, Placement),
     ) -> Prepared {
         let provenance = img
             .labels
@@ -405,7 +493,8 @@ impl Harness {
                 rebuilt: false,
                 elapsed: Duration::ZERO,
             },
-            emulator: None,
+            emulator,
+            placement,
             start,
         }
     }
@@ -415,7 +504,7 @@ impl Harness {
         &self,
         platform: &Platform,
         source: &str,
-        emulator: Option<emulators::Handler>,
+        (emulator, placement): (Option<emulators::Handler>, Placement),
     ) -> Result<Prepared, Error> {
         let started = std::time::Instant::now();
         let tag = format!(
@@ -441,6 +530,7 @@ impl Harness {
                 elapsed: started.elapsed(),
             },
             emulator,
+            placement,
             start: Start::Published {
                 source: source.to_string(),
             },
@@ -467,8 +557,8 @@ impl Harness {
         recipe::image_tag(&self.matrix, platform)
     }
 
-    /// One step's timeout on `platform`.
-    pub fn step_timeout(&self, platform: &Platform) -> Duration {
-        platform.timeout(Duration::from_secs(self.matrix.defaults.step_timeout_secs))
+    /// One step's timeout where `placement` says the platform runs.
+    pub fn step_timeout(&self, placement: &Placement) -> Duration {
+        placement.timeout(Duration::from_secs(self.matrix.defaults.step_timeout_secs))
     }
 }

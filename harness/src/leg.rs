@@ -1,7 +1,9 @@
-//! One leg (prepare a platform, run its checks, within a budget) and the scheduler that runs many.
+//! One leg (prepare a platform, run its checks, within a budget) and the scheduler that runs many, on one engine or several.
 
+use crate::fleet::Fleet;
 use crate::harness::Harness;
 use crate::matrix::Platform;
+use crate::placement::{self, Placement};
 use crate::report::Leg;
 use crate::scenarios::{self, Scenario};
 use futures::StreamExt;
@@ -24,10 +26,20 @@ impl Watch for Quiet {
 }
 
 /// Preparing takes a few steps and each check one: the leg's budget is that
-/// many step timeouts (each already scaled by the platform's slowdown).
-pub fn budget(h: &Harness, platform: &Platform, checks: usize) -> (Duration, u32) {
+/// many step timeouts (each scaled by the slowdown where the leg runs).
+pub fn budget(h: &Harness, placement: &Placement, checks: usize) -> (Duration, u32) {
     let steps = 4 + checks as u32;
-    (h.step_timeout(platform) * steps, steps)
+    (h.step_timeout(placement) * steps, steps)
+}
+
+/// A leg that ended before it could start, on `h`'s engine.
+fn failed(h: &Harness, platform: &Platform, error: String, elapsed: Duration) -> Leg {
+    let mut leg = Leg::new(&platform.docker, h.image_tag(platform), elapsed);
+    leg.checkout = h.options.checkout.root.display().to_string();
+    leg.engine = h.engine.host.clone();
+    // Which engine, when there may be several: the first thing to look at.
+    leg.error = Some(format!("engine {}: {error}", h.engine.host));
+    leg
 }
 
 /// Prepares one platform and runs `scenarios` on it within the platform's leg
@@ -44,21 +56,26 @@ pub async fn leg(
         *step.lock().expect("step lock") = s.to_string();
         watch.step(platform, s);
     };
-    let (limit, steps) = budget(h, platform, scenarios.len());
-    let leg = match tokio::time::timeout(limit, body(h, platform, scenarios, &track)).await {
-        Ok(leg) => leg,
-        Err(_) => {
-            let removed = h.engine.remove_tracked_for(&platform.docker).await;
-            let step = step.lock().expect("step lock").clone();
-            let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
-            leg.checkout = h.options.checkout.root.display().to_string();
-            leg.error = Some(format!(
-                "{}: the leg timed out after {}s during `{step}` (budget: step_timeout_secs × slowdown {} × {steps} steps); removed {removed} container(s)",
-                platform.docker,
-                started.elapsed().as_secs(),
-                platform.slowdown,
-            ));
-            leg
+    track("place");
+    let leg = match h.placement(platform).await {
+        Err(e) => failed(h, platform, e.report(), started.elapsed()),
+        Ok(placement) => {
+            let (limit, steps) = budget(h, &placement, scenarios.len());
+            match tokio::time::timeout(limit, body(h, platform, scenarios, &track)).await {
+                Ok(leg) => leg,
+                Err(_) => {
+                    let removed = h.engine.remove_tracked_for(&platform.docker).await;
+                    let step = step.lock().expect("step lock").clone();
+                    let error = format!(
+                        "{}: the leg timed out after {}s during `{step}` (budget: step_timeout_secs × slowdown {} ({}) × {steps} steps); removed {removed} container(s)",
+                        platform.docker,
+                        started.elapsed().as_secs(),
+                        placement.slowdown,
+                        placement.summary(),
+                    );
+                    failed(h, platform, error, started.elapsed())
+                }
+            }
         }
     };
     watch.finished(&leg);
@@ -73,19 +90,18 @@ async fn body(
 ) -> Leg {
     let started = Instant::now();
     let prepared = h.prepare_with(platform, progress).await;
-    let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
-    leg.checkout = h.options.checkout.root.display().to_string();
-    leg.emulator = "native".into();
     let p = match prepared {
         Ok(p) => p,
-        Err(e) => {
-            leg.error = Some(e.report());
-            return leg;
-        }
+        Err(e) => return failed(h, platform, e.report(), started.elapsed()),
     };
-    if let Some(hd) = &p.emulator {
-        leg.emulator = hd.fingerprint();
-    }
+    let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
+    leg.checkout = h.options.checkout.root.display().to_string();
+    leg.engine = h.engine.host.clone();
+    leg.runs = p.placement.summary();
+    leg.emulator = p
+        .emulator
+        .as_ref()
+        .map_or_else(|| "native".into(), |hd| hd.fingerprint());
     leg.base = format!(
         "{} ({}; {})",
         p.base.reference, p.base.origin, p.base.provenance
@@ -102,35 +118,59 @@ async fn body(
     leg
 }
 
-/// Runs the legs of `platforms`, `jobs` at a time, the slowest first (the
-/// matrix's `slowdown`: longest legs first packs them best), and returns
-/// them in the matrix's order; one failing leg never stops the others.
+/// Runs the legs of `platforms`, each on its engine, `jobs` at a time per
+/// engine and every engine at once, the slowest first on each (emulated
+/// legs: longest legs first packs them best), and returns them in the
+/// matrix's order; one failing leg, or engine, never stops the others.
 pub async fn run_legs(
-    h: &Harness,
+    fleet: &Fleet,
     platforms: &[Platform],
     scenarios: &[Scenario],
     jobs: usize,
     watch: &dyn Watch,
 ) -> Vec<Leg> {
-    let mut order: Vec<&Platform> = platforms.iter().collect();
-    order.sort_by(|a, b| b.slowdown.total_cmp(&a.slowdown));
-    let mut legs: Vec<Leg> = futures::stream::iter(order)
-        .map(|p| leg(h, p, scenarios, watch))
-        .buffer_unordered(jobs.max(1))
-        .collect()
-        .await;
+    let lanes = fleet.all().iter().map(|h| async move {
+        let mut order: Vec<&Platform> = platforms
+            .iter()
+            .filter(|p| std::ptr::eq(fleet.harness(p), h))
+            .collect();
+        let arch = h.arch().await.cloned().unwrap_or_default();
+        let slowdown = |p: &Platform| placement::expected_slowdown(p, &arch);
+        order.sort_by(|a, b| slowdown(b).total_cmp(&slowdown(a)));
+        futures::stream::iter(order)
+            .map(|p| leg(h, p, scenarios, watch))
+            .buffer_unordered(jobs.max(1))
+            .collect::<Vec<Leg>>()
+            .await
+    });
+    let mut legs: Vec<Leg> = futures::future::join_all(lanes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     legs.sort_by_key(|l| platforms.iter().position(|p| p.docker == l.platform));
     legs
 }
 
-/// How well `jobs` lanes were used: the legs' own times, and the best
-/// wall time any order could reach (the longest leg, or the total shared
-/// evenly), to set against the wall time measured.
+/// How well the lanes were used (`jobs` per engine): the legs' own times,
+/// and the best wall time any order could reach (per engine the longest
+/// leg, or its total shared evenly; the slowest engine sets the pace), to
+/// set against the wall time measured.
 pub fn packing(legs: &[Leg], jobs: usize) -> (Duration, Duration) {
-    let total: Duration = legs.iter().map(|l| l.elapsed).sum();
-    let longest = legs.iter().map(|l| l.elapsed).max().unwrap_or_default();
-    let even = total / jobs.max(1).min(legs.len().max(1)) as u32;
-    (total, longest.max(even))
+    let mut engines: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
+    for l in legs {
+        engines.entry(&l.engine).or_default().push(l.elapsed);
+    }
+    let ideal = engines
+        .values()
+        .map(|times| {
+            let total: Duration = times.iter().sum();
+            let longest = times.iter().max().copied().unwrap_or_default();
+            longest.max(total / jobs.max(1).min(times.len().max(1)) as u32)
+        })
+        .max()
+        .unwrap_or_default();
+    (legs.iter().map(|l| l.elapsed).sum(), ideal)
 }
 
 #[cfg(test)]
@@ -154,5 +194,14 @@ mod tests {
             (Duration::from_secs(20), Duration::from_secs(10))
         );
         assert_eq!(packing(&legs, 1).1, Duration::from_secs(80));
+        // Two engines: each packs its own legs; the slower one sets the pace.
+        let mut two = legs.to_vec();
+        two[2].engine = "tcp://other:2375".into();
+        assert_eq!(
+            packing(&two, 2),
+            (Duration::from_secs(80), Duration::from_secs(40))
+        );
+        two[3].engine = "tcp://other:2375".into();
+        assert_eq!(packing(&two, 1).1, Duration::from_secs(60));
     }
 }

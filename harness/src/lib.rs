@@ -2,15 +2,16 @@
 //! through the Docker engine and checks what the image promises.
 //!
 //! The modules follow the pipeline, each using only those listed after it:
-//! cli → leg → report → scenarios → harness → error → release →
+//! cli → leg → report → scenarios → fleet → harness → error → release →
 //! incremental, recipe, doctor → emulators, base, pin, published → image,
-//! run, retry → engine, matrix, paths, host, text.
+//! run, retry → placement → engine, matrix, paths, host, text.
 
 pub mod cli;
 pub mod leg;
 pub mod report;
 pub mod scenarios;
 
+pub mod fleet;
 pub mod harness;
 
 pub mod error;
@@ -29,6 +30,8 @@ pub mod published;
 pub mod image;
 pub mod retry;
 pub mod run;
+
+pub mod placement;
 
 pub mod engine;
 pub mod matrix;

@@ -29,13 +29,7 @@ pub fn image_spec(
             .iter()
             .map(PathBuf::from)
             .collect(),
-        build_args: BTreeMap::from([
-            ("BASE_IMAGE".to_string(), base::base_tag(d, platform)),
-            (
-                "GUIX_DAEMON_ARGS".to_string(),
-                platform.daemon_args.join(" "),
-            ),
-        ]),
+        build_args: BTreeMap::from([("BASE_IMAGE".to_string(), base::base_tag(d, platform))]),
         unhashed_args: BTreeMap::from([("BASE_PROVENANCE".to_string(), provenance.to_string())]),
         // The base's recipe, not its id: the same tree has the same content
         // hash on every machine, whichever day its base was made.

@@ -11,6 +11,10 @@ pub struct Leg {
     pub platform: String,
     /// The checkout whose matrix.toml, Dockerfile and scripts the leg used.
     pub checkout: String,
+    /// The engine the leg ran on (its address).
+    pub engine: String,
+    /// How that engine ran the platform, and why: `native (…)`, `qemu-arm (…)`.
+    pub runs: String,
     /// "native" or the emulator's fingerprint.
     pub emulator: String,
     pub base: String,
@@ -40,6 +44,8 @@ impl Leg {
         Leg {
             platform: platform.to_string(),
             checkout: String::new(),
+            engine: String::new(),
+            runs: String::new(),
             emulator: String::new(),
             base: String::new(),
             image,
@@ -90,7 +96,13 @@ fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
             format!("{:.1}s", leg.prepare_time.as_secs_f64()),
             match &leg.error {
                 Some(e) => first_line(e),
-                None => format!("image {} ({})", leg.image, leg.start),
+                None => format!(
+                    "image {} ({}); {} on {}",
+                    leg.image,
+                    leg.start,
+                    leg.runs.split(" (").next().unwrap_or_default(),
+                    leg.engine
+                ),
             },
         ]);
         for o in &leg.outcomes {
@@ -173,6 +185,8 @@ pub fn junit(legs: &[Leg]) -> Report {
     let mut report = Report::new("guix-matrix");
     for leg in legs {
         let mut suite = TestSuite::new(leg.platform.clone());
+        suite.add_property(("engine", leg.engine.as_str()));
+        suite.add_property(("runs", leg.runs.as_str()));
         suite.add_property(("emulator", leg.emulator.as_str()));
         suite.add_property(("image", leg.image.as_str()));
         suite.add_property(("image-id", leg.image_id.as_str()));
@@ -224,7 +238,7 @@ pub fn junit(legs: &[Leg]) -> Report {
 /// command that reproduces exactly this leg.
 pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
     let mut out = format!(
-        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\ncheckout: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
+        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\ncheckout: {}\nengine: {}\nruns: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
         leg.platform,
         leg.platform,
         match leg.outcomes.iter().filter(|o| o.verdict.is_failure()).count() {
@@ -235,6 +249,8 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
             _ => String::new(),
         },
         leg.checkout,
+        leg.engine,
+        leg.runs,
         leg.emulator,
         leg.base,
         leg.image,

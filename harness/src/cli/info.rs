@@ -41,6 +41,22 @@ impl MatrixArgs {
                 let content = crate::recipe::inputs(&ctx.matrix, &ctx.checkout.root, p)?.hash;
                 row["slug"] = p.slug().into();
                 row["content"] = content.into();
+                // The CI runner its leg uses: its own architecture's, natively.
+                if let Some(r) = ctx.matrix.runner(p) {
+                    row["runner"] = r.label.clone().into();
+                    row["runs"] = crate::placement::decide(
+                        p,
+                        &crate::placement::Host {
+                            arch: r.arch.clone(),
+                            // GitHub's x86_64 runners run i386 programs.
+                            runs_32bit: Some(true),
+                            handlers: vec![],
+                        },
+                    )
+                    .handler()
+                    .unwrap_or("native")
+                    .into();
+                }
                 rows.push(row);
             }
             println!("{}", serde_json::Value::Array(rows));
@@ -56,16 +72,41 @@ impl MatrixArgs {
     }
 }
 
-pub async fn emulators(ctx: &Context) -> Result<Exit, Error> {
-    let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
-    let handlers = h.emulators().await?;
-    for s in emulators::statuses(&h.matrix.platforms, handlers) {
-        let detail = s
-            .handler
-            .as_ref()
-            .map(|h| h.fingerprint())
-            .unwrap_or_default();
-        println!("{:16} {:11} {}", s.platform, s.state, detail);
+/// Per engine: how it runs each platform and why, the handlers registered.
+pub async fn emulators(ctx: &Context, args: &super::EngineArgs) -> Result<Exit, Error> {
+    let fleet = crate::fleet::Fleet::connect(
+        &ctx.matrix,
+        &ctx.options,
+        &args.engines,
+        &ctx.matrix.platforms,
+    )
+    .await?;
+    for h in fleet.all() {
+        let mine: Vec<_> = ctx
+            .matrix
+            .platforms
+            .iter()
+            .filter(|p| std::ptr::eq(fleet.harness(p), h))
+            .collect();
+        let placements: Vec<_> = h
+            .placements()
+            .await?
+            .into_iter()
+            .filter(|pl| mine.iter().any(|p| p.docker == pl.platform))
+            .collect();
+        println!("engine {} ({})", h.engine.host, h.arch().await?);
+        let handlers = h.emulators().await?;
+        for (s, pl) in emulators::statuses(&placements, handlers)
+            .iter()
+            .zip(&placements)
+        {
+            let detail = s
+                .handler
+                .as_ref()
+                .map(|h| format!("; {}", h.fingerprint()))
+                .unwrap_or_default();
+            println!("  {:16} {:11} {}{detail}", s.platform, s.state, pl.why);
+        }
     }
     Ok(Exit::Success)
 }

@@ -23,9 +23,10 @@ Exit codes:
   3    setup: the machine is not ready (no engine, no emulator, no disk, no network)
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
-Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE
-(the options they stand for are shown with them), GUIX_MATRIX_LOG (log filter), NO_COLOR,
-DOCKER_HOST, GITHUB_STEP_SUMMARY (run writes its table there in Markdown).";
+Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE,
+GUIX_MATRIX_ENGINES (the options they stand for are shown with them), GUIX_MATRIX_LOG
+(log filter), NO_COLOR, DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (as the docker
+CLI reads them), GITHUB_STEP_SUMMARY (run writes its table there in Markdown).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,8 +85,9 @@ pub enum Command {
     Doctor,
     /// The platform list, for a CI matrix.
     Matrix(info::MatrixArgs),
-    /// Register the emulators the matrix needs and show each platform's status.
-    Emulators,
+    /// Decide how each engine runs each platform (natively, or through
+    /// which emulator, and why), register the emulators that needs, show it.
+    Emulators(EngineArgs),
     /// Show or move the guix channel pin in channels/channels.scm.
     Pin(info::PinArgs),
     /// Remove every container the harness labelled and every image it tagged.
@@ -93,6 +95,21 @@ pub enum Command {
     /// Publish the images a run proved: tarballs, SHA256SUMS, an OCI layout,
     /// and with --push a multi-platform image in a registry under a dated tag.
     Release(release::ReleaseArgs),
+}
+
+/// Which engine runs which platform's legs.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Run PLATFORM's legs on the engine at URL (unix:///…, tcp://HOST:PORT
+    /// with TLS when DOCKER_TLS_VERIFY is set, https://HOST:PORT); repeatable;
+    /// the other platforms use DOCKER_HOST or the local socket.
+    #[arg(
+        long = "engine",
+        value_name = "PLATFORM=URL",
+        env = "GUIX_MATRIX_ENGINES",
+        value_delimiter = ','
+    )]
+    pub engines: Vec<crate::fleet::EngineArg>,
 }
 
 /// What every command starts from: the checkout, its matrix, the options.
@@ -165,7 +182,7 @@ impl Command {
             Command::Shell(args) => args.exec(&ctx).await,
             Command::Doctor => info::doctor(&ctx).await,
             Command::Matrix(args) => args.exec(&ctx),
-            Command::Emulators => info::emulators(&ctx).await,
+            Command::Emulators(args) => info::emulators(&ctx, &args).await,
             Command::Pin(args) => args.exec(&ctx).await,
             Command::Clean(args) => args.exec(&ctx).await,
             Command::Release(args) => args.exec(&ctx).await,
@@ -202,21 +219,6 @@ pub async fn interrupt() -> i32 {
         _ = tokio::signal::ctrl_c() => 2,
         Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => 15,
     }
-}
-
-/// After a signal: remove what this process started (its containers, and
-/// the build step containers of an interrupted image build); nothing
-/// half-built is tagged.
-pub async fn clean_after_interrupt(
-    engine: &crate::engine::Engine,
-    started: i64,
-    signal: i32,
-) -> Exit {
-    let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };
-    eprintln!("\ninterrupted ({name}): removing the containers this run started");
-    let n = engine.remove_tracked().await + engine.remove_created_since(started).await;
-    eprintln!("removed {n} container(s); images being built are not tagged");
-    Exit::Interrupted(signal)
 }
 
 #[cfg(test)]

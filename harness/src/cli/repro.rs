@@ -1,8 +1,8 @@
 //! `harness repro`: one leg with its full output; the containers of failing checks kept, with the commands to look inside.
 
-use super::{clean_after_interrupt, interrupt, Context};
+use super::{interrupt, Context, EngineArgs};
 use crate::error::{Error, Exit};
-use crate::harness::Harness;
+use crate::fleet::Fleet;
 use crate::leg::{self, Watch};
 use crate::matrix::Platform;
 use crate::report;
@@ -27,6 +27,8 @@ pub struct ReproArgs {
     /// directory) instead of building the image (see `run --from`).
     #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
     pub from: Option<String>,
+    #[command(flatten)]
+    pub engines: EngineArgs,
 }
 
 /// Every step on its own line, prefixed with the platform.
@@ -45,16 +47,23 @@ impl ReproArgs {
         options.keep = !self.no_keep;
         options.online |= self.online;
         options.from.clone_from(&self.from);
-        let h = Harness::new(ctx.matrix.clone(), options).await?;
-        let p = h.matrix.find(&self.platform)?.clone();
+        let p = ctx.matrix.find(&self.platform)?.clone();
+        let fleet = Fleet::connect(
+            &ctx.matrix,
+            &options,
+            &self.engines.engines,
+            std::slice::from_ref(&p),
+        )
+        .await?;
+        let h = fleet.harness(&p);
         let scenarios = if self.scenario.is_empty() {
             Scenario::ALL.to_vec()
         } else {
             self.scenario.clone()
         };
         let leg = tokio::select! {
-            leg = leg::leg(&h, &p, &scenarios, &Steps) => leg,
-            signal = interrupt() => return Ok(clean_after_interrupt(&h.engine, ctx.started, signal).await),
+            leg = leg::leg(h, &p, &scenarios, &Steps) => leg,
+            signal = interrupt() => return Ok(fleet.clean_after_interrupt(ctx.started, signal).await),
         };
         println!("\n{}\n", report::table(std::slice::from_ref(&leg)));
         for o in &leg.outcomes {

@@ -1,9 +1,9 @@
 //! `harness run`: the main job, with reports that are written whatever happens.
 
 use super::progress::Progress;
-use super::{clean_after_interrupt, interrupt, Context, Global};
+use super::{interrupt, Context, EngineArgs, Global};
 use crate::error::{Error, Exit};
-use crate::harness::Harness;
+use crate::fleet::Fleet;
 use crate::leg;
 use crate::report::{self, Leg};
 use crate::scenarios::Scenario;
@@ -38,6 +38,8 @@ pub struct RunArgs {
     /// on its base and layers. An unreachable release means a build, said so.
     #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
     pub from: Option<String>,
+    #[command(flatten)]
+    pub engines: EngineArgs,
     /// Without a terminal, say every this many seconds which step each leg is in.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
@@ -56,16 +58,17 @@ impl RunArgs {
             ctx.checkout.root.display(),
             ctx.matrix.path.display()
         );
-        let h = match Harness::new(ctx.matrix.clone(), options).await {
-            Ok(h) => h,
-            Err(e) => {
-                // The uploaded artifact is never empty: the report names the step.
-                let legs = [setup_failure("connect to the Docker engine", &e)];
-                self.write(&legs, &pin);
-                return Err(e);
-            }
-        };
-        let selected = h.matrix.select(&self.platforms)?;
+        let selected = ctx.matrix.select(&self.platforms)?;
+        let fleet =
+            match Fleet::connect(&ctx.matrix, &options, &self.engines.engines, &selected).await {
+                Ok(fleet) => fleet,
+                Err(e) => {
+                    // The uploaded artifact is never empty: the report names the step.
+                    let legs = [setup_failure("connect to the Docker engines", &e)];
+                    self.write(&legs, &pin);
+                    return Err(e);
+                }
+            };
         let scenarios = if self.scenarios.is_empty() {
             Scenario::ALL.to_vec()
         } else {
@@ -86,14 +89,15 @@ impl RunArgs {
             }
         };
         tokio::select! {
-            legs = leg::run_legs(&h, &selected, &scenarios, jobs, &progress) => {
+            legs = leg::run_legs(&fleet, &selected, &scenarios, jobs, &progress) => {
                 println!("\n{}\n", report::table(&legs));
                 let (total, ideal) = leg::packing(&legs, jobs);
                 let wall = started.elapsed();
                 println!(
-                    "wall {:.0}s for {:.0}s of legs on {jobs} lane(s); ideal packing {:.0}s ({:.2}×)",
+                    "wall {:.0}s for {:.0}s of legs on {} engine(s), {jobs} lane(s) each; ideal packing {:.0}s ({:.2}×)",
                     wall.as_secs_f64(),
                     total.as_secs_f64(),
+                    fleet.all().len(),
                     ideal.as_secs_f64(),
                     wall.as_secs_f64() / ideal.as_secs_f64().max(0.001)
                 );
@@ -103,7 +107,7 @@ impl RunArgs {
             }
             _ = heartbeat => unreachable!("the heartbeat never ends"),
             signal = interrupt() => {
-                let exit = clean_after_interrupt(&h.engine, ctx.started, signal).await;
+                let exit = fleet.clean_after_interrupt(ctx.started, signal).await;
                 let mut legs = progress.finished();
                 for (platform, step) in progress.unfinished() {
                     let mut leg = Leg::new(&platform, String::new(), Duration::ZERO);

@@ -24,7 +24,7 @@ impl ShellArgs {
         let prepared = h.prepare(&p).await?;
         let mut spec = RunSpec::new(prepared.image.tag.clone(), "shell").platform(&p.docker);
         spec.network_none = false;
-        if self.tmpfs.unwrap_or(p.cache_tmpfs) {
+        if self.tmpfs.unwrap_or(prepared.placement.cache_tmpfs) {
             spec = spec.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
         }
         spec.cmd = if self.command.is_empty() {

@@ -22,6 +22,7 @@ pub struct Problem {
 struct Lines {
     defaults: HashMap<String, usize>,
     platforms: Vec<(usize, HashMap<String, usize>)>,
+    runners: Vec<(usize, HashMap<String, usize>)>,
 }
 
 impl Lines {
@@ -40,10 +41,15 @@ impl Lines {
         for (key, value) in root.get_ref().iter() {
             match (key.get_ref().as_ref(), value.get_ref()) {
                 ("defaults", DeValue::Table(t)) => lines.defaults = fields(t),
-                ("platform", DeValue::Array(rows)) => {
+                (name @ ("platform" | "runner"), DeValue::Array(rows)) => {
+                    let list = if name == "platform" {
+                        &mut lines.platforms
+                    } else {
+                        &mut lines.runners
+                    };
                     for row in rows.iter() {
                         if let DeValue::Table(t) = row.get_ref() {
-                            lines.platforms.push((line(row.span().start), fields(t)));
+                            list.push((line(row.span().start), fields(t)));
                         }
                     }
                 }
@@ -95,6 +101,48 @@ pub fn problems(m: &Matrix, text: &str) -> Vec<Problem> {
         }
         for (field, message, fix) in platform(p) {
             say(at(field), &p.docker, field, message, fix);
+        }
+    }
+    let mut arches = HashSet::new();
+    for (i, r) in m.runners.iter().enumerate() {
+        let at = |field: &str| {
+            lines
+                .runners
+                .get(i)
+                .and_then(|(l, f)| f.get(field).copied().or(Some(*l)))
+        };
+        let table = format!("[[runner]] {}", r.arch);
+        if !known::KNOWN
+            .iter()
+            .any(|k| k.docker.split('/').nth(1) == Some(&r.arch))
+        {
+            say(
+                at("arch"),
+                &table,
+                "arch",
+                format!(
+                    "`{}` is not an engine architecture the harness knows",
+                    r.arch
+                ),
+                "use Docker's name of one: amd64, 386, arm, arm64, ppc64le or riscv64".into(),
+            );
+        } else if !arches.insert(r.arch.clone()) {
+            say(
+                at("arch"),
+                &table,
+                "arch",
+                "listed twice".into(),
+                "keep one [[runner]] per architecture".into(),
+            );
+        }
+        if r.label.trim().is_empty() || r.label.contains(char::is_whitespace) {
+            say(
+                at("label"),
+                &table,
+                "label",
+                format!("`{}` is not a runner label", r.label),
+                "a GitHub Actions runs-on label, e.g. label = \"ubuntu-24.04-arm\"".into(),
+            );
         }
     }
     out.sort_by_key(|p| p.line);
@@ -164,15 +212,7 @@ fn platform(p: &Platform) -> Vec<Found> {
         out.push((
             "slowdown",
             format!("{:?} is out of range (1.0 to 100.0)", p.slowdown),
-            "how much slower than native the platform runs: 1.0 native, about 6.0 under qemu"
-                .into(),
-        ));
-    }
-    if let Some(arg) = p.daemon_args.iter().find(|a| !a.starts_with('-')) {
-        out.push((
-            "daemon_args",
-            format!("`{arg}` is not a guix-daemon flag"),
-            "flags only, e.g. [\"--disable-chroot\"]".into(),
+            "how much slower under qemu than native the platform runs: about 6.0".into(),
         ));
     }
     let Some(k) = known::find(&p.docker) else {
@@ -204,20 +244,30 @@ fn agrees(p: &Platform, k: &Known) -> Vec<Found> {
     if let Some(cc) = &p.probe_cc {
         expect("probe_cc", cc, k.probe_cc);
     }
-    let emulator = if k.x86_64_native { "none" } else { k.qemu };
-    expect("emulator", &p.emulator, emulator);
-    if !k.uname_m.contains(&p.uname_m.as_str()) {
+    expect("emulator", &p.emulator, k.qemu);
+    expect("uname_m", &p.uname_m, k.uname_m);
+    let want: std::collections::BTreeMap<String, String> = k
+        .compat
+        .iter()
+        .map(|(a, u)| (a.to_string(), u.to_string()))
+        .collect();
+    if p.compat != want {
+        let table = |m: &std::collections::BTreeMap<String, String>| {
+            let rows: Vec<String> = m.iter().map(|(a, u)| format!("{a} = \"{u}\"")).collect();
+            format!("{{ {} }}", rows.join(", "))
+        };
         out.push((
-            "uname_m",
-            format!("`{}` is not what {} says", p.uname_m, k.docker),
-            format!("uname_m = \"{}\"", k.uname_m[0]),
-        ));
-    }
-    if !p.is_native() && !p.daemon_args.iter().any(|a| a == "--disable-chroot") {
-        out.push((
-            "daemon_args",
-            "an emulated platform needs \"--disable-chroot\" (qemu-user cannot clone the builder into new namespaces)".into(),
-            "daemon_args = [\"--disable-chroot\"]".into(),
+            "compat",
+            format!(
+                "{} does not describe the engines that run {} natively",
+                table(&p.compat),
+                k.docker
+            ),
+            if want.is_empty() {
+                "remove `compat`: only its own architecture runs it natively".into()
+            } else {
+                format!("compat = {}", table(&want))
+            },
         ));
     }
     out

@@ -6,13 +6,13 @@ pub struct Known {
     pub docker: &'static str,
     pub guix_system: &'static str,
     pub debian_arch: &'static str,
-    /// What `uname -m` may say inside the container (linux/386 on an x86_64
-    /// kernel says x86_64).
-    pub uname_m: &'static [&'static str],
-    /// qemu-user-static's handler for it, when the host cannot run it.
+    /// What `uname -m` says on its own kernel and under qemu.
+    pub uname_m: &'static str,
+    /// qemu-user-static's handler for it, on an engine that cannot run it.
     pub qemu: &'static str,
-    /// Runs without an emulator on an x86_64 host.
-    pub x86_64_native: bool,
+    /// Other engine architectures whose CPUs run it natively (32-bit modes),
+    /// and what `uname -m` says there.
+    pub compat: &'static [(&'static str, &'static str)],
     /// Debian's cross compiler for the readdir() probe.
     pub probe_cc: &'static str,
 }
@@ -22,54 +22,54 @@ pub const KNOWN: &[Known] = &[
         docker: "linux/amd64",
         guix_system: "x86_64-linux",
         debian_arch: "amd64",
-        uname_m: &["x86_64"],
+        uname_m: "x86_64",
         qemu: "qemu-x86_64",
-        x86_64_native: true,
+        compat: &[],
         probe_cc: "x86_64-linux-gnu-gcc",
     },
     Known {
         docker: "linux/386",
         guix_system: "i686-linux",
         debian_arch: "i386",
-        uname_m: &["x86_64", "i686"],
+        uname_m: "i686",
         qemu: "qemu-i386",
-        x86_64_native: true,
+        compat: &[("amd64", "x86_64")],
         probe_cc: "i686-linux-gnu-gcc",
     },
     Known {
         docker: "linux/arm/v7",
         guix_system: "armhf-linux",
         debian_arch: "armhf",
-        uname_m: &["armv7l", "armv8l"],
+        uname_m: "armv7l",
         qemu: "qemu-arm",
-        x86_64_native: false,
+        compat: &[("arm64", "armv8l")],
         probe_cc: "arm-linux-gnueabihf-gcc",
     },
     Known {
         docker: "linux/arm64/v8",
         guix_system: "aarch64-linux",
         debian_arch: "arm64",
-        uname_m: &["aarch64"],
+        uname_m: "aarch64",
         qemu: "qemu-aarch64",
-        x86_64_native: false,
+        compat: &[],
         probe_cc: "aarch64-linux-gnu-gcc",
     },
     Known {
         docker: "linux/ppc64le",
         guix_system: "powerpc64le-linux",
         debian_arch: "ppc64el",
-        uname_m: &["ppc64le"],
+        uname_m: "ppc64le",
         qemu: "qemu-ppc64le",
-        x86_64_native: false,
+        compat: &[],
         probe_cc: "powerpc64le-linux-gnu-gcc",
     },
     Known {
         docker: "linux/riscv64",
         guix_system: "riscv64-linux",
         debian_arch: "riscv64",
-        uname_m: &["riscv64"],
+        uname_m: "riscv64",
         qemu: "qemu-riscv64",
-        x86_64_native: false,
+        compat: &[],
         probe_cc: "riscv64-linux-gnu-gcc",
     },
 ];

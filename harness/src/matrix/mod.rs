@@ -4,6 +4,7 @@ pub mod check;
 pub mod known;
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,8 +46,8 @@ fn invalid(path: &Path, problems: &[check::Problem]) -> String {
         .iter()
         .map(|p| {
             let at = p.line.map(|l| format!(":{l}")).unwrap_or_default();
-            let table = if p.table == "[defaults]" {
-                "[defaults]".to_string()
+            let table = if p.table.starts_with('[') {
+                p.table.clone()
             } else {
                 format!("platform {}", p.table)
             };
@@ -100,18 +101,30 @@ pub struct Platform {
     pub debian_arch: String,
     pub uname_m: String,
     pub emulator: String,
-    #[serde(default)]
-    pub daemon_args: Vec<String>,
+    /// Engine architecture -> `uname -m` there, for engines that run it
+    /// natively though it is not their own architecture.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compat: BTreeMap<String, String>,
     pub cache_tmpfs: bool,
     #[serde(default)]
     pub probe_cc: Option<String>,
     pub slowdown: f64,
 }
 
+/// A CI runner (GitHub Actions `runs-on` label) and the engine architecture it has.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Runner {
+    pub arch: String,
+    pub label: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     defaults: Defaults,
+    #[serde(rename = "runner", default)]
+    runners: Vec<Runner>,
     #[serde(rename = "platform", default)]
     platforms: Vec<Platform>,
 }
@@ -121,6 +134,7 @@ struct File {
 pub struct Matrix {
     pub path: PathBuf,
     pub defaults: Defaults,
+    pub runners: Vec<Runner>,
     pub platforms: Vec<Platform>,
 }
 
@@ -143,9 +157,9 @@ impl Platform {
         }
     }
 
-    /// Whether the host runs this platform without an emulator.
-    pub fn is_native(&self) -> bool {
-        self.emulator == "none"
+    /// The engine architecture (Docker's name) that runs it as its own.
+    pub fn arch(&self) -> &str {
+        self.docker.split('/').nth(1).unwrap_or_default()
     }
 
     /// A name safe for tags, file names and test names: `arm-v7`.
@@ -153,7 +167,9 @@ impl Platform {
         self.docker.trim_start_matches("linux/").replace('/', "-")
     }
 
-    /// A step's timeout on this platform: the native budget times `slowdown`.
+    /// A build step's timeout on this platform wherever it runs: the native
+    /// budget times `slowdown` (a native leg finishes well inside it; a leg's
+    /// own budget follows where it runs, see `placement`).
     pub fn timeout(&self, native: Duration) -> Duration {
         native.mul_f64(self.slowdown.max(1.0))
     }
@@ -187,6 +203,7 @@ impl Matrix {
         let matrix = Matrix {
             path: path.to_path_buf(),
             defaults: file.defaults,
+            runners: file.runners,
             platforms: file.platforms,
         };
         matrix.validate(text)?;
@@ -211,6 +228,15 @@ impl Matrix {
                 problems,
             })
         }
+    }
+
+    /// The CI runner for `platform`'s legs: the one of its own architecture
+    /// (native), else the first (emulated); none when no runner is listed.
+    pub fn runner(&self, platform: &Platform) -> Option<&Runner> {
+        self.runners
+            .iter()
+            .find(|r| r.arch == platform.arch())
+            .or(self.runners.first())
     }
 
     /// The platforms named in `wanted` (Docker platform, slug or Guix system),
@@ -277,7 +303,7 @@ guix_system = "armhf-linux"
 debian_arch = "armhf"
 uname_m = "armv7l"
 emulator = "qemu-arm"
-daemon_args = ["--disable-chroot"]
+compat = { arm64 = "armv8l" }
 cache_tmpfs = true
 probe_cc = "arm-linux-gnueabihf-gcc"
 slowdown = 6.0
@@ -313,7 +339,7 @@ slowdown = 6.0
             }
         );
         assert_eq!(p.slug(), "arm-v7");
-        assert!(!p.is_native());
+        assert_eq!(p.arch(), "arm");
         assert_eq!(p.timeout(Duration::from_secs(10)), Duration::from_secs(60));
         assert_eq!(m.find("armhf-linux").unwrap().docker, "linux/arm/v7");
         assert_eq!(m.find("arm-v7").unwrap().docker, "linux/arm/v7");
@@ -359,8 +385,8 @@ slowdown = 6.0
             (ARM.replace("armhf-linux", "armhf"), "field `guix_system`"),
             (ARM.replace("qemu-arm", "box64"), "field `emulator`"),
             (
-                ARM.replace("[\"--disable-chroot\"]", "[]"),
-                "field `daemon_args`",
+                ARM.replace("arm64 = \"armv8l\"", "amd64 = \"armv8l\""),
+                "field `compat`",
             ),
             (ARM.replace("6.0", "0.5"), "field `slowdown`"),
             (format!("{ARM}{ARM}"), "listed twice"),
@@ -416,7 +442,7 @@ slowdown = 6.0
     }
 
     #[test]
-    fn a_foreign_platform_cannot_run_without_an_emulator() {
+    fn every_platform_names_its_emulator_wherever_the_harness_runs() {
         let text = format!(
             "{DEFAULTS}{}",
             ARM.replace("emulator = \"qemu-arm\"", "emulator = \"none\"")
@@ -424,6 +450,33 @@ slowdown = 6.0
         let msg = parse(&text).unwrap_err().to_string();
         assert!(
             msg.contains("field `emulator`: `none` does not describe linux/arm/v7 (fix: emulator = \"qemu-arm\")"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn runners_are_checked_and_chosen_by_architecture() {
+        let runners = "\n[[runner]]\narch = \"amd64\"\nlabel = \"ubuntu-24.04\"\n\n[[runner]]\narch = \"arm64\"\nlabel = \"ubuntu-24.04-arm\"\n";
+        let m = parse(&format!("{DEFAULTS}{runners}{ARM}")).unwrap();
+        // arm/v7 has no runner of its own architecture: the first, emulated.
+        assert_eq!(m.runner(&m.platforms[0]).unwrap().label, "ubuntu-24.04");
+        let mut arm64 = m.platforms[0].clone();
+        arm64.docker = "linux/arm64/v8".into();
+        assert_eq!(m.runner(&arm64).unwrap().label, "ubuntu-24.04-arm");
+        let bad = runners
+            .replace("arch = \"arm64\"", "arch = \"aarch64\"")
+            .replace("\"ubuntu-24.04\"", "\"\"");
+        let msg = parse(&format!("{DEFAULTS}{bad}{ARM}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(
+                "matrix.toml:13: [[runner]] amd64: field `label`: `` is not a runner label"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("[[runner]] aarch64: field `arch`: `aarch64` is not an engine architecture the harness knows (fix: use Docker's name"),
             "{msg}"
         );
     }

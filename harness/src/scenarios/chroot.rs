@@ -1,4 +1,4 @@
-//! Daemon flags: chroot builds work natively and fail under qemu-user; matrix.toml must agree.
+//! Isolated builds: chroot builds work natively and fail under qemu-user; the entry point's own choice (GUIX_MATRIX_CHROOT=auto) must follow where the leg runs.
 
 use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
 use crate::error::Error;
@@ -15,32 +15,48 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         .bash("/fixtures/chroot.sh")
         .upload(tar, "/");
     let out = run_fixture(h, c, &run).await?;
-    let (chroot, plain) = (
-        kv(&out.stdout, "chroot").unwrap_or_default(),
-        kv(&out.stdout, "no-chroot").unwrap_or_default(),
+    let get = |k: &str| kv(&out.stdout, k).unwrap_or_default();
+    let (chroot, plain, auto, flags) = (
+        get("chroot"),
+        get("no-chroot"),
+        get("auto"),
+        get("auto-flags"),
     );
-    c.fact("chroot", &chroot);
-    c.fact("no-chroot", &plain);
-    let disabled = p
-        .platform
-        .daemon_args
-        .iter()
-        .any(|a| a == "--disable-chroot");
+    for (k, v) in [
+        ("chroot", &chroot),
+        ("no-chroot", &plain),
+        ("auto", &auto),
+        ("auto-flags", &flags),
+    ] {
+        c.fact(k, v);
+    }
+    let emulated = !p.placement.is_native();
+    let runs = p.placement.summary();
     c.expect(plain.starts_with("ran "), || {
         format!("with --disable-chroot the builder did not run: `{plain}`")
     });
+    c.expect(auto.starts_with("ran "), || {
+        format!("with the image's own choice (GUIX_MATRIX_CHROOT=auto) the builder did not run: `{auto}` (daemon flags `{flags}`)")
+    });
+    c.expect((flags == "--disable-chroot") == emulated, || {
+        format!(
+            "the entry point chose daemon flags `{flags}` but {} runs {runs} here; fix: its emulator() must see {}",
+            p.platform.docker,
+            if emulated { "the emulator" } else { "bash, not an emulator" }
+        )
+    });
     if chroot == "clone" {
-        c.expect(disabled, || {
+        c.expect(emulated, || {
             format!(
-                "chroot builds fail here (`clone: Invalid argument`, qemu-user cannot clone into new namespaces) but matrix.toml gives {} daemon_args = {:?}; fix: add \"--disable-chroot\"",
-                p.platform.docker, p.platform.daemon_args
+                "chroot builds fail here (`clone: Invalid argument`, as under qemu-user), but the harness placed {} {runs}",
+                p.platform.docker
             )
         });
     } else if let Some(n) = chroot.strip_prefix("ran ") {
-        c.expect(!disabled, || {
+        c.expect(!emulated, || {
             format!(
-                "chroot builds work on {} but matrix.toml disables them (daemon_args = {:?}); fix: remove \"--disable-chroot\" so builds stay isolated",
-                p.platform.docker, p.platform.daemon_args
+                "chroot builds work here, but the harness placed {} {runs} (builds would lose their isolation)",
+                p.platform.docker
             )
         });
         // Inside the chroot the builder sees a near-empty / : proof it was isolated.
@@ -56,6 +72,9 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
                 )
             },
         );
+        c.expect(auto == chroot, || {
+            format!("natively the image's own choice must isolate builds like chroot mode (`{chroot}`), it gave `{auto}`")
+        });
     } else {
         c.expect(false, || {
             format!("chroot builds fail for another reason: `{chroot}` (the daemon needs --cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined)")

@@ -1,4 +1,4 @@
-//! The image as users get it, nothing passed in: its baked-in daemon flags build with a real builder, every command traced, the substitute keys it trusts, `docker run IMAGE` a shell.
+//! The image as users get it, nothing passed in: the daemon flags it chooses build with a real builder, every command traced, the substitute keys it trusts, `docker run IMAGE` a shell.
 
 use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
 use crate::error::Error;
@@ -20,7 +20,8 @@ fn plain(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
     s
 }
 
-/// `docker run IMAGE guix repl defaults.scm`: a real builder, the baked flags.
+/// `docker run IMAGE guix repl defaults.scm`: a real builder, the flags the
+/// image chooses where it runs (--disable-chroot only under an emulator).
 async fn build_with_baked_flags(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let probe = super::probe_for(h, p).await?;
     let tar = fixtures_tar_with(h, &["defaults.scm"], &[("readdir-probe", &probe)])?;
@@ -39,10 +40,20 @@ async fn build_with_baked_flags(h: &Harness, p: &Prepared, c: &mut Check) -> Res
             .trim()
             .to_string();
         format!(
-            "`docker run IMAGE guix build …` with a real builder fails with the image's own daemon flags (GUIX_DAEMON_ARGS baked in: {:?}; exit {}: `{said}`); fix: build the image with matrix.toml's daemon_args for {}",
+            "`docker run IMAGE guix build …` with a real builder fails with the daemon flags the image chose ({:?}; {} runs {} here; exit {}: `{said}`); fix: the entry point's chroot_flag()",
             image_daemon_args(&out.stderr),
+            p.platform.docker,
+            p.placement.summary(),
             out.exit_code,
-            p.platform.docker
+        )
+    });
+    let chose = image_daemon_args(&out.stderr);
+    c.fact("daemon-flags", &chose);
+    c.expect(chose.contains("--disable-chroot") != p.placement.is_native(), || {
+        format!(
+            "with nothing passed in the image started guix-daemon with `{chose}`, but {} runs {} here (builds are isolated natively, --disable-chroot under an emulator)",
+            p.platform.docker,
+            p.placement.summary()
         )
     });
     Ok(())

@@ -280,7 +280,7 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
         format!("{}: {step}", p.platform.docker),
     )
     .platform(&p.platform.docker)
-    .timeout(h.step_timeout(&p.platform))
+    .timeout(h.step_timeout(&p.placement))
     .with_options(
         h.options.echo.then(|| format!("[{}]", p.platform.slug())),
         h.options.keep,

@@ -16,7 +16,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
     let mut run = spec(h, p, "pin")
         .bash("/fixtures/pin.sh")
         .upload(fixtures_tar(h, &["pin.sh", "channel.sh"])?, "/");
-    if p.platform.cache_tmpfs {
+    if p.placement.cache_tmpfs {
         run = run.tmpfs("/root/.cache/guix", "rw,exec,size=256m");
     }
     let out = run_fixture(h, c, &run).await?;
@@ -86,9 +86,9 @@ pub async fn online(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Erro
             "-c",
             "/usr/local/bin/guix-pull.sh && /root/.config/guix/current/bin/guix describe",
         ])
-        .timeout(p.platform.timeout(Duration::from_secs(3 * 3600)));
+        .timeout(p.placement.timeout(Duration::from_secs(3 * 3600)));
     run.network_none = false;
-    if p.platform.cache_tmpfs {
+    if p.placement.cache_tmpfs {
         run = run.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
     }
     let out = run_fixture(h, c, &run).await?;

@@ -10,8 +10,22 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         .upload(fixtures_tar(h, &["smoke.sh", "smoke.scm"])?, "/");
     let out = run_fixture(h, c, &run).await?;
     let want_version = format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version);
+    // What runs the container's shell, as the kernel says: bash natively,
+    // else the emulator's interpreter (qemu-arm …); the harness's decision
+    // must be what happened.
+    let runs = match &p.emulator {
+        Some(hd) => hd
+            .interpreter
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        None if p.placement.is_native() => "bash".into(),
+        None => p.placement.handler().unwrap_or_default().to_string(),
+    };
     let facts = [
-        ("uname-m", p.platform.uname_m.clone()),
+        ("runs", runs),
+        ("uname-m", p.placement.uname_m.clone()),
         ("dpkg-arch", p.platform.debian_arch.clone()),
         ("guix-version", want_version),
         ("current-system", p.platform.guix_system.clone()),

@@ -1,4 +1,4 @@
-//! The tmpfs workaround: readdir() EOVERFLOW where matrix.toml says so, and none with the cache on tmpfs.
+//! The tmpfs workaround: readdir() EOVERFLOW where the placement says so (32-bit under qemu), and none with the cache on tmpfs.
 
 use super::{fixtures_tar_with, kv, spec, Check};
 use crate::error::Error;
@@ -36,10 +36,13 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         c.fact(k, get(k));
     }
     let bug_seen = writable != "ok";
-    c.expect(bug_seen == p.platform.cache_tmpfs, || {
+    c.expect(bug_seen == p.placement.cache_tmpfs, || {
         format!(
-            "matrix.toml says cache_tmpfs = {} for {}, but readdir() on the writable layer gave `{writable}`",
-            p.platform.cache_tmpfs, p.platform.docker
+            "{} runs {} here and matrix.toml says cache_tmpfs = {} (so the workaround is {}), but readdir() on the writable layer gave `{writable}`",
+            p.platform.docker,
+            p.placement.summary(),
+            p.platform.cache_tmpfs,
+            if p.placement.cache_tmpfs { "needed" } else { "not needed" },
         )
     });
     c.expect(!bug_seen || writable == EOVERFLOW, || {

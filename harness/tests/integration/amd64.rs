@@ -11,7 +11,7 @@ fn entry_point(args: &[&str]) -> run::RunOutput {
     let spec = RunSpec::new(p.image.tag.clone(), "amd64 test")
         .platform(&p.platform.docker)
         .cmd(args.iter().copied())
-        .timeout(h.step_timeout(&p.platform));
+        .timeout(h.step_timeout(&p.placement));
     block_on(run::run(&h.engine, &spec)).unwrap_or_else(|e| panic!("{e}"))
 }
 

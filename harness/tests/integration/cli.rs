@@ -422,7 +422,11 @@ fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let matrix = dir.path().join("matrix.toml");
     let text = std::fs::read_to_string(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
-    let broken = text.replacen("cache_tmpfs = true", "cache_tmpfs = false", 1);
+    let broken = text.replacen(
+        "compat = { arm64 = \"armv8l\" }\ncache_tmpfs = true",
+        "compat = { arm64 = \"armv8l\" }\ncache_tmpfs = false",
+        1,
+    );
     assert_ne!(broken, text);
     std::fs::write(&matrix, broken).unwrap();
     let reports = dir.path().join("reports");

@@ -97,7 +97,8 @@ fn a_handler_without_the_f_flag_is_named_wrong_with_the_fix() {
 
     let h = harness();
     let helper = block_on(h.helper()).unwrap().clone();
-    let err = block_on(emulators::register(&h.engine, &helper, &h.matrix.platforms))
+    let placements = block_on(h.placements()).unwrap();
+    let err = block_on(emulators::register(&h.engine, &helper, &placements))
         .expect_err("must refuse a handler without F");
     let msg = err.to_string();
     assert!(matches!(err, EmulatorError::Wrong { .. }), "{msg}");
@@ -140,30 +141,40 @@ fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
     );
 }
 
-/// matrix.toml's daemon flags must match what each platform needs: the chroot
-/// check fails, naming the fix, when they are flipped either way.
+/// The harness's decision must be what happens: the chroot check fails,
+/// saying so, when a leg is placed natively but runs under qemu, or the
+/// other way round.
 #[test]
-fn chroot_flags_that_disagree_with_the_platform_fail_the_check() {
+fn a_placement_that_disagrees_with_the_engine_fails_the_chroot_check() {
+    use harness::placement::{Placement, Runs};
     let _serial = crate::common::exclusive();
     let h = harness();
+    let flip = |p: &Placement| Placement {
+        runs: match p.runs {
+            Runs::Native => Runs::Emulated {
+                handler: "qemu-x86_64".into(),
+            },
+            Runs::Emulated { .. } => Runs::Native,
+        },
+        why: "flipped by the test".into(),
+        ..p.clone()
+    };
     let mut native = prepared("linux/amd64");
-    native.platform.daemon_args = vec!["--disable-chroot".into()];
+    native.placement = flip(&native.placement);
     let outcome = block_on(harness::scenarios::run_one(
         h,
         &native,
         harness::scenarios::Scenario::Chroot,
     ));
     match &outcome.verdict {
-        harness::scenarios::Verdict::Failed(why) => {
-            assert!(
-                why.contains("chroot builds work on linux/amd64 but matrix.toml disables them"),
-                "{why}"
-            )
-        }
+        harness::scenarios::Verdict::Failed(why) => assert!(
+            why.contains("chroot builds work here, but the harness placed linux/amd64 qemu-x86_64 (flipped by the test)"),
+            "{why}"
+        ),
         other => panic!("not noticed: {other:?}"),
     }
     let mut emulated = prepared("linux/arm64/v8");
-    emulated.platform.daemon_args = vec![];
+    emulated.placement = flip(&emulated.placement);
     let outcome = block_on(harness::scenarios::run_one(
         h,
         &emulated,
@@ -171,8 +182,7 @@ fn chroot_flags_that_disagree_with_the_platform_fail_the_check() {
     ));
     match &outcome.verdict {
         harness::scenarios::Verdict::Failed(why) => assert!(
-            why.contains("chroot builds fail here (`clone: Invalid argument`")
-                && why.contains("fix: add \"--disable-chroot\""),
+            why.contains("chroot builds fail here (`clone: Invalid argument`, as under qemu-user), but the harness placed linux/arm64/v8 native"),
             "{why}"
         ),
         other => panic!("not noticed: {other:?}"),
@@ -433,31 +443,75 @@ fn a_daemon_that_dies_during_the_command_is_named() {
     );
 }
 
-/// The image's own daemon flags are what `docker run IMAGE guix build …`
-/// gets: an arm64 image built without --disable-chroot passes every check
-/// that sets the flags at run time, and fails the `defaults` check.
+/// The image chooses its daemon flags where it runs. An arm64 image whose
+/// entry point cannot see qemu (its emulator() spoiled) tries chroot builds
+/// under qemu: the chroot and defaults checks fail. An amd64 image baked
+/// with GUIX_MATRIX_CHROOT=no loses isolation natively: the defaults check
+/// fails.
 #[test]
-fn an_image_that_bakes_the_wrong_daemon_flags_fails_the_defaults_check() {
+fn an_image_that_chooses_the_wrong_daemon_flags_fails_the_checks() {
     use harness::scenarios::{Scenario, Verdict};
     let _shared = crate::common::shared();
     let h = harness();
-    let mut p = prepared("linux/arm64/v8");
-    let mut spec = h.image_spec(&p.platform, &p.base);
-    spec.tag = "guix-matrix-brokenflags:arm64-v8".into();
-    spec.build_args
-        .insert("GUIX_DAEMON_ARGS".into(), String::new());
-    let built = block_on(harness::image::build(&h.engine, &spec, &|_| {})).unwrap();
-    p.image = built;
-    let outcome = block_on(harness::scenarios::run_one(h, &p, Scenario::Defaults));
-    block_on(h.engine.remove_image("guix-matrix-brokenflags:arm64-v8"));
-    match &outcome.verdict {
-        Verdict::Failed(why) => assert!(
-            why.contains("fails with the image's own daemon flags")
-                && why.contains("clone: Invalid argument"),
-            "{why}"
+    let spoiled = |platform: &str, script: &str, changes: &str, tag: &str| {
+        let mut p = prepared(platform);
+        let spoil = RunSpec::new(p.image.tag.clone(), "spoil the image")
+            .platform(&p.platform.docker)
+            .bash(script)
+            .with_options(None, true);
+        let out = block_on(run::run(&h.engine, &spoil)).unwrap();
+        assert_eq!(out.exit_code, 0, "{}", out.combined);
+        let id = out.kept_container.expect("kept");
+        block_on(h.engine.commit_with(&id, tag, changes)).unwrap();
+        block_on(h.engine.remove_container(&id));
+        p.image.tag = tag.into();
+        p
+    };
+    let failed = |p: &harness::harness::Prepared, s: Scenario| match block_on(
+        harness::scenarios::run_one(h, p, s),
+    )
+    .verdict
+    {
+        Verdict::Failed(why) => why,
+        other => panic!("{} passed a spoiled image: {other:?}", s.name()),
+    };
+    let tag = "guix-matrix-brokenflags:arm64-v8";
+    let blind = spoiled(
+        "linux/arm64/v8",
+        "sed -i 's|^emulator() {$|emulator() { return 0;|' /entry-point.sh && grep -q 'emulator() { return 0;' /entry-point.sh",
+        "ENTRYPOINT [\"/entry-point.sh\"]\nCMD [\"sh\"]",
+        tag,
+    );
+    let chroot = failed(&blind, Scenario::Chroot);
+    let defaults = failed(&blind, Scenario::Defaults);
+    block_on(h.engine.remove_image(tag));
+    assert!(
+        chroot
+            .contains("the entry point chose daemon flags `` but linux/arm64/v8 runs qemu-aarch64")
+            && chroot.contains("(GUIX_MATRIX_CHROOT=auto) the builder did not run"),
+        "{chroot}"
+    );
+    assert!(
+        defaults.contains("fails with the daemon flags the image chose")
+            && defaults.contains("clone: Invalid argument"),
+        "{defaults}"
+    );
+
+    let tag = "guix-matrix-brokenflags:amd64";
+    let never = spoiled(
+        "linux/amd64",
+        "true",
+        "ENV GUIX_MATRIX_CHROOT=no\nENTRYPOINT [\"/entry-point.sh\"]\nCMD [\"sh\"]",
+        tag,
+    );
+    let defaults = failed(&never, Scenario::Defaults);
+    block_on(h.engine.remove_image(tag));
+    assert!(
+        defaults.contains(
+            "the image started guix-daemon with `--disable-chroot`, but linux/amd64 runs native"
         ),
-        other => panic!("the defaults check passed an image without --disable-chroot: {other:?}"),
-    }
+        "{defaults}"
+    );
 }
 
 /// Each check of `defaults` sees its own fault: an image whose ACL trusts a

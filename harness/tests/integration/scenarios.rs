@@ -86,17 +86,19 @@ fn leg(
 }
 
 /// The tmpfs check must see the bug where the workaround is missing: on
-/// armhf, with Guix's cache NOT on tmpfs, the probe fails with EOVERFLOW.
+/// armhf under qemu, with Guix's cache NOT on tmpfs, the probe fails with
+/// EOVERFLOW.
 #[test]
 fn tmpfs_check_fails_when_matrix_drops_the_workaround_on_armhf() {
     let _shared = crate::common::shared();
     let h = harness();
     let mut p = prepared("linux/arm/v7");
     p.platform.cache_tmpfs = false;
+    p.placement.cache_tmpfs = false;
     let outcome = block_on(scenarios::run_one(h, &p, Scenario::Tmpfs));
     match &outcome.verdict {
         Verdict::Failed(why) => assert!(
-            why.contains("matrix.toml says cache_tmpfs = false")
+            why.contains("matrix.toml says cache_tmpfs = false (so the workaround is not needed)")
                 && why.contains("Value too large for defined data type"),
             "{why}"
         ),

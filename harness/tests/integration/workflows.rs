@@ -224,6 +224,28 @@ fn matrix_json_lists_every_platform_for_the_ci_matrix() {
     assert!(ci.contains(
         "key: guix-matrix-image-${{ matrix.platform.slug }}-${{ matrix.platform.content }}"
     ));
+    // Each leg's runner: arm64 natively on an arm64 runner, the rest on
+    // x86_64 (386 natively there, the others under qemu).
+    let runner = |docker: &str| {
+        let row = platforms.iter().find(|j| j["docker"] == docker).unwrap();
+        format!(
+            "{} {}",
+            row["runner"].as_str().unwrap(),
+            row["runs"].as_str().unwrap()
+        )
+    };
+    assert_eq!(runner("linux/arm64/v8"), "ubuntu-24.04-arm native");
+    assert_eq!(runner("linux/amd64"), "ubuntu-24.04 native");
+    assert_eq!(runner("linux/386"), "ubuntu-24.04 native");
+    assert_eq!(runner("linux/arm/v7"), "ubuntu-24.04 qemu-arm");
+    assert_eq!(runner("linux/riscv64"), "ubuntu-24.04 qemu-riscv64");
+    for wf in ["ci.yml", "nightly.yml"] {
+        let text = std::fs::read_to_string(root.join(".github/workflows").join(wf)).unwrap();
+        assert!(
+            text.contains("runs-on: ${{ matrix.platform.runner }}"),
+            "{wf}: the legs must run on the platform's runner"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,146 @@
+//! The engines a run uses: which engine runs each platform's legs (`--engine PLATFORM=URL`), one pipeline per engine, and cleanup on every one of them.
+
+use crate::engine::{Address, Engine, EngineError};
+use crate::error::{Error, Exit};
+use crate::harness::{Harness, Options};
+use crate::matrix::{Matrix, Platform};
+use std::collections::BTreeMap;
+
+/// `PLATFORM=URL`: the legs of PLATFORM run on the engine at URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineArg {
+    pub platform: String,
+    pub url: String,
+}
+
+impl std::str::FromStr for EngineArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((p, u)) if !p.trim().is_empty() && !u.trim().is_empty() => Ok(EngineArg {
+                platform: p.trim().to_string(),
+                url: u.trim().to_string(),
+            }),
+            _ => Err(format!(
+                "`{s}` is not PLATFORM=URL (e.g. linux/arm64/v8=tcp://arm-box:2376)"
+            )),
+        }
+    }
+}
+
+/// One pipeline per engine, and which engine each platform's legs use.
+pub struct Fleet {
+    harnesses: Vec<Harness>,
+    /// Docker platform -> index in `harnesses` (platforms no --engine
+    /// names use the default engine, index 0 when it is connected).
+    of: BTreeMap<String, usize>,
+    default: Option<usize>,
+}
+
+impl Fleet {
+    /// Checks the assignment, then connects every engine the `selected`
+    /// platforms need (each once): the default engine (DOCKER_HOST, else
+    /// the local socket) only when some platform has no --engine.
+    pub async fn connect(
+        matrix: &Matrix,
+        options: &Options,
+        engines: &[EngineArg],
+        selected: &[Platform],
+    ) -> Result<Self, Error> {
+        let mut assigned: BTreeMap<String, String> = BTreeMap::new();
+        for e in engines {
+            let p = matrix.find(&e.platform)?;
+            Address::parse(&e.url)?;
+            if let Some(first) = assigned.insert(p.docker.clone(), e.url.clone()) {
+                return Err(EngineError::Twice {
+                    platform: p.docker.clone(),
+                    first,
+                    second: e.url.clone(),
+                }
+                .into());
+            }
+        }
+        let default_url = Engine::default_host();
+        let mut urls: Vec<String> = vec![];
+        let mut of = BTreeMap::new();
+        for p in selected {
+            let url = assigned.get(&p.docker).unwrap_or(&default_url);
+            let i = match urls.iter().position(|u| u == url) {
+                Some(i) => i,
+                None => {
+                    urls.push(url.clone());
+                    urls.len() - 1
+                }
+            };
+            of.insert(p.docker.clone(), i);
+        }
+        let connected = futures::future::join_all(urls.iter().map(|u| Engine::connect_to(u))).await;
+        let mut harnesses = vec![];
+        for engine in connected {
+            harnesses.push(Harness::on(engine?, matrix.clone(), options.clone()));
+        }
+        let default = urls.iter().position(|u| *u == default_url);
+        Ok(Fleet {
+            harnesses,
+            of,
+            default,
+        })
+    }
+
+    /// One engine for everything (the default pipeline).
+    pub fn single(h: Harness) -> Self {
+        Fleet {
+            harnesses: vec![h],
+            of: BTreeMap::new(),
+            default: Some(0),
+        }
+    }
+
+    /// The pipeline whose engine runs `platform`'s legs.
+    pub fn harness(&self, platform: &Platform) -> &Harness {
+        let i = self
+            .of
+            .get(&platform.docker)
+            .copied()
+            .or(self.default)
+            .unwrap_or(0);
+        &self.harnesses[i]
+    }
+
+    /// Every engine's pipeline.
+    pub fn all(&self) -> &[Harness] {
+        &self.harnesses
+    }
+
+    /// After a signal: what this process started is removed on every engine.
+    pub async fn clean_after_interrupt(&self, started: i64, signal: i32) -> Exit {
+        let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };
+        eprintln!("\ninterrupted ({name}): removing the containers this run started");
+        for h in &self.harnesses {
+            let e = &h.engine;
+            let n = e.remove_tracked().await + e.remove_created_since(started).await;
+            eprintln!(
+                "{}: removed {n} container(s); images being built are not tagged",
+                e.host
+            );
+        }
+        Exit::Interrupted(signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_arguments_are_platform_equals_url() {
+        let e: EngineArg = "linux/arm64/v8=tcp://arm:2376".parse().unwrap();
+        assert_eq!(e.platform, "linux/arm64/v8");
+        assert_eq!(e.url, "tcp://arm:2376");
+        for bad in ["tcp://arm:2376", "=tcp://arm:2376", "linux/386="] {
+            let msg = bad.parse::<EngineArg>().unwrap_err();
+            assert!(msg.contains("is not PLATFORM=URL"), "{bad}: {msg}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! More than one engine: a run split over the main engine and a second dockerd
+//! the test starts, an engine that goes away failing only its own legs, and
+//! the engine arguments that must be refused with a fix.
+
+use crate::common::{block_on, harness, prepared};
+use crate::private_engine::PrivateEngine;
+use harness::fleet::{EngineArg, Fleet};
+use harness::scenarios::Scenario;
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// Labelled containers left on the engine at `host`.
+fn left_on(host: &str) -> usize {
+    let engine = block_on(harness::engine::Engine::connect_to(host)).unwrap();
+    block_on(engine.managed_containers(None)).unwrap().len()
+}
+
+/// linux/amd64 on a second engine (its image copied there, as a CI cache
+/// restore would), linux/386 and linux/arm/v7 on the main one: one run,
+/// every leg passes, the report names each leg's engine and how it ran,
+/// and neither engine keeps a container.
+#[test]
+fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
+    let _serial = crate::common::exclusive();
+    for p in ["linux/amd64", "linux/386", "linux/arm/v7"] {
+        prepared(p);
+    }
+    let private = PrivateEngine::start("second", None);
+    private.load_from_main("guix-matrix:amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    let out = bin()
+        .args([
+            "run",
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/386",
+        ])
+        .args(["--platform", "linux/arm/v7", "--scenario", "smoke"])
+        .args(["--scenario", "pin", "--report"])
+        .arg(&reports)
+        .arg("--engine")
+        .arg(format!("linux/amd64={}", private.host()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+    assert!(text.contains("on 2 engine(s)"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap())
+            .unwrap();
+    let leg = |p: &str| {
+        report["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["platform"] == p)
+            .unwrap_or_else(|| panic!("{p} not in {report}"))
+            .clone()
+    };
+    let main = harness().engine.host.clone();
+    assert_eq!(leg("linux/amd64")["engine"], private.host().as_str());
+    assert_eq!(leg("linux/386")["engine"], main.as_str());
+    assert_eq!(leg("linux/arm/v7")["engine"], main.as_str());
+    assert!(
+        leg("linux/amd64")["runs"]
+            .as_str()
+            .unwrap()
+            .starts_with("native (the engine's own architecture)"),
+        "{}",
+        leg("linux/amd64")
+    );
+    assert!(
+        leg("linux/386")["runs"]
+            .as_str()
+            .unwrap()
+            .starts_with("native (an amd64 CPU runs its 32-bit programs)"),
+        "{}",
+        leg("linux/386")
+    );
+    assert!(
+        leg("linux/arm/v7")["runs"]
+            .as_str()
+            .unwrap()
+            .starts_with("qemu-arm (on an amd64 engine)"),
+        "{}",
+        leg("linux/arm/v7")
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("linux/amd64") && l.contains(&private.host())),
+        "the table names the engine:\n{text}"
+    );
+    assert_eq!(left_on(&private.host()), 0);
+    assert_eq!(left_on(&main), 0);
+}
+
+/// The second engine stops after the run connected to it: its legs fail,
+/// naming it and saying how to get it back; the main engine's legs pass.
+#[test]
+fn an_engine_that_goes_away_fails_only_its_own_legs() {
+    let _serial = crate::common::exclusive();
+    prepared("linux/386");
+    let mut private = PrivateEngine::start("away", None);
+    let h = harness();
+    let selected = h
+        .matrix
+        .select(&["linux/amd64".into(), "linux/386".into()])
+        .unwrap();
+    let engines = [EngineArg {
+        platform: "amd64".into(),
+        url: private.host(),
+    }];
+    let fleet = block_on(Fleet::connect(&h.matrix, &h.options, &engines, &selected)).unwrap();
+    assert_eq!(fleet.all().len(), 2);
+    private.stop();
+    let legs = block_on(harness::leg::run_legs(
+        &fleet,
+        &selected,
+        &[Scenario::Smoke],
+        2,
+        &harness::leg::Quiet,
+    ));
+    let (gone, kept) = (&legs[0], &legs[1]);
+    let why = gone.error.clone().unwrap_or_default();
+    eprintln!("what the user sees:\n{why}");
+    assert!(
+        why.contains(&format!("engine {}", private.host()))
+            && why.contains("the Docker engine went away")
+            && why.contains("fix: start it again"),
+        "{why}"
+    );
+    assert!(!kept.failed(), "{kept:?}");
+    assert_eq!(kept.engine, h.engine.host);
+}
+
+/// Engine arguments that cannot work are refused before anything runs,
+/// naming the engine or platform and the fix.
+#[test]
+fn wrong_engine_arguments_are_refused_with_a_fix() {
+    let _shared = crate::common::shared();
+    // (arguments, environment, exit code, what stderr must say)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a [&'a str]);
+    let cases: [Case; 6] = [
+        (
+            &["--engine", "linux/arm64/v8=arm-box:2376"],
+            &[],
+            2,
+            &[
+                "`arm-box:2376` is not an engine address",
+                "fix: give unix:///path/to/docker.sock, tcp://HOST:PORT",
+            ],
+        ),
+        (
+            &[
+                "--engine",
+                "linux/386=tcp://a:2375",
+                "--engine",
+                "i686-linux=tcp://b:2375",
+            ],
+            &[],
+            2,
+            &[
+                "linux/386 is given to two engines, tcp://a:2375 and tcp://b:2375",
+                "fix: give linux/386 one --engine",
+            ],
+        ),
+        (
+            &["--engine", "linux/s390x=tcp://a:2375"],
+            &[],
+            2,
+            &["no platform in", "matches `linux/s390x`"],
+        ),
+        (
+            &["--engine", "linux/386"],
+            &[],
+            2,
+            &["is not PLATFORM=URL (e.g. linux/arm64/v8=tcp://arm-box:2376)"],
+        ),
+        (
+            &["--engine", "linux/386=tcp://127.0.0.1:2376"],
+            &[
+                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_CERT_PATH", "/nonexistent/certs"),
+            ],
+            2,
+            &[
+                "engine tcp://127.0.0.1:2376: TLS is asked for",
+                "/nonexistent/certs/key.pem is missing",
+                "fix: put the engine's client key.pem, cert.pem and ca.pem in DOCKER_CERT_PATH",
+            ],
+        ),
+        (
+            &["--engine", "linux/386=tcp://127.0.0.1:1"],
+            &[],
+            3,
+            &[
+                "no Docker engine answers at tcp://127.0.0.1:1",
+                "fix: start one",
+            ],
+        ),
+    ];
+    for (args, env, code, wants) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bin()
+            .args(["run", "--platform", "linux/386", "--scenario", "smoke"])
+            .arg("--report")
+            .arg(dir.path())
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        for want in wants {
+            assert!(err.contains(want), "{args:?}: `{want}` not in:\n{err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// An engine that must emulate a platform its qemu-user-static has no
+/// handler for (here: linux/386 placed as if this CPU had no 32-bit mode,
+/// with a handler name no qemu-user-static has) says which engine cannot run
+/// which platform, and what to do.
+#[test]
+fn an_engine_without_an_emulator_for_a_platform_says_so() {
+    let _shared = crate::common::shared();
+    let h = harness();
+    let p = h.matrix.find("linux/386").unwrap();
+    let host = harness::placement::Host {
+        arch: "amd64".into(),
+        runs_32bit: Some(false),
+        handlers: vec![],
+    };
+    let mut placement = harness::placement::decide(p, &host);
+    assert_eq!(placement.handler(), Some("qemu-i386"));
+    placement.runs = harness::placement::Runs::Emulated {
+        handler: "qemu-i386-nonesuch".into(),
+    };
+    let helper = block_on(h.helper()).unwrap().clone();
+    let err = block_on(harness::emulators::register(
+        &h.engine,
+        &helper,
+        &[placement],
+    ))
+    .expect_err("no qemu-i386 handler here");
+    let msg = harness::error::Error::from(err).report();
+    assert!(
+        msg.contains(&format!(
+            "engine {} (amd64) cannot run linux/386: not its architecture, and its qemu-user-static has no handler qemu-i386-nonesuch",
+            h.engine.host
+        )) && msg.contains("fix: run linux/386 on another engine (--engine linux/386=URL)"),
+        "{msg}"
+    );
+}
+
+/// A qemu-i386 handler registered on this x86_64 host takes linux/386 over
+/// (the kernel tries binfmt_misc before its own formats): a new pipeline
+/// sees it and places 386 under qemu, and the checks follow what happens
+/// then: the emulator runs the shell, `uname -m` says i686, the image
+/// chooses --disable-chroot, and the 32-bit readdir() bug appears without
+/// the tmpfs workaround. The handler is removed again whatever happens.
+#[test]
+fn a_registered_qemu_i386_handler_makes_386_an_emulated_leg() {
+    use harness::scenarios::{Scenario, Verdict};
+    let _serial = crate::common::exclusive();
+    prepared("linux/386");
+    let main = harness();
+    let helper = block_on(main.helper()).unwrap().clone();
+    struct Unregister(String);
+    impl Drop for Unregister {
+        fn drop(&mut self) {
+            let h = harness();
+            let _ = block_on(harness::emulators::helper_run(
+                &h.engine,
+                &self.0,
+                "unregister",
+                &["qemu-i386".into()],
+            ));
+        }
+    }
+    let _undo = Unregister(helper.clone());
+    let on = block_on(harness::emulators::helper_run(
+        &main.engine,
+        &helper,
+        "register",
+        &["qemu-i386".into()],
+    ))
+    .unwrap();
+    assert_eq!(on[0].state, "registered", "{on:?}");
+
+    let h = harness::harness::Harness::on(
+        main.engine.clone(),
+        main.matrix.clone(),
+        main.options.clone(),
+    );
+    let p = h.matrix.find("linux/386").unwrap().clone();
+    let placement = block_on(h.placement(&p)).unwrap();
+    assert_eq!(placement.handler(), Some("qemu-i386"), "{placement:?}");
+    assert!(
+        placement
+            .why
+            .contains("qemu-i386 is registered on this amd64 engine"),
+        "{}",
+        placement.why
+    );
+    let leg = block_on(harness::leg::leg(
+        &h,
+        &p,
+        &[Scenario::Smoke, Scenario::Chroot, Scenario::Tmpfs],
+        &harness::leg::Quiet,
+    ));
+    let fact = |s: Scenario, k: &str| {
+        leg.outcomes
+            .iter()
+            .find(|o| o.scenario == s)
+            .and_then(|o| o.facts.iter().find(|(key, _)| key == k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    for o in &leg.outcomes {
+        assert_eq!(o.verdict, Verdict::Passed, "{}: {:?}", o.scenario.name(), o);
+    }
+    assert!(leg.error.is_none(), "{:?}", leg.error);
+    assert_eq!(fact(Scenario::Smoke, "runs"), "qemu-i386");
+    assert_eq!(fact(Scenario::Smoke, "uname-m"), "i686");
+    assert_eq!(fact(Scenario::Chroot, "chroot"), "clone");
+    assert_eq!(fact(Scenario::Chroot, "auto-flags"), "--disable-chroot");
+    assert_eq!(
+        fact(Scenario::Tmpfs, "writable-layer"),
+        "Value too large for defined data type"
+    );
+    assert!(leg.runs.starts_with("qemu-i386 ("), "{}", leg.runs);
+}

@@ -1,0 +1,137 @@
+//! A dockerd of a test's own: its own socket, data root, exec root and network namespace, so the main engine is untouched (engine faults, several engines).
+
+use crate::common::{block_on, harness};
+use harness::engine::Engine;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A dockerd of the test's own, stopped and its directories removed on drop.
+pub struct PrivateEngine {
+    pub dir: PathBuf,
+    child: Option<Child>,
+    tmpfs: bool,
+}
+
+impl PrivateEngine {
+    pub fn start(name: &str, tmpfs_size: Option<&str>) -> PrivateEngine {
+        let dir = PathBuf::from(format!("/tmp/guix-matrix-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        if let Some(size) = tmpfs_size {
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.join("root"))
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mount a tmpfs data root");
+        }
+        let mut e = PrivateEngine {
+            dir,
+            child: None,
+            tmpfs: tmpfs_size.is_some(),
+        };
+        e.spawn();
+        e
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    pub fn spawn(&mut self) {
+        let d = &self.dir;
+        // Its own network namespace: `--bridge none` makes dockerd delete the
+        // default bridge, which must not be the host's docker0.
+        let child = Command::new("unshare")
+            .args(["--net", "--", "dockerd"])
+            .arg("--host")
+            .arg(self.host())
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("dockerd is installed (.ci/run installs docker.io)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while block_on(Engine::connect_to(&self.host())).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private dockerd did not answer:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// Copies an image from the main engine (docker save | docker load, through the API).
+    pub fn load_from_main(&self, image: &str) {
+        use futures::StreamExt;
+        let main = &harness().engine;
+        let engine = block_on(Engine::connect_to(&self.host())).unwrap();
+        let tar: Vec<u8> = block_on(async {
+            let mut out = vec![];
+            let mut s = main.docker.export_image(image);
+            while let Some(chunk) = s.next().await {
+                out.extend_from_slice(&chunk.unwrap());
+            }
+            out
+        });
+        block_on(async {
+            let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+                .quiet(true)
+                .build();
+            let mut s = engine
+                .docker
+                .import_image(opts, bollard::body_full(tar.into()), None);
+            while let Some(item) = s.next().await {
+                item.unwrap();
+            }
+        });
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        self.stop();
+        let root = self.dir.join("root");
+        // dockerd unmounts its layers on a clean stop; a tmpfs root is ours to unmount.
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(&root)
+            .stderr(Stdio::null())
+            .status();
+        if self.tmpfs {
+            let _ = Command::new("umount")
+                .arg(&root)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
