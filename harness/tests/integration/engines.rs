@@ -57,7 +57,7 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
         serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap())
             .unwrap();
     let leg = |p: &str| {
-        report["legs"]
+        report
             .as_array()
             .unwrap()
             .iter()

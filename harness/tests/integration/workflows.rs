@@ -121,12 +121,22 @@ fn workflows_are_least_privilege_pinned_and_free_of_template_injection() {
                 .is_some_and(|m| m.values().all(|v| v.as_str() == Some("read"))),
             "{file}: top-level permissions must be read-only or empty: {top:?}"
         );
+        // A leg's runner comes from matrix.toml's [[runner]] rows: they must be pinned too.
+        let m = harness::matrix::Matrix::load(harness::paths::Checkout::find().unwrap().matrix())
+            .unwrap();
         for (name, job) in jobs(wf) {
             let runner = job["runs-on"].as_str().unwrap_or_default();
-            assert!(
-                runner.starts_with("ubuntu-") && !runner.ends_with("-latest"),
-                "{file}/{name}: runs-on `{runner}` is not a pinned runner image"
-            );
+            let labels: Vec<&str> = if runner == "${{ matrix.platform.runner }}" {
+                m.runners.iter().map(|r| r.label.as_str()).collect()
+            } else {
+                vec![runner]
+            };
+            for runner in labels {
+                assert!(
+                    runner.starts_with("ubuntu-") && !runner.contains("-latest"),
+                    "{file}/{name}: runs-on `{runner}` is not a pinned runner image"
+                );
+            }
             assert!(job["timeout-minutes"].is_u64(), "{file}/{name}: no timeout");
             let writes = job["permissions"]
                 .as_mapping()
