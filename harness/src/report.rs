@@ -238,7 +238,7 @@ pub fn junit(legs: &[Leg]) -> Report {
 /// command that reproduces exactly this leg.
 pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
     let mut out = format!(
-        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}\n\ncheckout: {}\nengine: {}\nruns: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
+        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}{}\n\ncheckout: {}\nengine: {}\nruns: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
         leg.platform,
         leg.platform,
         match leg.outcomes.iter().filter(|o| o.verdict.is_failure()).count() {
@@ -247,6 +247,12 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
                 leg.outcomes.iter().find(|o| o.verdict.is_failure()).map_or("", |o| o.scenario.name())
             ),
             _ => String::new(),
+        },
+        // A leg of another engine than the default reproduces there.
+        if leg.engine.is_empty() || leg.engine == crate::engine::Engine::default_host() {
+            String::new()
+        } else {
+            format!(" --engine {}={}", leg.platform, leg.engine)
         },
         leg.checkout,
         leg.engine,
