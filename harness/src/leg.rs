@@ -32,7 +32,7 @@ pub fn budget(h: &Harness, placement: &Placement, checks: usize) -> (Duration, u
     (h.step_timeout(placement) * steps, steps)
 }
 
-/// A leg that ended before it could start, on `h`'s engine.
+/// A leg that ended without its checks (not placed, not prepared, or out of time), on `h`'s engine.
 fn failed(h: &Harness, platform: &Platform, error: String, elapsed: Duration) -> Leg {
     let mut leg = Leg::new(&platform.docker, h.image_tag(platform), elapsed);
     leg.checkout = h.options.checkout.root.display().to_string();

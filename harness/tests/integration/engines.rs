@@ -340,3 +340,51 @@ fn a_registered_qemu_i386_handler_makes_386_an_emulated_leg() {
     );
     assert!(leg.runs.starts_with("qemu-i386 ("), "{}", leg.runs);
 }
+
+/// Ctrl-C during a run split over two engines: the run exits 130 and says
+/// what it removed on each engine; neither engine keeps a labelled container.
+#[test]
+fn ctrl_c_cleans_every_engine() {
+    use std::time::{Duration, Instant};
+    let _serial = crate::common::exclusive();
+    prepared("linux/amd64");
+    prepared("linux/386");
+    let private = PrivateEngine::start("sigint", None);
+    private.load_from_main("guix-matrix:amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args([
+            "run",
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/386",
+        ])
+        .args(["--scenario", "usage", "--report"])
+        .arg(dir.path())
+        .arg("--engine")
+        .arg(format!("linux/amd64={}", private.host()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the second engine runs one of the leg's containers.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while left_on(&private.host()) == 0 {
+        assert!(Instant::now() < deadline, "no container ever started there");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    for host in [private.host(), harness().engine.host.clone()] {
+        assert!(err.contains(&format!("{host}: removed ")), "{host}:\n{err}");
+        assert_eq!(left_on(&host), 0, "{host} kept a container");
+    }
+}
