@@ -240,6 +240,9 @@ mod tests {
             "GUIX_MATRIX_ROOT",
             "GUIX_MATRIX_FILE",
             "GUIX_MATRIX_OFFLINE",
+            "GUIX_MATRIX_ENGINES",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
             "GITHUB_STEP_SUMMARY",
         ] {
             assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
@@ -272,6 +275,28 @@ mod tests {
             };
             assert_eq!(run.online, want, "GUIX_MATRIX_ONLINE={value}");
         }
+    }
+
+    #[test]
+    fn engines_come_from_repeated_flags_or_one_variable() {
+        let cli = Cli::try_parse_from([
+            "harness",
+            "run",
+            "--engine",
+            "linux/arm64/v8=tcp://arm:2376",
+            "--engine",
+            "riscv64=unix:///run/rv.sock",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        let urls: Vec<_> = run.engines.engines.iter().map(|e| e.url.as_str()).collect();
+        assert_eq!(urls, ["tcp://arm:2376", "unix:///run/rv.sock"]);
+        let e = Cli::try_parse_from(["harness", "repro", "--platform", "386", "--engine", "386"])
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("is not PLATFORM=URL"), "{e}");
     }
 
     #[test]
