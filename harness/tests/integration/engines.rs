@@ -14,6 +14,28 @@ fn bin() -> Command {
     cmd
 }
 
+/// `harness run`: linux/amd64 on the second engine `private` (its image
+/// copied there first, as a CI cache restore would), `others` on the main one.
+fn split_run(
+    private: &PrivateEngine,
+    others: &[&str],
+    scenarios: &[&str],
+    report: &std::path::Path,
+) -> Command {
+    private.load_from_main("guix-matrix:amd64");
+    let mut cmd = bin();
+    cmd.args(["run", "--platform", "linux/amd64"]);
+    for p in others {
+        cmd.args(["--platform", p]);
+    }
+    for s in scenarios {
+        cmd.args(["--scenario", s]);
+    }
+    cmd.arg("--report").arg(report).arg("--engine");
+    cmd.arg(format!("linux/amd64={}", private.host()));
+    cmd
+}
+
 /// Labelled containers left on the engine at `host`.
 fn left_on(host: &str) -> usize {
     let engine = block_on(harness::engine::Engine::connect_to(host)).unwrap();
@@ -31,24 +53,16 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
         prepared(p);
     }
     let private = PrivateEngine::start("second", None);
-    private.load_from_main("guix-matrix:amd64");
     let dir = tempfile::tempdir().unwrap();
     let reports = dir.path().join("reports");
-    let out = bin()
-        .args([
-            "run",
-            "--platform",
-            "linux/amd64",
-            "--platform",
-            "linux/386",
-        ])
-        .args(["--platform", "linux/arm/v7", "--scenario", "smoke"])
-        .args(["--scenario", "pin", "--report"])
-        .arg(&reports)
-        .arg("--engine")
-        .arg(format!("linux/amd64={}", private.host()))
-        .output()
-        .unwrap();
+    let out = split_run(
+        &private,
+        &["linux/386", "linux/arm/v7"],
+        &["smoke", "pin"],
+        &reports,
+    )
+    .output()
+    .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
@@ -350,20 +364,8 @@ fn ctrl_c_cleans_every_engine() {
     prepared("linux/amd64");
     prepared("linux/386");
     let private = PrivateEngine::start("sigint", None);
-    private.load_from_main("guix-matrix:amd64");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .args([
-            "run",
-            "--platform",
-            "linux/amd64",
-            "--platform",
-            "linux/386",
-        ])
-        .args(["--scenario", "usage", "--report"])
-        .arg(dir.path())
-        .arg("--engine")
-        .arg(format!("linux/amd64={}", private.host()))
+    let mut child = split_run(&private, &["linux/386"], &["usage"], dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
