@@ -30,7 +30,7 @@ pub enum Error {
     Published(#[from] published::PublishedError),
     #[error(transparent)]
     Incremental(#[from] incremental::IncrementalError),
-    #[error("no platform in {path} runs natively on this engine's architecture ({arch})")]
+    #[error("engine {engine}: no platform in {path} is of its architecture ({arch})")]
     NoNativePlatform {
         path: PathBuf,
         engine: String,

@@ -356,10 +356,11 @@ impl Harness {
                 handlers.iter().find(|h| h.name == name).cloned()
             }
         };
-        let emulator = (emulator, placement);
+        // How this engine runs the platform: its handler (if any) and the decision.
+        let runs = (emulator, placement);
         if let Some(source) = &self.options.image {
             progress("fetch the published image");
-            return self.published(platform, source, emulator).await;
+            return self.published(platform, source, runs).await;
         }
         // An image of this tree needs nothing else, not even its base.
         let want = self.inputs(platform)?;
@@ -372,16 +373,14 @@ impl Harness {
                     self.image_tag(platform),
                     &want.hash[..12]
                 );
-                return Ok(self.as_is(platform, img, want.hash, Start::UpToDate, emulator));
+                return Ok(self.as_is(platform, img, want.hash, Start::UpToDate, runs));
             }
         }
         let mut start = Start::Built;
         let mut cache_from = vec![];
         if let Some(from) = &self.options.from {
             match self.seed(platform, from, want, progress).await? {
-                Ok((img, hash, start)) => {
-                    return Ok(self.as_is(platform, img, hash, start, emulator))
-                }
+                Ok((img, hash, start)) => return Ok(self.as_is(platform, img, hash, start, runs)),
                 Err((s, cache)) => (start, cache_from) = (s, cache),
             }
         }
@@ -409,8 +408,8 @@ impl Harness {
             platform: platform.clone(),
             base,
             image,
-            emulator: emulator.0,
-            placement: emulator.1,
+            emulator: runs.0,
+            placement: runs.1,
             start,
         })
     }
