@@ -53,11 +53,11 @@ fn forget(slugs: &[String]) {
 }
 
 fn starts(report: &Path) -> String {
-    let legs: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-            .unwrap();
-    legs.iter()
-        .map(|l| format!("{}: {}", l["platform"].as_str().unwrap_or("?"), l["start"]))
+    let report = harness::report::RunReport::read(&report.join("report.json")).unwrap();
+    report
+        .legs
+        .iter()
+        .map(|l| format!("{}: {}", l.platform, l.start))
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -113,11 +113,6 @@ impl BaseError {
     }
 }
 
-/// Our per-platform tag for the base.
-pub fn base_tag(defaults: &Defaults, platform: &Platform) -> String {
-    format!("{}-base:{}", defaults.image, platform.slug())
-}
-
 fn matches(image: &LocalImage, platform: &Platform) -> bool {
     let oci = platform.oci();
     image.architecture == oci.architecture
@@ -141,7 +136,7 @@ pub async fn ensure(
         defaults,
         platform,
         allow_pull,
-        base_tag(defaults, platform),
+        crate::names::base(defaults, platform),
     )
     .await
 }
@@ -157,7 +152,7 @@ pub async fn ensure_suite(
     if suite == defaults.suite {
         return ensure(engine, defaults, platform, allow_pull).await;
     }
-    let tag = format!("{}-{suite}", base_tag(defaults, platform));
+    let tag = crate::names::base_of_suite(defaults, platform, suite);
     let defaults = Defaults {
         base_image: format!("debian:{suite}-slim"),
         suite: suite.to_string(),

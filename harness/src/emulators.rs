@@ -103,6 +103,8 @@ pub async fn helper(
         build_args: BTreeMap::from([("BASE_IMAGE".into(), base_ref.to_string())]),
         unhashed_args: BTreeMap::new(),
         depends_on: vec![base_id.to_string()],
+        extra_parts: BTreeMap::new(),
+        labels: BTreeMap::new(),
         cache_from: vec![],
         timeout: Duration::from_secs(900),
         step: format!("{}: emulator helper image", native.docker),

@@ -396,6 +396,31 @@ impl Engine {
         .id)
     }
 
+    /// `docker commit` with a config merged over the container's (labels
+    /// added, `Cmd`, `Entrypoint` and `Env` entries replaced by name).
+    pub async fn commit_config(
+        &self,
+        container: &str,
+        tag: &str,
+        config: bollard::models::ContainerConfig,
+    ) -> Result<String, EngineError> {
+        let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let opts = CommitContainerOptionsBuilder::default()
+            .container(container)
+            .repo(repo)
+            .tag(t)
+            .build();
+        let step = format!("commit {container} as {tag}");
+        Ok(timeout(
+            &step,
+            Duration::from_secs(600),
+            self.docker.commit_container(opts, config),
+        )
+        .await?
+        .map_err(EngineError::api(step.clone()))?
+        .id)
+    }
+
     /// Removes an image tag (and the image, when no other tag holds it); one
     /// already gone is fine.
     pub async fn remove_image(&self, reference: &str) {

@@ -1,7 +1,8 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
 use crate::{
-    base, emulators, engine, image, incremental, matrix, paths, pin, published, release, run,
+    base, emulators, engine, image, incremental, matrix, paths, pin, published, pull, release,
+    report, run,
 };
 use std::path::PathBuf;
 
@@ -30,6 +31,10 @@ pub enum Error {
     Published(#[from] published::PublishedError),
     #[error(transparent)]
     Incremental(#[from] incremental::IncrementalError),
+    #[error(transparent)]
+    Pull(#[from] pull::PullError),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
     #[error("engine {engine}: no platform in {path} is of its architecture ({arch})")]
     NoNativePlatform {
         path: PathBuf,
@@ -67,6 +72,8 @@ impl Error {
             Error::Release(e) => e.fix(),
             Error::Published(e) => e.fix(),
             Error::Incremental(e) => e.fix(),
+            Error::Pull(e) => e.fix(),
+            Error::Report(e) => Some(e.fix()),
             Error::NoNativePlatform { arch, .. } => Some(format!(
                 "add a [[platform]] for linux/{arch} (the helper and probe images are built on it), or run the legs on another engine (--engine PLATFORM=URL)"
             )),
@@ -103,7 +110,11 @@ impl Error {
             ) => Exit::Usage,
             Error::Pin(pin::PinError::BadCommit(_) | pin::PinError::File { .. }) => Exit::Usage,
             Error::Release(
-                release::ReleaseError::Report { .. }
+                release::ReleaseError::NotPulled { .. } | release::ReleaseError::OtherPin { .. },
+            ) => Exit::Refused,
+            Error::Release(
+                release::ReleaseError::Report(_)
+                | release::ReleaseError::OtherRun { .. }
                 | release::ReleaseError::NothingPassed { .. }
                 | release::ReleaseError::NotAll { .. }
                 | release::ReleaseError::Foreign { .. }
@@ -126,6 +137,9 @@ pub enum Exit {
     Usage,
     /// The machine is not ready: no engine, no emulator, no disk, no network.
     Setup,
+    /// `harness release` refused to ship: an image is not the Guix of the
+    /// checkout's pin (not pulled, pulled by the stand-in, or to another pin).
+    Refused,
     /// Stopped by a signal (SIGINT: 130, SIGTERM: 143); what it started is removed.
     Interrupted(i32),
     /// `harness shell`: the command's own exit code.
@@ -139,6 +153,7 @@ impl Exit {
             Exit::LegsFailed => 1,
             Exit::Usage => 2,
             Exit::Setup => 3,
+            Exit::Refused => 4,
             Exit::Interrupted(signal) => (128 + signal).clamp(0, 255) as u8,
             Exit::Command(code) => code,
         }
@@ -162,11 +177,12 @@ mod tests {
             Exit::LegsFailed,
             Exit::Usage,
             Exit::Setup,
+            Exit::Refused,
             Exit::Interrupted(2),
             Exit::Interrupted(15),
         ]
         .map(Exit::code);
-        assert_eq!(codes, [0, 1, 2, 3, 130, 143]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 130, 143]);
     }
 
     #[test]

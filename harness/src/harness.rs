@@ -7,9 +7,11 @@ use crate::error::Error;
 use crate::image;
 use crate::incremental::{self, Seed, Start};
 use crate::matrix::{Matrix, Platform};
+use crate::names;
 use crate::paths::Checkout;
 use crate::placement::{self, Host, Placement};
 use crate::published;
+use crate::pull::{self, By};
 use crate::recipe;
 use crate::run;
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +30,8 @@ pub struct Prepared {
     pub placement: Placement,
     /// Where the image came from (built, up to date, a release …).
     pub start: Start,
+    /// What the pull stage did: the image's Guix is the pinned one when pulled.
+    pub pull: pull::Stage,
 }
 
 /// How a run goes, as the command line (or a test) says: one struct, no
@@ -51,6 +55,8 @@ pub struct Options {
     /// directory): reuse its image where the tree is unchanged, else build on
     /// its base and layers.
     pub from: Option<String>,
+    /// The pull stage: skipped (offline), the real `guix pull`, or its stand-in.
+    pub pull: pull::Want,
 }
 
 impl Options {
@@ -64,6 +70,7 @@ impl Options {
             keep: false,
             image: None,
             from: None,
+            pull: pull::Want::offline(),
         }
     }
 }
@@ -247,7 +254,7 @@ impl Harness {
                 ccs.sort();
                 ccs.dedup();
                 let spec = image::BuildSpec {
-                    tag: format!("{}-probe:latest", self.matrix.defaults.image),
+                    tag: names::probe(&self.matrix.defaults),
                     platform: native.docker.clone(),
                     dockerfile: "fixtures/probe.Dockerfile".into(),
                     context: vec![
@@ -260,6 +267,8 @@ impl Harness {
                     ]),
                     unhashed_args: BTreeMap::new(),
                     depends_on: vec![base.id.clone()],
+                    extra_parts: BTreeMap::new(),
+                    labels: BTreeMap::new(),
                     cache_from: vec![],
                     timeout: Duration::from_secs(1200),
                     step: format!("{}: readdir probe image", native.docker),
@@ -362,10 +371,18 @@ impl Harness {
             progress("fetch the published image");
             return self.published(platform, source, runs).await;
         }
-        // An image of this tree needs nothing else, not even its base.
-        let want = self.inputs(platform)?;
+        // An image of this tree (pulled as this run accepts) needs nothing
+        // else, not even its base.
+        let wants = self
+            .options
+            .pull
+            .acceptable()
+            .into_iter()
+            .map(|by| self.inputs(platform, by))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(img) = self.engine.local_image(&self.image_tag(platform)).await? {
-            if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want.hash) {
+            let label = img.labels.get(crate::engine::LABEL_INPUTS);
+            if let Some(want) = wants.iter().find(|w| Some(&w.hash) == label) {
                 progress("image up to date");
                 tracing::info!(
                     "{}: {} is up to date (inputs {})",
@@ -373,34 +390,24 @@ impl Harness {
                     self.image_tag(platform),
                     &want.hash[..12]
                 );
-                return Ok(self.as_is(platform, img, want.hash, Start::UpToDate, runs));
+                let hash = want.hash.clone();
+                return self.as_is(platform, img, hash, Start::UpToDate, runs);
             }
         }
         let mut start = Start::Built;
         let mut cache_from = vec![];
         if let Some(from) = &self.options.from {
-            match self.seed(platform, from, want, progress).await? {
-                Ok((img, hash, start)) => return Ok(self.as_is(platform, img, hash, start, runs)),
+            match self.seed(platform, from, &wants, progress).await? {
+                Ok((img, hash, start)) => return self.as_is(platform, img, hash, start, runs),
                 Err((s, cache)) => (start, cache_from) = (s, cache),
             }
         }
-        progress("base image");
-        let base = base::ensure(
-            &self.engine,
-            &self.matrix.defaults,
-            platform,
-            self.options.allow_pull,
-        )
-        .await?;
-        progress("image");
-        let mut spec = self.image_spec(platform, &base);
-        spec.cache_from.clone_from(&cache_from);
-        let image = image::build(&self.engine, &spec, &|s| progress(s)).await;
+        let built = self.build(platform, &runs.1, &cache_from, progress).await;
         // The release's image was only a cache: leave no trace of it.
         for tag in &cache_from {
             self.engine.remove_image(tag).await;
         }
-        let image = image?;
+        let (base, image, stage) = built?;
         if !image.rebuilt && start == Start::Built {
             start = Start::UpToDate;
         }
@@ -411,7 +418,150 @@ impl Harness {
             emulator: runs.0,
             placement: runs.1,
             start,
+            pull: stage,
         })
+    }
+
+    /// Base, Guix layer, pull stage and the scripts on top, each skipped
+    /// when the engine already has it.
+    async fn build(
+        &self,
+        platform: &Platform,
+        placement: &Placement,
+        cache_from: &[String],
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<(base::Base, image::Built, pull::Stage), Error> {
+        progress("base image");
+        let base = base::ensure(
+            &self.engine,
+            &self.matrix.defaults,
+            platform,
+            self.options.allow_pull,
+        )
+        .await?;
+        progress("Guix layer");
+        let mut guix_spec = self.guix_spec(platform);
+        guix_spec.cache_from = cache_from.to_vec();
+        let guix = image::inputs(&guix_spec)?;
+        image::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
+        let (layer, stage, by) = match &self.options.pull {
+            pull::Want::Skip(why) => (
+                guix_spec.tag.clone(),
+                pull::Stage::Skipped { why: why.clone() },
+                None,
+            ),
+            pull::Want::Pull(by) => {
+                let (tag, stage) = self
+                    .pull_stage(platform, placement, &guix, *by, &base, progress)
+                    .await?;
+                (tag, stage, Some(*by))
+            }
+        };
+        progress("image");
+        let mut spec = self.top_spec(platform, &guix, by, &layer, &base);
+        spec.cache_from = cache_from.to_vec();
+        if let Some(p) = stage.pulled() {
+            spec.labels.insert(pull::LABEL_PULL.into(), p.label());
+        }
+        spec.labels.insert(
+            pull::LABEL_PULLED.into(),
+            stage
+                .pulled()
+                .map_or_else(|| "no".into(), |p| format!("{} {}", p.by, p.commit)),
+        );
+        let image = image::build(&self.engine, &spec, &|s| progress(s)).await?;
+        Ok((base, image, stage))
+    }
+
+    /// The pulled Guix layer of `platform` for `by` (committed after a pull
+    /// in this run, or already in the engine), checked with `guix describe`
+    /// against the checkout's pin: its tag and what the stage did.
+    async fn pull_stage(
+        &self,
+        platform: &Platform,
+        placement: &Placement,
+        guix: &image::Inputs,
+        by: By,
+        base: &base::Base,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<(String, pull::Stage), Error> {
+        let d = &self.matrix.defaults;
+        let key = pull::key(&guix.hash, by);
+        let tag = names::pulled(d, platform);
+        let pin = crate::pin::read(&self.options.checkout.channels())?;
+        let have = self
+            .engine
+            .local_image(&tag)
+            .await?
+            .filter(|img| img.labels.get(pull::LABEL_PULL_KEY) == Some(&key));
+        let (record, ran) = match have {
+            Some(img) => {
+                progress("pulled layer up to date");
+                let record = pull::Pulled::of(&img.labels).ok().flatten();
+                (record, false)
+            }
+            None => {
+                progress("image to pull in");
+                let mut unpulled =
+                    self.top_spec(platform, guix, None, &names::guix_layer(d, platform), base);
+                unpulled.tag = names::unpulled(d, platform);
+                unpulled.step = format!("{}: build the image to pull in", platform.docker);
+                image::build(&self.engine, &unpulled, &|s| progress(s)).await?;
+                progress(&format!("pull ({by})"));
+                let stand_in = match by {
+                    By::StandIn => Some(self.stand_in()?),
+                    By::GuixPull => None,
+                };
+                let job = pull::Job {
+                    platform: platform.clone(),
+                    image: unpulled.tag,
+                    tag: tag.clone(),
+                    by,
+                    key,
+                    from: format!("Debian's guix {}", d.guix_version),
+                    cache_tmpfs: placement.cache_tmpfs,
+                    timeout: placement.timeout(Duration::from_secs(platform.pull_timeout_secs)),
+                    stand_in,
+                    echo: self
+                        .options
+                        .echo
+                        .then(|| format!("[{} pull]", platform.slug())),
+                };
+                let record = pull::run(&self.engine, &job).await?;
+                (Some(record), true)
+            }
+        };
+        progress("guix describe");
+        let (describe, commit) = pull::describe(
+            &self.engine,
+            platform,
+            &tag,
+            &pin,
+            self.step_timeout(placement),
+        )
+        .await?;
+        let mut record = record.unwrap_or(pull::Pulled {
+            by,
+            commit: String::new(),
+            from: "unknown".into(),
+            describe: String::new(),
+            seconds: 0,
+        });
+        (record.commit, record.describe) = (commit, describe);
+        Ok((
+            tag,
+            if ran {
+                pull::Stage::Pulled(record)
+            } else {
+                pull::Stage::Kept(record)
+            },
+        ))
+    }
+
+    /// The offline stand-in for `guix pull`'s network part.
+    fn stand_in(&self) -> Result<Vec<u8>, Error> {
+        let path = self.options.checkout.fixtures().join("stand-in-guix.sh");
+        std::fs::read(&path).map_err(|source| Error::Fixture { path, source })
     }
 
     /// What the release `from` does for `platform`: Ok(the image reused, its
@@ -421,7 +571,7 @@ impl Harness {
         &self,
         platform: &Platform,
         from: &str,
-        want: image::Inputs,
+        wants: &[image::Inputs],
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Result<(LocalImage, String, Start), (Start, Vec<String>)>, Error> {
         let tag = self.image_tag(platform);
@@ -431,21 +581,20 @@ impl Harness {
             &self.engine,
             from,
             platform,
-            &want,
-            &d.image,
-            &base::base_tag(d, platform),
+            wants,
+            d,
             &self.options.checkout.root,
             progress,
         )
         .await?;
         Ok(match seed {
-            Seed::Reuse(img) => {
-                let released = incremental::release_tag(&d.image, platform);
+            Seed::Reuse(img, hash) => {
+                let released = names::from_release(d, platform);
                 crate::published::tag(&self.engine, &img.id, &tag).await?;
                 self.engine.remove_image(&released).await;
                 // Its base too, so that this engine holds the image with the
                 // base it was built on (what a release made here ships).
-                let base_tag = base::base_tag(d, platform);
+                let base_tag = names::base(d, platform);
                 let part = crate::published::Part::Base;
                 match crate::published::fetch_part(&self.engine, from, platform, &base_tag, part)
                     .await
@@ -454,13 +603,29 @@ impl Harness {
                     Ok(_) => tracing::warn!("{}: the base of release {release} is not the bottom of its image; a release made here will not carry it", platform.docker),
                     Err(e) => tracing::warn!("{}: release {release} has no base ({e}); a release made here will not carry one", platform.docker),
                 }
-                Ok((img, want.hash, Start::Reused { release }))
+                Ok((img, hash, Start::Reused { release }))
             }
             Seed::Layers { image, changed } => {
                 Err((Start::RebuiltFrom { release, changed }, vec![image]))
             }
             Seed::Cold(why) => Err((Start::BuiltCold { why }, vec![])),
         })
+    }
+
+    /// What the pull stage is for an image used as it is: the pull its label records, if any.
+    fn stage_of(&self, img: &LocalImage) -> pull::Stage {
+        match pull::Pulled::of(&img.labels) {
+            Ok(Some(p)) => pull::Stage::Kept(p),
+            Ok(None) => pull::Stage::Skipped {
+                why: match &self.options.pull {
+                    pull::Want::Skip(why) => why.clone(),
+                    pull::Want::Pull(by) => {
+                        format!("the image carries no pull ({by} was asked for)")
+                    }
+                },
+            },
+            Err(why) => pull::Stage::Skipped { why },
+        }
     }
 
     /// `platform`'s image `img` (of inputs `inputs`), used as it is.
@@ -471,16 +636,17 @@ impl Harness {
         inputs: String,
         start: Start,
         (emulator, placement): (Option<emulators::Handler>, Placement),
-    ) -> Prepared {
+    ) -> Result<Prepared, Error> {
         let provenance = img
             .labels
             .get("io.guix-matrix.base")
             .cloned()
             .unwrap_or_default();
-        Prepared {
+        let pull = self.stage_of(&img);
+        Ok(Prepared {
             platform: platform.clone(),
             base: base::Base {
-                reference: base::base_tag(&self.matrix.defaults, platform),
+                reference: names::base(&self.matrix.defaults, platform),
                 id: String::new(),
                 origin: base::Origin::Local,
                 provenance,
@@ -495,7 +661,8 @@ impl Harness {
             emulator,
             placement,
             start,
-        }
+            pull,
+        })
     }
 
     /// A published image of `platform`, as users get it, in place of a build.
@@ -506,13 +673,17 @@ impl Harness {
         (emulator, placement): (Option<emulators::Handler>, Placement),
     ) -> Result<Prepared, Error> {
         let started = std::time::Instant::now();
-        let tag = format!(
-            "{}-published:{}",
-            self.matrix.defaults.image,
-            platform.slug()
-        );
+        let tag = names::published(&self.matrix.defaults, platform);
         let img = published::fetch(&self.engine, source, platform, &tag).await?;
         let label = |k: &str| img.labels.get(k).cloned().unwrap_or_default();
+        let pull = match pull::Pulled::of(&img.labels) {
+            Ok(Some(p)) => pull::Stage::Kept(p),
+            Ok(None) => pull::Stage::Skipped {
+                why: "the published image carries no pull: it runs Debian's guix until `guix pull`"
+                    .into(),
+            },
+            Err(why) => pull::Stage::Skipped { why },
+        };
         Ok(Prepared {
             platform: platform.clone(),
             base: base::Base {
@@ -533,22 +704,58 @@ impl Harness {
             start: Start::Published {
                 source: source.to_string(),
             },
+            pull,
         })
     }
 
-    /// The build of the Guix image for `platform` on `base`.
-    pub fn image_spec(&self, platform: &Platform, base: &base::Base) -> image::BuildSpec {
-        recipe::image_spec(
+    /// The build of the Guix layer for `platform`.
+    pub fn guix_spec(&self, platform: &Platform) -> image::BuildSpec {
+        recipe::guix_spec(&self.matrix, &self.options.checkout.root, platform)
+    }
+
+    /// The build of the scripts for `platform` on the Guix layer `layer`
+    /// (whose inputs are `guix`), pulled by `by`, from `base`.
+    pub fn top_spec(
+        &self,
+        platform: &Platform,
+        guix: &image::Inputs,
+        by: Option<By>,
+        layer: &str,
+        base: &base::Base,
+    ) -> image::BuildSpec {
+        let mut spec = recipe::top_spec(
             &self.matrix,
             &self.options.checkout.root,
             platform,
-            &base.provenance,
-        )
+            guix,
+            by,
+        );
+        spec.unhashed_args
+            .insert("GUIX_IMAGE".into(), layer.to_string());
+        spec.unhashed_args
+            .insert("BASE_PROVENANCE".into(), base.provenance.clone());
+        spec
     }
 
-    /// What the tree builds for `platform` (see [`inputs`]).
-    pub fn inputs(&self, platform: &Platform) -> Result<image::Inputs, image::BuildError> {
-        recipe::inputs(&self.matrix, &self.options.checkout.root, platform)
+    /// The build of the image as an offline run makes it: the scripts on the
+    /// unpulled Guix layer for `platform` on `base`.
+    pub fn image_spec(
+        &self,
+        platform: &Platform,
+        base: &base::Base,
+    ) -> Result<image::BuildSpec, image::BuildError> {
+        let guix_spec = self.guix_spec(platform);
+        let guix = image::inputs(&guix_spec)?;
+        Ok(self.top_spec(platform, &guix, None, &guix_spec.tag, base))
+    }
+
+    /// What the tree builds for `platform`, pulled by `by` (see [`recipe::inputs`]).
+    pub fn inputs(
+        &self,
+        platform: &Platform,
+        by: Option<By>,
+    ) -> Result<image::Inputs, image::BuildError> {
+        recipe::inputs(&self.matrix, &self.options.checkout.root, platform, by)
     }
 
     /// `guix-matrix:arm-v7`.

@@ -27,6 +27,11 @@ pub struct BuildSpec {
     /// Other facts the result depends on (a parent image id, the base's
     /// recipe); part of the content hash.
     pub depends_on: Vec<String>,
+    /// Parts of the content hash that come from elsewhere (the inputs of
+    /// the image this one is built on), merged with its own.
+    pub extra_parts: BTreeMap<String, String>,
+    /// Labels set on the result besides the harness's own (not hashed).
+    pub labels: BTreeMap<String, String>,
     /// Images whose layers the builder may reuse (a release of this image).
     pub cache_from: Vec<String>,
     pub timeout: Duration,
@@ -200,7 +205,7 @@ fn collect(
     Ok(files)
 }
 
-fn sha(bytes: &[u8]) -> String {
+pub fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -208,7 +213,7 @@ fn sha(bytes: &[u8]) -> String {
 /// hashed build arguments, what it depends on, the platform and the
 /// Dockerfile: equal hashes mean an equal image.
 pub fn inputs_of(spec: &BuildSpec, files: &[(String, u32, Vec<u8>)]) -> Inputs {
-    let mut parts = BTreeMap::new();
+    let mut parts = spec.extra_parts.clone();
     for (path, mode, data) in files {
         let mut h = Sha256::new();
         h.update(format!("{mode:o} {}\n", data.len()));
@@ -283,6 +288,7 @@ pub async fn build(
     let context = tar.into_inner().expect("in-memory tar");
 
     let mut labels: HashMap<String, String> = Engine::labels(Some(&spec.platform));
+    labels.extend(spec.labels.clone());
     labels.insert(LABEL_INPUTS.into(), inputs.clone());
     labels.insert(
         LABEL_PARTS.into(),

@@ -2,7 +2,8 @@
 
 use crate::engine::{Engine, EngineError, LocalImage, LABEL_PLATFORM};
 use crate::image::Inputs;
-use crate::matrix::Platform;
+use crate::matrix::{Defaults, Platform};
+use crate::names;
 use crate::published::{self, Part, PublishedError};
 use std::path::Path;
 
@@ -91,21 +92,17 @@ impl IncrementalError {
 /// What a release can do for one platform's build.
 #[derive(Debug)]
 pub enum Seed {
-    /// Its image is what the tree builds, verified: use it.
-    Reuse(LocalImage),
+    /// Its image is what the tree builds (of these inputs), verified: use it.
+    Reuse(LocalImage, String),
     /// Build on its base with its image as the layer cache.
     Layers { image: String, changed: Vec<String> },
     /// Nothing: build cold, for this reason.
     Cold(String),
 }
 
-/// The local tag a release's image is fetched under.
-pub fn release_tag(image: &str, platform: &Platform) -> String {
-    format!("{image}-release:{}", platform.slug())
-}
-
 /// Fetches `platform`'s image from the release `from` (checksums verified)
-/// and decides what it can do for a tree whose inputs are `want`. A release
+/// and decides what it can do for a tree whose inputs are one of `wants`
+/// (the first is the build's, the others images it accepts). A release
 /// that cannot be reached is a cold build, said so; a release that is not
 /// what its labels or checksums say is an error, never used.
 #[allow(clippy::too_many_arguments)]
@@ -113,15 +110,16 @@ pub async fn seed(
     engine: &Engine,
     from: &str,
     platform: &Platform,
-    want: &Inputs,
-    image: &str,
-    base_tag: &str,
+    wants: &[Inputs],
+    defaults: &Defaults,
     root: &Path,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Seed, IncrementalError> {
     let release = published::release_name(from);
     progress(&format!("fetch release {release}"));
-    let tag = release_tag(image, platform);
+    let tag = names::from_release(defaults, platform);
+    let base_tag = names::base(defaults, platform);
+    let base_tag = base_tag.as_str();
     let img = match published::fetch(engine, from, platform, &tag).await {
         Ok(img) => img,
         Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
@@ -151,12 +149,15 @@ pub async fn seed(
             )))
         }
     }
-    if claimed.hash == want.hash {
+    if let Some(want) = wants.iter().find(|w| w.hash == claimed.hash) {
         progress("verify the released image against the tree");
         verify_content(engine, &tag, platform, &release, want, root).await?;
-        return Ok(Seed::Reuse(img));
+        return Ok(Seed::Reuse(img, want.hash.clone()));
     }
-    let changed = want.changed_since(&claimed);
+    let changed = wants
+        .first()
+        .map(|w| w.changed_since(&claimed))
+        .unwrap_or_default();
     progress(&format!("fetch the base of release {release}"));
     match published::fetch_part(engine, from, platform, base_tag, Part::Base).await {
         Ok(base) if img.layers.starts_with(&base.layers) && !base.layers.is_empty() => {
@@ -186,8 +187,8 @@ fn first_line(e: &dyn std::fmt::Display) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
-/// Every file the Dockerfile copies from the tree is byte for byte in the
-/// image where the Dockerfile puts it (read out of a created, never started
+/// Every file the Dockerfiles copy from the tree is byte for byte in the
+/// image where they put it (read out of a created, never started
 /// container: no emulator needed).
 async fn verify_content(
     engine: &Engine,
@@ -204,7 +205,11 @@ async fn verify_content(
             source,
         })
     };
-    let dockerfile = String::from_utf8_lossy(&read("Dockerfile")?).into_owned();
+    let mut dockerfile = String::new();
+    for file in crate::recipe::DOCKERFILES {
+        dockerfile.push_str(&String::from_utf8_lossy(&read(file)?));
+        dockerfile.push('\n');
+    }
     let files: Vec<String> = want
         .parts
         .keys()

@@ -110,6 +110,7 @@ async fn body(
     leg.image_id = p.image.id.clone();
     leg.rebuilt = p.image.rebuilt;
     leg.start = p.start.to_string();
+    leg.pull = Some(p.pull.clone());
     for s in scenarios {
         progress(&format!("check {}", s.name()));
         leg.outcomes.push(scenarios::run_one(h, &p, *s).await);

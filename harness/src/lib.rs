@@ -3,8 +3,8 @@
 //!
 //! The modules follow the pipeline, each using only those listed after it:
 //! cli → leg → report → scenarios → fleet → harness → error → release →
-//! incremental, recipe, doctor → emulators, base, pin, published → image,
-//! run, retry → placement → engine, matrix, paths, host, text.
+//! incremental, recipe, doctor → emulators, base, pin, published, pull →
+//! image, run, retry → placement → engine, names → matrix, paths, host, text.
 
 pub mod cli;
 pub mod leg;
@@ -26,6 +26,7 @@ pub mod base;
 pub mod emulators;
 pub mod pin;
 pub mod published;
+pub mod pull;
 
 pub mod image;
 pub mod retry;
@@ -34,6 +35,8 @@ pub mod run;
 pub mod placement;
 
 pub mod engine;
+pub mod names;
+
 pub mod matrix;
 
 pub mod host;

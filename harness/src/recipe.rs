@@ -1,56 +1,98 @@
-//! What the tree builds for a platform: the image's build (context, arguments, base) and its content hash, from the files alone.
+//! What the tree builds for a platform: the Guix layer, the scripts on top of it (pulled or not), and the image's content hash, from the files alone.
 
-use crate::base;
-use crate::image;
+use crate::image::{self, BuildSpec, Inputs};
 use crate::matrix::{Matrix, Platform};
+use crate::names;
+use crate::pull::By;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The Dockerfiles of the image, bottom first: the Guix layer, then the scripts.
+pub const DOCKERFILES: [&str; 2] = ["Dockerfile", "scripts/Dockerfile"];
 
 /// `guix-matrix:arm-v7`.
 pub fn image_tag(matrix: &Matrix, platform: &Platform) -> String {
-    format!("{}:{}", matrix.defaults.image, platform.slug())
+    names::image(&matrix.defaults, platform)
 }
 
-/// The build of the Guix image for `platform` from the checkout at `root`,
-/// on a base whose provenance is `provenance` (a label, not an input).
-pub fn image_spec(
-    matrix: &Matrix,
-    root: &std::path::Path,
-    platform: &Platform,
-    provenance: &str,
-) -> image::BuildSpec {
+/// The build of the Guix layer (base, Debian's guix, keys, pinned channel).
+pub fn guix_spec(matrix: &Matrix, root: &Path, platform: &Platform) -> BuildSpec {
     let d = &matrix.defaults;
-    image::BuildSpec {
-        tag: image_tag(matrix, platform),
+    BuildSpec {
+        tag: names::guix_layer(d, platform),
         platform: platform.docker.clone(),
-        dockerfile: "Dockerfile".into(),
-        context: ["Dockerfile", "substitutes", "channels", "scripts"]
+        dockerfile: DOCKERFILES[0].into(),
+        context: ["Dockerfile", "substitutes", "channels"]
             .iter()
             .map(PathBuf::from)
             .collect(),
-        build_args: BTreeMap::from([("BASE_IMAGE".to_string(), base::base_tag(d, platform))]),
-        unhashed_args: BTreeMap::from([("BASE_PROVENANCE".to_string(), provenance.to_string())]),
+        build_args: BTreeMap::from([("BASE_IMAGE".to_string(), names::base(d, platform))]),
+        unhashed_args: BTreeMap::new(),
         // The base's recipe, not its id: the same tree has the same content
         // hash on every machine, whichever day its base was made.
         depends_on: vec![format!(
             "debian {} {} {} {}",
             d.base_image, d.suite, d.mirror, platform.debian_arch
         )],
+        extra_parts: BTreeMap::new(),
+        labels: BTreeMap::new(),
         cache_from: vec![],
         timeout: platform.timeout(Duration::from_secs(d.step_timeout_secs)) * 2,
-        step: format!("{}: build image", platform.docker),
+        step: format!("{}: build the Guix layer", platform.docker),
         root: root.to_path_buf(),
     }
 }
 
-/// What the tree at `root` builds for `platform`: the content hash and its
-/// parts, from the files alone (no engine, no build). Equal on every machine
-/// for the same tree; `harness matrix --json` prints it for CI cache keys.
+/// The build of the scripts on `guix_image` as `tag`: its content hash
+/// covers the Guix layer's inputs (`guix`) and who pulled it (`by`).
+pub fn top_spec(
+    matrix: &Matrix,
+    root: &Path,
+    platform: &Platform,
+    guix: &Inputs,
+    by: Option<By>,
+) -> BuildSpec {
+    let d = &matrix.defaults;
+    let mut extra_parts: BTreeMap<String, String> = guix
+        .parts
+        .iter()
+        .map(|(k, v)| match k.starts_with("file ") {
+            true => (k.clone(), v.clone()),
+            false => (format!("guix {k}"), v.clone()),
+        })
+        .collect();
+    extra_parts.insert(
+        "pull by".into(),
+        image::sha(by.map_or("none".into(), |b| b.to_string()).as_bytes()),
+    );
+    BuildSpec {
+        tag: image_tag(matrix, platform),
+        platform: platform.docker.clone(),
+        dockerfile: DOCKERFILES[1].into(),
+        context: vec!["scripts".into()],
+        build_args: BTreeMap::new(),
+        unhashed_args: BTreeMap::from([("GUIX_IMAGE".to_string(), names::guix_layer(d, platform))]),
+        depends_on: vec![],
+        extra_parts,
+        labels: BTreeMap::new(),
+        cache_from: vec![],
+        timeout: platform.timeout(Duration::from_secs(d.step_timeout_secs)),
+        step: format!("{}: build the image", platform.docker),
+        root: root.to_path_buf(),
+    }
+}
+
+/// What the tree at `root` builds for `platform`, pulled by `by` (None:
+/// unpulled): the content hash and its parts, from the files alone (no
+/// engine, no build). Equal on every machine for the same tree; `harness
+/// matrix --json` prints it for CI cache keys.
 pub fn inputs(
     matrix: &Matrix,
-    root: &std::path::Path,
+    root: &Path,
     platform: &Platform,
-) -> Result<image::Inputs, image::BuildError> {
-    image::inputs(&image_spec(matrix, root, platform, ""))
+    by: Option<By>,
+) -> Result<Inputs, image::BuildError> {
+    let guix = image::inputs(&guix_spec(matrix, root, platform))?;
+    image::inputs(&top_spec(matrix, root, platform, &guix, by))
 }

@@ -38,7 +38,7 @@ impl MatrixArgs {
             let mut rows = vec![];
             for p in &ctx.matrix.platforms {
                 let mut row = serde_json::to_value(p).expect("platform serializes");
-                let content = crate::recipe::inputs(&ctx.matrix, &ctx.checkout.root, p)?.hash;
+                let content = crate::recipe::inputs(&ctx.matrix, &ctx.checkout.root, p, None)?.hash;
                 row["slug"] = p.slug().into();
                 row["content"] = content.into();
                 // The CI runner its leg uses: its own architecture's, natively.

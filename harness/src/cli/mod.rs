@@ -21,6 +21,8 @@ Exit codes:
   1    one or more legs failed (a check, or a platform's preparation)
   2    usage: a wrong option, platform or scenario, or a bad matrix.toml
   3    setup: the machine is not ready (no engine, no emulator, no disk, no network)
+  4    release refused: an image is not the Guix of the checkout's pin (not pulled by
+       guix pull, or pulled to another commit); nothing was shipped
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
 Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE,
@@ -95,6 +97,35 @@ pub enum Command {
     /// Publish the images a run proved: tarballs, SHA256SUMS, an OCI layout,
     /// and with --push a multi-platform image in a registry under a dated tag.
     Release(release::ReleaseArgs),
+}
+
+/// Whether the legs use the internet, and how the pull stage pulls.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Use the internet: the pull stage runs the real `guix pull` to the pin
+    /// (the image checked and released is the pulled one), and the legs that
+    /// need the network run; without it they say "skipped: offline".
+    #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub online: bool,
+    /// Drive the pull stage offline with the stand-in for `guix pull`'s
+    /// network part (fixtures/stand-in-guix.sh), for tests: the image is
+    /// labelled as pulled by the stand-in, which `release` never ships as pulled.
+    #[arg(long, conflicts_with = "online")]
+    pub stand_in_pull: bool,
+}
+
+impl PullArgs {
+    /// Sets the run's network use and pull stage.
+    pub fn apply(&self, options: &mut Options) {
+        options.online |= self.online;
+        options.pull = if options.online {
+            crate::pull::Want::Pull(crate::pull::By::GuixPull)
+        } else if self.stand_in_pull {
+            crate::pull::Want::Pull(crate::pull::By::StandIn)
+        } else {
+            crate::pull::Want::offline()
+        };
+    }
 }
 
 /// Which engine runs which platform's legs.
@@ -237,6 +268,7 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         for needle in [
             "130",
+            "  4    release refused",
             "GUIX_MATRIX_ROOT",
             "GUIX_MATRIX_FILE",
             "GUIX_MATRIX_OFFLINE",
@@ -273,7 +305,7 @@ mod tests {
             let Command::Run(run) = cli.command else {
                 panic!("run")
             };
-            assert_eq!(run.online, want, "GUIX_MATRIX_ONLINE={value}");
+            assert_eq!(run.pull.online, want, "GUIX_MATRIX_ONLINE={value}");
         }
     }
 
@@ -306,6 +338,8 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("run")
         };
-        assert!(run.online);
+        assert!(run.pull.online);
+        let e = Cli::try_parse_from(["harness", "run", "--online", "--stand-in-pull"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
     }
 }

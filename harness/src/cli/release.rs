@@ -21,6 +21,12 @@ pub struct ReleaseArgs {
     /// Release nothing unless every platform of the matrix passed.
     #[arg(long)]
     pub require_all: bool,
+    /// Ship images that carry no real `guix pull` of the pin (Debian's guix,
+    /// or pulled by the offline stand-in): each says so in its
+    /// io.guix-matrix.pulled label, and the index in io.guix-matrix.pulled.
+    /// Without it such an image is refused (exit 4).
+    #[arg(long)]
+    pub unpulled: bool,
     /// Also push to REGISTRY/REPO: each platform, then one multi-platform
     /// index under the tag and `latest` (GUIX_MATRIX_REGISTRY_USER and
     /// GUIX_MATRIX_REGISTRY_TOKEN for a registry that needs a login).
@@ -64,10 +70,13 @@ impl ReleaseArgs {
             &h.matrix,
             &h.options.checkout.root,
             &self.report,
-            self.require_all,
+            release::Gate {
+                require_all: self.require_all,
+                unpulled: self.unpulled,
+            },
         )
         .await?;
-        let annotations = self.annotations(&tag);
+        let annotations = self.annotations(&tag, &proved);
         let dist = release::write_dist(&h.engine, &proved, &self.dist, &tag, &annotations).await?;
         for (name, (sum, len)) in &dist.files {
             println!(
@@ -110,8 +119,9 @@ impl ReleaseArgs {
         Ok(Exit::Success)
     }
 
-    /// The standard OCI annotations of the index.
-    fn annotations(&self, tag: &str) -> BTreeMap<String, String> {
+    /// The standard OCI annotations of the index, and whether its images
+    /// are the pulled Guix of the pin.
+    fn annotations(&self, tag: &str, proved: &[release::Proved]) -> BTreeMap<String, String> {
         let mut a = BTreeMap::from([
             (
                 "org.opencontainers.image.title".to_string(),
@@ -137,6 +147,22 @@ impl ReleaseArgs {
         if let Some(r) = &self.revision {
             a.insert("org.opencontainers.image.revision".into(), r.clone());
         }
+        let unpulled: Vec<&str> = proved
+            .iter()
+            .filter(|p| p.pulled.is_none())
+            .map(|p| p.platform.docker.as_str())
+            .collect();
+        let pulled = match (
+            unpulled.is_empty(),
+            proved.first().and_then(|p| p.pulled.as_ref()),
+        ) {
+            (true, Some(p)) => format!("guix pull {}", p.commit),
+            _ => format!(
+                "no: {} shipped unpulled (release --unpulled)",
+                unpulled.join(", ")
+            ),
+        };
+        a.insert(crate::pull::LABEL_PULLED.into(), pulled);
         a
     }
 }

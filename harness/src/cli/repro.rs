@@ -20,9 +20,8 @@ pub struct ReproArgs {
     /// Remove the containers even when a check fails.
     #[arg(long)]
     pub no_keep: bool,
-    /// Run the legs that need the internet (real guix pull).
-    #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub online: bool,
+    #[command(flatten)]
+    pub pull: super::PullArgs,
     /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
     /// directory) instead of building the image (see `run --from`).
     #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
@@ -45,7 +44,7 @@ impl ReproArgs {
         let mut options = ctx.options.clone();
         options.echo = true;
         options.keep = !self.no_keep;
-        options.online |= self.online;
+        self.pull.apply(&mut options);
         options.from.clone_from(&self.from);
         let p = ctx.matrix.find(&self.platform)?.clone();
         let fleet = Fleet::connect(

@@ -24,9 +24,8 @@ pub struct RunArgs {
     /// Write report.json and junit.xml here.
     #[arg(long, default_value = "reports")]
     pub report: PathBuf,
-    /// Run the legs that need the internet (real guix pull).
-    #[arg(long, env = "GUIX_MATRIX_ONLINE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub online: bool,
+    #[command(flatten)]
+    pub pull: super::PullArgs,
     /// Check this published image instead of building: a registry reference
     /// (REGISTRY/REPO:TAG, pulled per platform) or a release directory
     /// (`harness release --dist`, checksums verified before loading).
@@ -48,7 +47,7 @@ pub struct RunArgs {
 impl RunArgs {
     pub async fn exec(self, ctx: &Context, _global: &Global) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
-        options.online |= self.online;
+        self.pull.apply(&mut options);
         options.image.clone_from(&self.image);
         options.from.clone_from(&self.from);
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
@@ -59,21 +58,21 @@ impl RunArgs {
             ctx.matrix.path.display()
         );
         let selected = ctx.matrix.select(&self.platforms)?;
+        let scenarios = if self.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            self.scenarios.clone()
+        };
         let fleet =
             match Fleet::connect(&ctx.matrix, &options, &self.engines.engines, &selected).await {
                 Ok(fleet) => fleet,
                 Err(e) => {
                     // The uploaded artifact is never empty: the report names the step.
                     let legs = [setup_failure("connect to the Docker engines", &e)];
-                    self.write(&legs, &pin);
+                    self.write(&scenarios, &legs, &pin);
                     return Err(e);
                 }
             };
-        let scenarios = if self.scenarios.is_empty() {
-            Scenario::ALL.to_vec()
-        } else {
-            self.scenarios.clone()
-        };
         let jobs = self.jobs.map_or_else(
             || std::thread::available_parallelism().map_or(2, |n| n.get()),
             usize::from,
@@ -101,7 +100,7 @@ impl RunArgs {
                     ideal.as_secs_f64(),
                     wall.as_secs_f64() / ideal.as_secs_f64().max(0.001)
                 );
-                self.write(&legs, &pin);
+                self.write(&scenarios, &legs, &pin);
                 println!("{}", report::closing_line(&legs));
                 Ok(if legs.iter().any(Leg::failed) { Exit::LegsFailed } else { Exit::Success })
             }
@@ -114,7 +113,7 @@ impl RunArgs {
                     leg.error = Some(format!("interrupted (signal {signal}) during `{step}`"));
                     legs.push(leg);
                 }
-                self.write(&legs, &pin);
+                self.write(&scenarios, &legs, &pin);
                 Ok(exit)
             }
         }
@@ -122,9 +121,9 @@ impl RunArgs {
 
     /// report.json, junit.xml, failure bundles and, in GitHub Actions, the
     /// step summary; a report that cannot be written is said, never fatal.
-    fn write(&self, legs: &[Leg], pin: &str) {
+    fn write(&self, scenarios: &[Scenario], legs: &[Leg], pin: &str) {
         let dir = &self.report;
-        match report::write(dir, legs, pin) {
+        match report::write(dir, scenarios, legs, pin) {
             Ok(()) => println!(
                 "reports: {}/report.json, {}/junit.xml",
                 dir.display(),

@@ -215,6 +215,16 @@ fn platform(p: &Platform) -> Vec<Found> {
             "how much slower under qemu than native the platform runs: about 6.0".into(),
         ));
     }
+    if !(60..=172_800).contains(&p.pull_timeout_secs) {
+        out.push((
+            "pull_timeout_secs",
+            format!(
+                "{} is out of range (60 to 172800 seconds)",
+                p.pull_timeout_secs
+            ),
+            "give the pull's limit on a native engine, e.g. 3600 (under qemu it is multiplied by slowdown)".into(),
+        ));
+    }
     let Some(k) = known::find(&p.docker) else {
         out.push((
             "docker",

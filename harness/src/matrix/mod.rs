@@ -109,6 +109,14 @@ pub struct Platform {
     #[serde(default)]
     pub probe_cc: Option<String>,
     pub slowdown: f64,
+    /// The limit of the pull stage where the platform runs natively (under
+    /// qemu it is multiplied by `slowdown`, like every step).
+    #[serde(default = "default_pull_timeout")]
+    pub pull_timeout_secs: u64,
+}
+
+fn default_pull_timeout() -> u64 {
+    3600
 }
 
 /// A CI runner (GitHub Actions `runs-on` label) and the engine architecture it has.

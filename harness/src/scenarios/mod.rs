@@ -14,7 +14,9 @@ use crate::run::{self, RunOutput, RunSpec};
 use std::time::{Duration, Instant};
 
 /// The scenarios, in the order a leg runs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// uname -m, guix --version, daemon answers, current system, no daemon left.
@@ -64,7 +66,7 @@ impl Scenario {
 }
 
 /// How a check ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "result", content = "why", rename_all = "kebab-case")]
 pub enum Verdict {
     Passed,
@@ -94,7 +96,7 @@ pub fn emulator_crash(text: &str) -> Option<String> {
 }
 
 /// A check's verdict plus what a person needs to see it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub scenario: Scenario,
     pub platform: String,
@@ -108,17 +110,8 @@ pub struct Outcome {
     /// A container kept for inspection (`harness repro`), if any.
     pub kept_container: Option<String>,
 
-    #[serde(with = "secs")]
+    #[serde(with = "crate::text::secs")]
     pub elapsed: Duration,
-}
-
-mod secs {
-    pub fn serialize<S: serde::Serializer>(
-        d: &std::time::Duration,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.serialize_f64((d.as_secs_f64() * 10.0).round() / 10.0)
-    }
 }
 
 impl Outcome {

@@ -138,7 +138,7 @@ fn second_prepare_rebuilds_nothing() {
     let _shared = crate::common::shared();
     let h = harness();
     let first = prepared("linux/amd64");
-    let spec = h.image_spec(&first.platform, &first.base);
+    let spec = h.image_spec(&first.platform, &first.base).unwrap();
     let again = block_on(harness::image::build(&h.engine, &spec, &|_| {})).unwrap();
     assert!(!again.rebuilt, "unchanged inputs must not rebuild");
     assert_eq!(again.id, first.image.id);

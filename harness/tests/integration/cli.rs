@@ -230,17 +230,17 @@ fn run_one_platform_prints_the_table_and_writes_reports() {
     );
     let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert!(junit.contains("<skipped message=\"offline:"), "{junit}");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
-    assert_eq!(json[0]["platform"], "linux/amd64");
-    assert_eq!(json[0]["outcomes"][0]["verdict"]["result"], "passed");
+    let report = harness::report::RunReport::read(&dir.path().join("report.json")).unwrap();
+    let leg = &report.legs[0];
+    assert_eq!(leg.platform, "linux/amd64");
+    assert_eq!(leg.outcomes[0].verdict, harness::scenarios::Verdict::Passed);
     // Which checkout the run used: in its header and its report.
     let root = harness::paths::Checkout::find().unwrap().root;
     assert!(
         text.starts_with(&format!("checkout {} (matrix ", root.display())),
         "{text}"
     );
-    assert_eq!(json[0]["checkout"], root.display().to_string());
+    assert_eq!(leg.checkout, root.display().to_string());
 }
 
 #[test]

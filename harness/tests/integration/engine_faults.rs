@@ -79,7 +79,8 @@ fn a_full_data_root_during_an_image_build_names_the_cause() {
     let private = PrivateEngine::start("full", Some("400m"));
     private.load_from_main(&p.base.reference);
     let engine = block_on(Engine::connect_to(&private.host())).unwrap();
-    let mut spec = h.image_spec(&p.platform, &p.base);
+    // The Guix layer: Debian's guix, the heavy part of the image.
+    let mut spec = h.guix_spec(&p.platform);
     spec.tag = "guix-matrix-diskfull:amd64".into();
     let started = Instant::now();
     let err = block_on(harness::image::build(&engine, &spec, &|_| {}))

@@ -67,44 +67,36 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
     assert!(text.contains("on 2 engine(s)"), "{text}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap())
-            .unwrap();
+    let report = harness::report::RunReport::read(&reports.join("report.json")).unwrap();
     let leg = |p: &str| {
         report
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["platform"] == p)
-            .unwrap_or_else(|| panic!("{p} not in {report}"))
+            .leg(p)
+            .unwrap_or_else(|| panic!("{p} not in {report:?}"))
             .clone()
     };
     let main = harness().engine.host.clone();
-    assert_eq!(leg("linux/amd64")["engine"], private.host().as_str());
-    assert_eq!(leg("linux/386")["engine"], main.as_str());
-    assert_eq!(leg("linux/arm/v7")["engine"], main.as_str());
+    assert_eq!(leg("linux/amd64").engine, private.host().as_str());
+    assert_eq!(leg("linux/386").engine, main.as_str());
+    assert_eq!(leg("linux/arm/v7").engine, main.as_str());
     assert!(
-        leg("linux/amd64")["runs"]
-            .as_str()
-            .unwrap()
+        leg("linux/amd64")
+            .runs
             .starts_with("native (the engine's own architecture)"),
-        "{}",
+        "{:?}",
         leg("linux/amd64")
     );
     assert!(
-        leg("linux/386")["runs"]
-            .as_str()
-            .unwrap()
+        leg("linux/386")
+            .runs
             .starts_with("native (an amd64 CPU runs its 32-bit programs)"),
-        "{}",
+        "{:?}",
         leg("linux/386")
     );
     assert!(
-        leg("linux/arm/v7")["runs"]
-            .as_str()
-            .unwrap()
+        leg("linux/arm/v7")
+            .runs
             .starts_with("qemu-arm (on an amd64 engine)"),
-        "{}",
+        "{:?}",
         leg("linux/arm/v7")
     );
     assert!(

@@ -103,6 +103,7 @@ fn release_into(dist: &Path) -> String {
         image: built.image.tag.clone(),
         id: built.image.id.clone(),
         base: Some(format!("{IMAGE}-base:amd64")),
+        pulled: None,
     };
     block_on(harness::release::write_dist(
         &h.engine,
@@ -249,6 +250,7 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
         image: format!("{IMAGE}:amd64"),
         id: String::new(),
         base: None,
+        pulled: None,
     };
     block_on(harness::release::write_dist(
         engine,
@@ -320,10 +322,8 @@ fn cli(args: &[&str]) -> (bool, String) {
 }
 
 fn start_in(report: &Path) -> String {
-    let legs: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-            .unwrap();
-    legs[0]["start"].as_str().unwrap_or_default().to_string()
+    let report = harness::report::RunReport::read(&report.join("report.json")).unwrap();
+    report.legs[0].start.clone()
 }
 
 /// The CI legs' steps (ci.yml), run twice on an unchanged tree against a

@@ -226,7 +226,7 @@ fn matrix_json_lists_every_platform_for_the_ci_matrix() {
         assert_eq!(json["debian_arch"], p.debian_arch.as_str());
         assert_eq!(json["slug"], p.slug().as_str());
         // The content hash is the tree's, as the image's label will carry it.
-        let content = harness::recipe::inputs(&m, &root, p).unwrap().hash;
+        let content = harness::recipe::inputs(&m, &root, p, None).unwrap().hash;
         assert_eq!(json["content"], content.as_str());
     }
     // The CI legs key their image cache on it.

@@ -1,0 +1,79 @@
+//! Every image and artifact name the harness gives, in one place: local tags per platform, registry tags, release file names.
+
+use crate::matrix::{Defaults, Platform};
+
+/// The image a platform's legs check and a release ships: `guix-matrix:arm-v7`.
+pub fn image(d: &Defaults, p: &Platform) -> String {
+    format!("{}:{}", d.image, p.slug())
+}
+
+/// The Guix layer (base, Debian's guix, keys, pinned channel): `guix-matrix-guix:arm-v7`.
+pub fn guix_layer(d: &Defaults, p: &Platform) -> String {
+    format!("{}-guix:{}", d.image, p.slug())
+}
+
+/// The scripts on the unpulled Guix layer, where the pull step runs: `guix-matrix-unpulled:arm-v7`.
+pub fn unpulled(d: &Defaults, p: &Platform) -> String {
+    format!("{}-unpulled:{}", d.image, p.slug())
+}
+
+/// The committed result of the pull step: `guix-matrix-pulled:arm-v7`.
+pub fn pulled(d: &Defaults, p: &Platform) -> String {
+    format!("{}-pulled:{}", d.image, p.slug())
+}
+
+/// The Debian base a platform's image starts from: `guix-matrix-base:arm-v7`.
+pub fn base(d: &Defaults, p: &Platform) -> String {
+    format!("{}-base:{}", d.image, p.slug())
+}
+
+/// The same base from another Debian suite: `guix-matrix-base:amd64-bookworm`.
+pub fn base_of_suite(d: &Defaults, p: &Platform, suite: &str) -> String {
+    format!("{}-{suite}", base(d, p))
+}
+
+/// A published image fetched to be checked (`run --image`).
+pub fn published(d: &Defaults, p: &Platform) -> String {
+    format!("{}-published:{}", d.image, p.slug())
+}
+
+/// A release's image fetched to seed a build (`--from`).
+pub fn from_release(d: &Defaults, p: &Platform) -> String {
+    format!("{}-release:{}", d.image, p.slug())
+}
+
+/// The readdir() probe image (all cross compilers).
+pub fn probe(d: &Defaults) -> String {
+    format!("{}-probe:latest", d.image)
+}
+
+/// The binfmt_misc helper image.
+pub fn binfmt_helper(image: &str) -> String {
+    format!("{image}-binfmt:latest")
+}
+
+/// The registry tag of the base an image of release `tag` was built on.
+pub fn registry_base_tag(tag: &str, p: &Platform) -> String {
+    format!("{tag}-base-{}", p.slug())
+}
+
+/// A release's tarball of one platform's image.
+pub fn tarball(tag: &str, p: &Platform) -> String {
+    format!("guix-matrix-{tag}-{}.docker.tar.gz", p.slug())
+}
+
+/// The base an image was built on, released beside it (for builds from the
+/// release, not for users: `docker load` of it gives the base alone).
+pub fn base_tarball(tag: &str, p: &Platform) -> String {
+    format!("guix-matrix-base-{tag}-{}.docker.tar.gz", p.slug())
+}
+
+/// The OCI image layout archive of every platform of a release.
+pub fn oci_archive(tag: &str) -> String {
+    format!("guix-matrix-{tag}-oci.tar")
+}
+
+/// The release tag in an OCI archive's file name, if it is one.
+pub fn tag_of_oci_archive(name: &str) -> Option<&str> {
+    name.strip_prefix("guix-matrix-")?.strip_suffix("-oci.tar")
+}

@@ -1,0 +1,115 @@
+//! A release directory: per-platform tarballs, the OCI layout archive and SHA256SUMS, each under its final name only when complete.
+
+use super::archive::{export, Hashing};
+use super::gate::Proved;
+use super::oci::{blob, multi_platform_index, oci_manifest};
+use super::{io, ReleaseError};
+use crate::engine::Engine;
+use crate::names;
+use oci_spec::image::{ImageIndexBuilder, MediaType};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// What `write_dist` wrote.
+#[derive(Debug)]
+pub struct Dist {
+    /// file name -> (sha256, bytes)
+    pub files: BTreeMap<String, (String, u64)>,
+}
+
+/// Writes into `dist`: each image as a gzip'd docker-archive (`docker load`
+/// takes it back), one OCI image layout archive with an index of every
+/// platform, and SHA256SUMS. Files appear under their names only when
+/// complete; a failure leaves no partial release file.
+pub async fn write_dist(
+    engine: &Engine,
+    proved: &[Proved],
+    dist: &Path,
+    tag: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Dist, ReleaseError> {
+    std::fs::create_dir_all(dist).map_err(io(dist))?;
+    let work = tempfile::Builder::new()
+        .prefix(".guix-matrix-release-")
+        .tempdir_in(dist)
+        .map_err(io(dist))?;
+    let mut files = BTreeMap::new();
+    let mut manifests = vec![];
+    let blobs = work.path().join("oci/blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+    for p in proved {
+        let archive = work.path().join(format!("{}.tar", p.platform.slug()));
+        let name = names::tarball(tag, &p.platform);
+        let part = work.path().join(&name);
+        let (sum, len) =
+            export(engine, &p.platform.docker, &p.image, Some(&archive), &part).await?;
+        tracing::info!("{}: {name}: {} MiB", p.platform.docker, len >> 20);
+        if let Some(base) = &p.base {
+            let base_name = names::base_tarball(tag, &p.platform);
+            let base_part = work.path().join(&base_name);
+            let (sum, len) = export(engine, &p.platform.docker, base, None, &base_part).await?;
+            let final_path = dist.join(&base_name);
+            std::fs::rename(&base_part, &final_path).map_err(io(&final_path))?;
+            files.insert(base_name, (sum, len));
+        }
+        let (archive2, blobs2, platform) = (archive.clone(), blobs.clone(), p.platform.clone());
+        let manifest =
+            tokio::task::spawn_blocking(move || oci_manifest(&archive2, &blobs2, &platform))
+                .await
+                .expect("oci task")?;
+        std::fs::remove_file(&archive).ok();
+        let final_path = dist.join(&name);
+        std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
+        files.insert(name, (sum, len));
+        manifests.push(manifest);
+    }
+    // The multi-platform image is an index blob; index.json names it by the
+    // tag (one image in the layout, as OCI tools expect).
+    let multi = multi_platform_index(manifests, annotations);
+    let mut image = blob(&blobs, multi.as_bytes(), MediaType::ImageIndex)?;
+    image.set_annotations(Some(HashMap::from([(
+        "org.opencontainers.image.ref.name".to_string(),
+        tag.to_string(),
+    )])));
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![image])
+        .build()
+        .expect("index");
+    let oci = work.path().join("oci");
+    std::fs::write(
+        oci.join("index.json"),
+        index.to_string().expect("index json"),
+    )
+    .map_err(io(&oci))?;
+    std::fs::write(oci.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io(&oci))?;
+    let name = names::oci_archive(tag);
+    let part = work.path().join(&name);
+    let (sum, len) = {
+        let (oci, part2) = (oci.clone(), part.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+            let mut out = Hashing::new(std::io::BufWriter::new(std::fs::File::create(&part2)?));
+            let mut tar = tar::Builder::new(&mut out);
+            tar.append_dir_all(".", &oci)?;
+            tar.finish()?;
+            drop(tar);
+            out.flush()?;
+            Ok((out.digest(), out.len))
+        })
+        .await
+        .expect("tar task")
+        .map_err(io(&part))?
+    };
+    let final_path = dist.join(&name);
+    std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
+    files.insert(name, (sum, len));
+    let sums: String = files
+        .iter()
+        .map(|(n, (s, _))| format!("{s}  {n}\n"))
+        .collect();
+    std::fs::write(dist.join("SHA256SUMS"), sums).map_err(io(dist))?;
+    Ok(Dist { files })
+}

@@ -1,0 +1,190 @@
+//! What may ship: the platforms a run's report proved, each checked against the engine (the image the report is about), the tree (its content hash) and the pin (its pull).
+
+use super::ReleaseError;
+use crate::engine::{Engine, LABEL_INPUTS};
+use crate::matrix::{Matrix, Platform};
+use crate::names;
+use crate::pull::{By, Pulled};
+use crate::report::RunReport;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One platform's image that passed every check of a run.
+#[derive(Debug, Clone)]
+pub struct Proved {
+    pub platform: Platform,
+    /// The local tag (`guix-matrix:arm-v7`).
+    pub image: String,
+    pub id: String,
+    /// The base the image was built on (`guix-matrix-base:arm-v7`), when the
+    /// engine still has it: released beside the image, so that a build from
+    /// this release reuses the image's layers.
+    pub base: Option<String>,
+    /// Its real `guix pull` of the pin (None: shipped unpulled, as asked).
+    pub pulled: Option<Pulled>,
+}
+
+/// What the release asks of the report and the images.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gate {
+    /// Release nothing unless every platform of the matrix passed.
+    pub require_all: bool,
+    /// Ship images without a real `guix pull` of the pin (Debian's guix, or
+    /// the offline stand-in's), said so in the index's annotations.
+    pub unpulled: bool,
+}
+
+/// The platforms of `report` (a `harness run` report.json) whose legs all
+/// passed, each checked against the engine, the tree and the pin: the image
+/// is the one the report is about, it is what this tree builds, and it is
+/// the Guix of the checkout's pin, pulled by `guix pull` (unless
+/// `gate.unpulled`).
+pub async fn proved(
+    engine: &Engine,
+    matrix: &Matrix,
+    root: &Path,
+    report: &Path,
+    gate: Gate,
+) -> Result<Vec<Proved>, ReleaseError> {
+    let run = RunReport::read(report)?;
+    let pin = crate::pin::read(&root.join("channels/channels.scm"))
+        .map_err(|e| ReleaseError::Pin(e.to_string()))?;
+    if run.pin != pin {
+        return Err(ReleaseError::OtherRun {
+            path: report.to_path_buf(),
+            why: format!(
+                "it ran with pin {}, the checkout pins {}",
+                short(&run.pin),
+                short(&pin)
+            ),
+        });
+    }
+    let passed: HashMap<&str, &str> = run
+        .legs
+        .iter()
+        .filter(|l| l.passed())
+        .map(|l| (l.platform.as_str(), l.image_id.as_str()))
+        .collect();
+    let missing: Vec<&str> = matrix
+        .platforms
+        .iter()
+        .filter(|p| !passed.contains_key(p.docker.as_str()))
+        .map(|p| p.docker.as_str())
+        .collect();
+    if gate.require_all && !missing.is_empty() {
+        return Err(ReleaseError::NotAll {
+            path: report.to_path_buf(),
+            missing: missing.join(", "),
+        });
+    }
+    let mut out = vec![];
+    for p in &matrix.platforms {
+        if let Some(id) = passed.get(p.docker.as_str()) {
+            out.push(check(engine, matrix, root, p, id, &pin, gate).await?);
+        }
+    }
+    if out.is_empty() {
+        return Err(ReleaseError::NothingPassed {
+            path: report.to_path_buf(),
+        });
+    }
+    for p in missing {
+        tracing::warn!(
+            "{p}: not released (it did not pass every check in {})",
+            report.display()
+        );
+    }
+    Ok(out)
+}
+
+async fn check(
+    engine: &Engine,
+    matrix: &Matrix,
+    root: &Path,
+    p: &Platform,
+    reported: &str,
+    pin: &str,
+    gate: Gate,
+) -> Result<Proved, ReleaseError> {
+    let image = names::image(&matrix.defaults, p);
+    let local = engine
+        .local_image(&image)
+        .await?
+        .ok_or_else(|| ReleaseError::Missing {
+            platform: p.docker.clone(),
+            image: image.clone(),
+        })?;
+    if local.id != reported {
+        return Err(ReleaseError::Foreign {
+            platform: p.docker.clone(),
+            image,
+            reported: short(reported),
+            local: short(&local.id),
+        });
+    }
+    let pulled = Pulled::of(&local.labels).map_err(|why| ReleaseError::NotPulled {
+        platform: p.docker.clone(),
+        why,
+    })?;
+    match &pulled {
+        Some(got) if got.commit != pin => {
+            return Err(ReleaseError::OtherPin {
+                platform: p.docker.clone(),
+                image: image.clone(),
+                pulled: got.commit.clone(),
+                pin: pin.to_string(),
+            })
+        }
+        Some(got) if got.by == By::GuixPull => {}
+        _ if gate.unpulled => {}
+        Some(got) => {
+            return Err(ReleaseError::NotPulled {
+                platform: p.docker.clone(),
+                why: format!(
+                    "{image} was pulled to {} by the offline {}, not by guix pull",
+                    short(&got.commit),
+                    got.by
+                ),
+            })
+        }
+        None => {
+            return Err(ReleaseError::NotPulled {
+                platform: p.docker.clone(),
+                why: format!("{image} carries no pull: it is Debian's guix, and every user's CI job would pay for its own `guix pull`"),
+            })
+        }
+    }
+    // The base is released only if it is this image's own base (its layers
+    // are the bottom of the image's): another base seeds no build cache.
+    let base_tag = names::base(&matrix.defaults, p);
+    let base = engine
+        .local_image(&base_tag)
+        .await?
+        .filter(|b| !b.layers.is_empty() && local.layers.starts_with(&b.layers))
+        .map(|_| base_tag);
+    if base.is_none() {
+        tracing::warn!("{}: the engine no longer has the base {image} was built on; released without it (a build from this release rebuilds every layer)", p.docker);
+    }
+    let by = pulled.as_ref().map(|got| got.by);
+    let tree = crate::recipe::inputs(matrix, root, p, by)?.hash;
+    let label = local.labels.get(LABEL_INPUTS).cloned().unwrap_or_default();
+    if label != tree {
+        return Err(ReleaseError::Stale {
+            platform: p.docker.clone(),
+            image,
+            label: short(&label),
+            tree: short(&tree),
+        });
+    }
+    Ok(Proved {
+        platform: p.clone(),
+        image,
+        id: local.id,
+        base,
+        pulled: pulled.filter(|got| got.by == By::GuixPull),
+    })
+}
+
+pub(super) fn short(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
+}

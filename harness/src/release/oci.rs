@@ -1,0 +1,163 @@
+//! The OCI image layout: each platform's manifest and blobs from its docker-archive, and one multi-platform index.
+
+use super::archive::Hashing;
+use super::{io, ReleaseError};
+use crate::matrix::Platform;
+use oci_spec::image::{
+    Descriptor, DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
+    PlatformBuilder,
+};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The multi-platform image: one index of the platforms' manifests, with
+/// the release's annotations (JSON).
+pub(super) fn multi_platform_index(
+    manifests: Vec<Descriptor>,
+    annotations: &BTreeMap<String, String>,
+) -> String {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        )
+        .build()
+        .expect("index")
+        .to_string()
+        .expect("index json")
+}
+
+/// Turns one docker-archive into OCI blobs (config, gzip'd layers, manifest)
+/// under `blobs`; returns the manifest's descriptor with its platform.
+pub(super) fn oci_manifest(
+    archive: &Path,
+    blobs: &Path,
+    platform: &Platform,
+) -> Result<Descriptor, ReleaseError> {
+    let bad = |message: String| ReleaseError::Archive {
+        path: archive.to_path_buf(),
+        message,
+    };
+    // Pass 1: manifest.json says which entries are the config and the layers.
+    let mut config_path = None;
+    let mut layer_paths: Vec<String> = vec![];
+    for entry in tar::Archive::new(std::fs::File::open(archive).map_err(io(archive))?)
+        .entries()
+        .map_err(io(archive))?
+    {
+        let mut entry = entry.map_err(io(archive))?;
+        if entry.path().map_err(io(archive))?.to_string_lossy() == "manifest.json" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(io(archive))?;
+            let m: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            config_path = m[0]["Config"].as_str().map(str::to_string);
+            layer_paths = m[0]["Layers"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+    }
+    let config_path = config_path.ok_or_else(|| bad("no manifest.json".into()))?;
+    // Pass 2: the blobs.
+    let mut config = None;
+    let mut layers: HashMap<String, Descriptor> = HashMap::new();
+    for entry in tar::Archive::new(std::fs::File::open(archive).map_err(io(archive))?)
+        .entries()
+        .map_err(io(archive))?
+    {
+        let mut entry = entry.map_err(io(archive))?;
+        let path = entry
+            .path()
+            .map_err(io(archive))?
+            .to_string_lossy()
+            .into_owned();
+        if path == config_path {
+            let mut bytes = vec![];
+            entry.read_to_end(&mut bytes).map_err(io(archive))?;
+            config = Some(blob(blobs, &bytes, MediaType::ImageConfig)?);
+        } else if layer_paths.contains(&path) {
+            let tmp = blobs.join(format!(".layer-{}", std::process::id()));
+            let mut gz = flate2::write::GzEncoder::new(
+                Hashing::new(std::io::BufWriter::new(
+                    std::fs::File::create(&tmp).map_err(io(&tmp))?,
+                )),
+                flate2::Compression::fast(),
+            );
+            std::io::copy(&mut entry, &mut gz).map_err(io(&tmp))?;
+            let mut hashed = gz.finish().map_err(io(&tmp))?;
+            hashed.flush().map_err(io(&tmp))?;
+            let (digest, size) = (hashed.digest(), hashed.len);
+            drop(hashed);
+            std::fs::rename(&tmp, blobs.join(&digest)).map_err(io(&tmp))?;
+            layers.insert(path, descriptor(MediaType::ImageLayerGzip, &digest, size));
+        }
+    }
+    let config = config.ok_or_else(|| bad(format!("no {config_path}")))?;
+    let layers = layer_paths
+        .iter()
+        .map(|p| {
+            layers
+                .get(p)
+                .cloned()
+                .ok_or_else(|| bad(format!("no layer {p}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(layers)
+        .build()
+        .expect("manifest");
+    let bytes = manifest.to_string().expect("manifest json").into_bytes();
+    let mut d = blob(blobs, &bytes, MediaType::ImageManifest)?;
+    d.set_platform(Some(oci_platform(platform)));
+    Ok(d)
+}
+
+pub(super) fn blob(
+    blobs: &Path,
+    bytes: &[u8],
+    media_type: MediaType,
+) -> Result<Descriptor, ReleaseError> {
+    let digest = hex::encode(Sha256::digest(bytes));
+    let path = blobs.join(&digest);
+    std::fs::write(&path, bytes).map_err(io(&path))?;
+    Ok(descriptor(media_type, &digest, bytes.len() as u64))
+}
+
+pub(super) fn descriptor(media_type: MediaType, sha256: &str, size: u64) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(
+            format!("sha256:{sha256}")
+                .parse::<oci_spec::image::Digest>()
+                .expect("sha256 digest"),
+        )
+        .size(size)
+        .build()
+        .expect("descriptor")
+}
+
+pub(super) fn oci_platform(p: &Platform) -> oci_spec::image::Platform {
+    let oci = p.oci();
+    let mut b = PlatformBuilder::default()
+        .architecture(oci.architecture.as_str())
+        .os(oci.os.as_str());
+    if let Some(v) = oci.variant {
+        b = b.variant(v);
+    }
+    b.build().expect("platform")
+}
