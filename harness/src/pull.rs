@@ -229,9 +229,10 @@ pub async fn run(engine: &Engine, job: &Job) -> Result<Pulled, PullError> {
     }
     match (&job.by, &job.stand_in) {
         (By::StandIn, Some(program)) => {
-            let tar = crate::run::tar_of(&[("guix", 0o755, program.as_slice())]);
+            let path = format!("{}/guix", STAND_IN_DIR.trim_start_matches('/'));
+            let tar = crate::run::tar_of(&[(path.as_str(), 0o755, program.as_slice())]);
             spec = spec
-                .upload(tar, STAND_IN_DIR)
+                .upload(tar, "/")
                 .env(format!("PATH={STAND_IN_DIR}:{IMAGE_PATH}"));
         }
         _ => spec.network_none = false,

@@ -193,7 +193,7 @@ async fn shell(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
         .unwrap_or_default()
         .to_string();
     c.fact("shell-guix", &version);
-    c.expect(out.exit_code == 0 && version == format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version), || {
+    c.expect(out.exit_code == 0 && version == super::guix_version_line(h, p), || {
         format!("`docker run -i IMAGE` (no command) must give a shell where guix works: exit {}, `{version}`", out.exit_code)
     });
     Ok(())

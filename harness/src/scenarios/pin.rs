@@ -3,7 +3,6 @@
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
 use crate::error::Error;
 use crate::harness::{Harness, Prepared};
-use std::time::Duration;
 
 /// The commit pinned in the checkout's channels/channels.scm.
 pub fn repo_pin(h: &Harness) -> Result<String, crate::pin::PinError> {
@@ -68,36 +67,6 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
     });
     c.expect(wanted == want_pin, || {
         format!("`guix pull --url=<mirror>` asked for `{wanted}`, not the pinned `{want_pin}`")
-    });
-    Ok(())
-}
-
-/// The real pull to the pin (the seed's privileged step) and `guix describe`;
-/// `skipped: offline` unless the harness runs online.
-pub async fn online(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    if !h.options.online {
-        c.skip_because("offline: codeberg.org and the substitute servers are not reachable here; the nightly workflow runs this leg (harness run --online)");
-        return Ok(());
-    }
-    let want_pin = repo_pin(h)?;
-    let mut run = spec(h, p, "pull-online")
-        .cmd([
-            "bash",
-            "-c",
-            "/usr/local/bin/guix-pull.sh && /root/.config/guix/current/bin/guix describe",
-        ])
-        .timeout(p.placement.timeout(Duration::from_secs(3 * 3600)));
-    run.network_none = false;
-    if p.placement.cache_tmpfs {
-        run = run.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
-    }
-    let out = run_fixture(h, c, &run).await?;
-    c.fact("exit-code", out.exit_code);
-    c.expect(out.exit_code == 0, || {
-        format!("the pull step exited {}", out.exit_code)
-    });
-    c.expect(out.stdout.contains(&want_pin), || {
-        format!("guix describe does not show the pinned commit {want_pin}")
     });
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Smoke: the right machine, Guix 1.5.0, a daemon that answers and is gone afterwards.
+//! Smoke: the right machine, the image's Guix (the pulled commit, else Debian's 1.5.0), a daemon that answers and is gone afterwards.
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
 use crate::error::Error;
@@ -9,7 +9,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         .bash("/fixtures/smoke.sh")
         .upload(fixtures_tar(h, &["smoke.sh", "smoke.scm"])?, "/");
     let out = run_fixture(h, c, &run).await?;
-    let want_version = format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version);
+    let want_version = super::guix_version_line(h, p);
     // What runs the container's shell, as the kernel says: bash natively,
     // else the emulator's interpreter (qemu-arm …); the harness's decision
     // must be what happened.

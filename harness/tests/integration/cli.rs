@@ -211,7 +211,7 @@ fn run_one_platform_prints_the_table_and_writes_reports() {
     let _serial = crate::common::exclusive();
     prepared("linux/amd64");
     let dir = tempfile::tempdir().unwrap();
-    let out = harness_run("linux/amd64", &["smoke", "pull-online"], dir.path())
+    let out = harness_run("linux/amd64", &["smoke", "pulled"], dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -127,7 +127,7 @@ fn online_pull_says_skipped_offline_when_offline() {
         return;
     }
     let p = prepared("linux/amd64");
-    let outcome = block_on(scenarios::run_one(h, &p, Scenario::PullOnline));
+    let outcome = block_on(scenarios::run_one(h, &p, Scenario::Pulled));
     match outcome.verdict {
         Verdict::Skipped(why) => assert!(why.starts_with("offline:"), "{why}"),
         other => panic!("expected skipped: offline, got {other:?}"),
@@ -145,7 +145,7 @@ fn online_pull_to_the_pin() {
     );
     for p in &h.matrix.platforms {
         let prepared = prepared(&p.docker);
-        let outcome = block_on(scenarios::run_one(h, &prepared, Scenario::PullOnline));
+        let outcome = block_on(scenarios::run_one(h, &prepared, Scenario::Pulled));
         assert_eq!(
             outcome.verdict,
             Verdict::Passed,
