@@ -100,6 +100,7 @@ fn main() {
     );
     let (rel, _) = harness(&[
         "release",
+        "--unpulled",
         "--report",
         &d("cold/report.json"),
         "--dist",
@@ -111,6 +112,7 @@ fn main() {
     let repo = reg.repo();
     let (push, _) = harness(&[
         "release",
+        "--unpulled",
         "--report",
         &d("cold/report.json"),
         "--dist",

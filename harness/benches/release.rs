@@ -63,7 +63,7 @@ fn main() {
     let started = Instant::now();
     ok(
         Command::new(harness)
-            .args(["release", "--report"])
+            .args(["release", "--unpulled", "--report"])
             .arg(reports.join("report.json"))
             .arg("--dist")
             .arg(&dist)

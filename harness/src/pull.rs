@@ -149,7 +149,7 @@ pub fn key(guix_inputs: &str, by: By) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    #[error("{platform}: the pull step ({by}) exited {code}\n  last output:\n{tail}")]
+    #[error("{platform}: the pull step ({by}) exited {code}\n  last output (trace left out):\n{tail}")]
     Failed {
         platform: String,
         by: By,
@@ -258,7 +258,16 @@ pub async fn run(engine: &Engine, job: &Job) -> Result<Pulled, PullError> {
             platform: job.platform.docker.clone(),
             by: job.by,
             code: out.exit_code,
-            tail: out.tail(30),
+            // What the pull said, not the entry point's trace (`harness
+            // repro` shows everything).
+            tail: crate::text::tail_lines(
+                &out.combined
+                    .lines()
+                    .filter(|l| !l.starts_with('+'))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                20,
+            ),
         })
     } else {
         commit(engine, &container, job, &record).await

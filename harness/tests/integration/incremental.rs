@@ -361,6 +361,7 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
     assert!(ok, "{said}");
     let (ok, said) = cli(&[
         "release",
+        "--unpulled",
         "--dist",
         &s(&cache),
         "--report",
@@ -382,6 +383,7 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
     let registry = crate::common::Registry::start();
     let (ok, said) = cli(&[
         "release",
+        "--unpulled",
         "--dist",
         &s(&dir.path().join("dist2")),
         "--report",

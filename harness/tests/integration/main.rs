@@ -13,6 +13,7 @@ mod incremental;
 mod no_panic;
 mod platforms;
 mod private_engine;
+mod pull_stage;
 mod registry;
 mod release;
 mod scenarios;

@@ -28,12 +28,18 @@ fn docker(args: &[&str]) -> Output {
 
 /// A run of `platforms` (smoke) whose report the release reads.
 fn proving_run(platforms: &[&str], dir: &Path) -> PathBuf {
+    proving_run_with(platforms, dir, &[])
+}
+
+/// The same with more options (global ones, such as --matrix, work after `run` too).
+fn proving_run_with(platforms: &[&str], dir: &Path, more: &[&str]) -> PathBuf {
     let mut args = vec!["run", "--scenario", "smoke", "--report"];
     let report = dir.to_str().unwrap();
     args.push(report);
     for p in platforms {
         args.extend(["--platform", p]);
     }
+    args.extend(more);
     let out = harness(&args);
     assert!(out.status.success(), "{}", said(&out));
     dir.join("report.json")
@@ -61,6 +67,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let repo = registry.repo();
     let out = harness(&[
         "release",
+        "--unpulled",
         "--report",
         report.to_str().unwrap(),
         "--dist",
@@ -212,6 +219,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let again = |force: bool| {
         let mut args = vec![
             "release",
+            "--unpulled",
             "--report",
             amd64_only.to_str().unwrap(),
             "--dist",
@@ -253,6 +261,7 @@ fn a_registry_that_does_not_answer_is_named_with_the_fix_and_nothing_is_tagged()
     let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
     let out = harness(&[
         "release",
+        "--unpulled",
         "--report",
         report.to_str().unwrap(),
         "--dist",
@@ -283,6 +292,7 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
     let release = |report: &Path| {
         harness(&[
             "release",
+            "--unpulled",
             "--report",
             report.to_str().unwrap(),
             "--dist",
@@ -302,10 +312,9 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
     let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
     let text = std::fs::read_to_string(&report).unwrap();
     let foreign = work.path().join("foreign.json");
-    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()[0]["image_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = harness::report::RunReport::read(&report).unwrap().legs[0]
+        .image_id
+        .clone();
     std::fs::write(&foreign, text.replace(&id, "sha256:0000")).unwrap();
     let out = release(&foreign);
     assert!(
@@ -324,6 +333,7 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
     assert!(said(&out).contains("nothing to release"), "{}", said(&out));
     let out = harness(&[
         "release",
+        "--unpulled",
         "--report",
         report.to_str().unwrap(),
         "--dist",
@@ -339,4 +349,132 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
         !dist.exists() || std::fs::read_dir(&dist).unwrap().next().is_none(),
         "nothing written"
     );
+}
+
+/// The release ships the Guix of the checkout's pin, pulled by guix pull:
+/// an unpulled image and one pulled by the offline stand-in are refused
+/// (exit 4, platform and fix named, nothing written); `--unpulled` ships
+/// them and says so in the index and in each image's label. Its images have
+/// their own name (a matrix.toml of their own), so no other test's image flips.
+#[test]
+fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    let work = tempfile::tempdir().unwrap();
+    let checkout = harness::paths::Checkout::find().unwrap();
+    let pin = harness::pin::read(&checkout.channels()).unwrap();
+    const IMAGE: &str = "guix-matrix-t22g";
+    let matrix = work.path().join("matrix.toml");
+    let text = std::fs::read_to_string(checkout.matrix()).unwrap();
+    std::fs::write(
+        &matrix,
+        text.replace("image = \"guix-matrix\"", &format!("image = \"{IMAGE}\"")),
+    )
+    .unwrap();
+    let _gone = RemoveOnDrop(
+        ["", "-guix", "-unpulled", "-pulled", "-base"]
+            .map(|part| format!("{IMAGE}{part}:amd64"))
+            .to_vec(),
+    );
+    docker(&["tag", "guix-matrix-base:amd64", &format!("{IMAGE}-base:amd64")]);
+    let m = matrix.to_str().unwrap();
+    for (what, more, why) in [
+        (
+            "stand-in",
+            &["--stand-in-pull"][..],
+            "by the offline stand-in, not by guix pull",
+        ),
+        ("unpulled", &[][..], "carries no pull: it is Debian's guix"),
+    ] {
+        let reports = work.path().join(what);
+        let mut args = vec!["--matrix", m, "--offline"];
+        args.extend(more);
+        let report = proving_run_with(&["linux/amd64"], &reports, &args);
+        let dist = work.path().join(format!("dist-{what}"));
+        let release = |extra: &[&str]| {
+            let mut args = vec![
+                "--matrix",
+                m,
+                "release",
+                "--report",
+                report.to_str().unwrap(),
+                "--dist",
+                dist.to_str().unwrap(),
+                "--tag",
+                "v20260104",
+            ];
+            args.extend(extra);
+            harness(&args)
+        };
+        let out = release(&[]);
+        let text = said(&out);
+        assert_eq!(out.status.code(), Some(4), "{what}: {text}");
+        assert!(
+            text.contains("linux/amd64: not the pinned Guix") && text.contains(why),
+            "{what}: {text}"
+        );
+        assert!(
+            text.contains("fix: run the matrix with the pull stage (`harness run --online`")
+                && text.contains("release --unpulled"),
+            "{what}: {text}"
+        );
+        assert!(!dist.exists(), "{what}: nothing is written when refused");
+
+        let out = release(&["--unpulled"]);
+        assert!(out.status.success(), "{what}: {}", said(&out));
+        let index = oci_index_annotations(&dist.join("guix-matrix-v20260104-oci.tar"));
+        assert_eq!(
+            index["io.guix-matrix.pulled"],
+            "no: linux/amd64 shipped unpulled (release --unpulled)",
+            "{what}"
+        );
+        let label = docker(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"io.guix-matrix.pulled\"}}",
+            &format!("{IMAGE}:amd64"),
+        ]);
+        let label = String::from_utf8_lossy(&label.stdout).trim().to_string();
+        let want = match what {
+            "unpulled" => "no".to_string(),
+            _ => format!("stand-in {pin}"),
+        };
+        assert_eq!(label, want, "{what}: the image says what it holds");
+    }
+}
+
+/// Removes these images when dropped (the test passed or not).
+struct RemoveOnDrop(Vec<String>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+/// The annotations of the multi-platform index in an OCI layout archive.
+fn oci_index_annotations(archive: &Path) -> serde_json::Value {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    let mut blobs = std::collections::HashMap::new();
+    let mut index = None;
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = vec![];
+        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+        if path.trim_start_matches("./") == "index.json" {
+            index = Some(bytes);
+        } else if let Some(d) = path.rsplit('/').next() {
+            if bytes.len() < 1 << 20 {
+                blobs.insert(d.to_string(), bytes);
+            }
+        }
+    }
+    let index: serde_json::Value = serde_json::from_slice(&index.unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let multi: serde_json::Value =
+        serde_json::from_slice(&blobs[digest.trim_start_matches("sha256:")]).unwrap();
+    multi["annotations"].clone()
 }

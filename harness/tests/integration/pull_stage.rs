@@ -1,0 +1,247 @@
+//! The pull stage, offline with the stand-in for `guix pull`'s network part:
+//! the image is the pinned Guix (committed pull, labels, `guix describe`),
+//! the scripts sit above the pulled store (a script change pulls nothing and
+//! keeps the store layer), and a pull that fails, runs over its limit or
+//! misses the pin is named and leaves no container. Its images have their
+//! own name (`guix-matrix-t22`) and start from the tests' amd64 base.
+
+use crate::common::{block_on, exclusive, harness, prepared};
+use harness::harness::{Harness, Options, Prepared};
+use harness::pull::{By, Stage, Want, LABEL_PULL, LABEL_PULLED};
+use harness::scenarios::{self, Scenario, Verdict};
+use std::path::{Path, PathBuf};
+
+const IMAGE: &str = "guix-matrix-t22";
+
+/// Removes every image this file made, whatever happened.
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let engine = &harness().engine;
+        for part in ["", "-guix", "-unpulled", "-pulled", "-base", "-broken"] {
+            block_on(engine.remove_image(&format!("{IMAGE}{part}:amd64")));
+        }
+    }
+}
+
+/// A copy of the checkout's image inputs, matrix.toml and fixtures.
+fn tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = &harness().options.checkout.root;
+    let mut stack: Vec<PathBuf> = [
+        "Dockerfile",
+        "matrix.toml",
+        "substitutes",
+        "channels",
+        "scripts",
+        "fixtures",
+    ]
+    .map(Into::into)
+    .to_vec();
+    while let Some(rel) = stack.pop() {
+        let from = root.join(&rel);
+        if from.is_dir() {
+            std::fs::create_dir_all(dir.path().join(&rel)).unwrap();
+            for e in std::fs::read_dir(&from).unwrap() {
+                stack.push(rel.join(e.unwrap().file_name()));
+            }
+        } else {
+            std::fs::copy(&from, dir.path().join(&rel)).unwrap();
+        }
+    }
+    dir
+}
+
+/// A harness for `checkout` whose images are `guix-matrix-t22…`, pulling
+/// with the stand-in; `pull_timeout_secs` for amd64 when given.
+fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Harness {
+    let mut matrix = harness().matrix.clone();
+    matrix.defaults.image = IMAGE.into();
+    if let Some(secs) = pull_timeout {
+        for p in &mut matrix.platforms {
+            p.pull_timeout_secs = secs;
+        }
+    }
+    let mut options = Options::new(harness::paths::Checkout::at(checkout).unwrap());
+    options.allow_pull = false;
+    options.pull = Want::Pull(By::StandIn);
+    let h = block_on(Harness::new(matrix, options)).unwrap();
+    // The tests' amd64 base, under this file's name: no mmdebstrap here.
+    let base = prepared("linux/amd64").base.reference;
+    let id = block_on(h.engine.local_image(&base)).unwrap().unwrap().id;
+    block_on(harness::published::tag(
+        &h.engine,
+        &id,
+        &format!("{IMAGE}-base:amd64"),
+    ))
+    .unwrap();
+    h
+}
+
+fn prepare(h: &Harness) -> Result<Prepared, String> {
+    let p = h.matrix.find("linux/amd64").unwrap().clone();
+    block_on(h.prepare(&p)).map_err(|e| e.report())
+}
+
+fn layers(h: &Harness, image: &str) -> Vec<String> {
+    block_on(h.engine.local_image(image))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{image} is not in the engine"))
+        .layers
+}
+
+#[test]
+fn the_pulled_guix_is_committed_below_the_scripts_and_a_script_change_pulls_nothing() {
+    let _serial = exclusive();
+    let _cleanup = Cleanup;
+    let dir = tree();
+    let pin = harness::pin::read(&dir.path().join("channels/channels.scm")).unwrap();
+
+    // First run: the pull runs, is committed, and the image says so.
+    let h = pulling(dir.path(), None);
+    let first = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    let Stage::Pulled(pulled) = &first.pull else {
+        panic!("expected a pull in this run, got {:?}", first.pull)
+    };
+    assert_eq!(pulled.by, By::StandIn);
+    assert_eq!(pulled.commit, pin, "guix describe names the pin");
+    assert_eq!(pulled.from, "Debian's guix 1.5.0");
+    assert!(pulled.describe.contains(&format!("commit: {pin}")), "{pulled:?}");
+    let img = block_on(h.engine.local_image(&first.image.tag))
+        .unwrap()
+        .unwrap();
+    assert_eq!(img.labels[LABEL_PULLED], format!("stand-in {pin}"));
+    let record: harness::pull::Pulled = serde_json::from_str(&img.labels[LABEL_PULL]).unwrap();
+    assert_eq!(&record, pulled);
+    let store = layers(&h, &format!("{IMAGE}-pulled:amd64"));
+    assert!(
+        img.layers.starts_with(&store),
+        "the scripts sit on the pulled layer"
+    );
+    // Every check of the image as users get it: the pulled scenario and the rest.
+    for s in [Scenario::Pulled, Scenario::Smoke, Scenario::Usage] {
+        let outcome = block_on(scenarios::run_one(&h, &first, s));
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Passed,
+            "{}: {}",
+            s.name(),
+            outcome.log_tail
+        );
+    }
+
+    // The pulled scenario sees an image whose pull is gone.
+    let broken = format!("{IMAGE}-broken:amd64");
+    let out = std::process::Command::new("docker")
+        .args(["run", "--name", "t22-broken", "--entrypoint", "rm"])
+        .args([&first.image.tag, "-f", "/root/.config/guix/current"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::process::Command::new("docker")
+        .args(["commit", "t22-broken", &broken])
+        .output()
+        .unwrap();
+    std::process::Command::new("docker")
+        .args(["rm", "-f", "t22-broken"])
+        .output()
+        .unwrap();
+    let mut gone = first.clone();
+    gone.image.tag = broken;
+    let outcome = block_on(scenarios::run_one(&h, &gone, Scenario::Pulled));
+    match &outcome.verdict {
+        Verdict::Failed(why) => assert!(
+            why.contains("guix describe names ``") && why.contains("not the pulled generation's"),
+            "{why}"
+        ),
+        other => panic!("a pulled image without its generation must fail: {other:?}"),
+    }
+
+    // A script changes: no pull, the same pulled layer, new scripts on top.
+    let entry = dir.path().join("scripts/entry-point.sh");
+    let mut text = std::fs::read_to_string(&entry).unwrap();
+    text.push_str("# a change of a script\n");
+    std::fs::write(&entry, text).unwrap();
+    let h = pulling(dir.path(), None);
+    let second = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    let Stage::Kept(kept) = &second.pull else {
+        panic!("a script change must not pull again: {:?}", second.pull)
+    };
+    assert_eq!(kept.commit, pin);
+    assert!(second.image.rebuilt, "the scripts were rebuilt");
+    assert_ne!(second.image.id, first.image.id);
+    assert_eq!(
+        layers(&h, &format!("{IMAGE}-pulled:amd64")),
+        store,
+        "the pulled layer is the same"
+    );
+    let img = layers(&h, &second.image.tag);
+    assert!(img.starts_with(&store), "the new scripts sit on the same store");
+    eprintln!(
+        "pulled layer: {} layers shared; the image adds {} layers of scripts",
+        store.len(),
+        img.len() - store.len()
+    );
+}
+
+/// The stand-in, with `body` run for `guix pull` instead of its own.
+fn broken_stand_in(dir: &Path, body: &str) {
+    let path = dir.join("fixtures/stand-in-guix.sh");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("pull)\n\tshift\n", &format!("pull)\n\tshift\n\t{body}\n"));
+    std::fs::write(&path, text).unwrap();
+}
+
+fn labelled_containers(h: &Harness) -> usize {
+    block_on(h.engine.managed_containers(None))
+        .map(|c| c.len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_pull_that_fails_times_out_or_misses_the_pin_is_named_and_leaves_nothing() {
+    let _serial = exclusive();
+    let _cleanup = Cleanup;
+    let cases = [
+        (
+            "exit 3",
+            None,
+            vec!["linux/amd64: the pull step (stand-in) exited 3", "fix: the stand-in"],
+        ),
+        (
+            "sleep 600",
+            Some(5),
+            vec![
+                "linux/amd64: the pull step (stand-in) did not finish within 5s",
+                "fix: raise the platform's pull_timeout_secs in matrix.toml",
+            ],
+        ),
+        (
+            "set -- --channels=/tmp/other.scm; sed 's/(commit \"[0-9a-f]*\")/(commit \"0000000000000000000000000000000000000000\")/' /root/.config/guix/channels.scm >/tmp/other.scm",
+            None,
+            vec![
+                "linux/amd64: the pull step (stand-in) exited 1",
+                "guix describe does not show the pinned commit",
+            ],
+        ),
+    ];
+    for (body, timeout, said) in cases {
+        let dir = tree();
+        broken_stand_in(dir.path(), body);
+        let h = pulling(dir.path(), timeout);
+        block_on(h.engine.remove_image(&format!("{IMAGE}-pulled:amd64")));
+        let before = labelled_containers(&h);
+        let err = prepare(&h).expect_err(body);
+        for s in said {
+            assert!(err.contains(s), "{body}: `{s}` not in:\n{err}");
+        }
+        assert_eq!(labelled_containers(&h), before, "{body}: a container was left");
+        assert!(
+            block_on(h.engine.local_image(&format!("{IMAGE}-pulled:amd64")))
+                .unwrap()
+                .is_none(),
+            "{body}: nothing pulled is tagged"
+        );
+    }
+}
