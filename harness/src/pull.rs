@@ -149,7 +149,9 @@ pub fn key(guix_inputs: &str, by: By) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    #[error("{platform}: the pull step ({by}) exited {code}\n  last output (trace left out):\n{tail}")]
+    #[error(
+        "{platform}: the pull step ({by}) exited {code}\n  last output (trace left out):\n{tail}"
+    )]
     Failed {
         platform: String,
         by: By,

@@ -12,9 +12,10 @@ pub struct ReleaseArgs {
     /// Write the tarballs, the OCI layout and SHA256SUMS here.
     #[arg(long, default_value = "dist")]
     pub dist: PathBuf,
-    /// The report of the run that proved the images.
+    /// The report of the run that proved the images; repeatable (a release
+    /// fanned out over runners has one report per platform).
     #[arg(long, default_value = "reports/report.json")]
-    pub report: PathBuf,
+    pub report: Vec<PathBuf>,
     /// The release tag (default: today's date, vYYYYMMDD, UTC).
     #[arg(long, value_parser = parse_tag)]
     pub tag: Option<String>,

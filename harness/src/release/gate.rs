@@ -7,7 +7,7 @@ use crate::names;
 use crate::pull::{By, Pulled};
 use crate::report::RunReport;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One platform's image that passed every check of a run.
 #[derive(Debug, Clone)]
@@ -34,34 +34,44 @@ pub struct Gate {
     pub unpulled: bool,
 }
 
-/// The platforms of `report` (a `harness run` report.json) whose legs all
-/// passed, each checked against the engine, the tree and the pin: the image
-/// is the one the report is about, it is what this tree builds, and it is
-/// the Guix of the checkout's pin, pulled by `guix pull` (unless
-/// `gate.unpulled`).
+/// The platforms of `reports` (`harness run` report.json files: one run, or
+/// one per platform of a fanned-out release) whose legs all passed, each
+/// checked against the engine, the tree and the pin: the image is the one
+/// the report is about, it is what this tree builds, and it is the Guix of
+/// the checkout's pin, pulled by `guix pull` (unless `gate.unpulled`).
 pub async fn proved(
     engine: &Engine,
     matrix: &Matrix,
     root: &Path,
-    report: &Path,
+    reports: &[PathBuf],
     gate: Gate,
 ) -> Result<Vec<Proved>, ReleaseError> {
-    let run = RunReport::read(report)?;
     let pin = crate::pin::read(&root.join("channels/channels.scm"))
         .map_err(|e| ReleaseError::Pin(e.to_string()))?;
-    if run.pin != pin {
-        return Err(ReleaseError::OtherRun {
-            path: report.to_path_buf(),
-            why: format!(
-                "it ran with pin {}, the checkout pins {}",
-                short(&run.pin),
-                short(&pin)
-            ),
-        });
+    let mut runs = vec![];
+    for path in reports {
+        let run = RunReport::read(path)?;
+        if run.pin != pin {
+            return Err(ReleaseError::OtherRun {
+                path: path.clone(),
+                why: format!(
+                    "it ran with pin {}, the checkout pins {}",
+                    short(&run.pin),
+                    short(&pin)
+                ),
+            });
+        }
+        runs.push(run);
     }
-    let passed: HashMap<&str, &str> = run
-        .legs
+    let report = reports
         .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let report = Path::new(&report);
+    let passed: HashMap<&str, &str> = runs
+        .iter()
+        .flat_map(|run| &run.legs)
         .filter(|l| l.passed())
         .map(|l| (l.platform.as_str(), l.image_id.as_str()))
         .collect();

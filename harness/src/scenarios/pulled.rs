@@ -64,7 +64,10 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         });
     }
     c.expect(said("version") == format!("guix (GNU Guix) {pin}"), || {
-        format!("guix --version says `{}`, not the pinned commit", said("version"))
+        format!(
+            "guix --version says `{}`, not the pinned commit",
+            said("version")
+        )
     });
     c.expect(
         said("daemon-which").contains("the pulled generation")

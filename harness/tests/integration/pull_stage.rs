@@ -107,7 +107,10 @@ fn the_pulled_guix_is_committed_below_the_scripts_and_a_script_change_pulls_noth
     assert_eq!(pulled.by, By::StandIn);
     assert_eq!(pulled.commit, pin, "guix describe names the pin");
     assert_eq!(pulled.from, "Debian's guix 1.5.0");
-    assert!(pulled.describe.contains(&format!("commit: {pin}")), "{pulled:?}");
+    assert!(
+        pulled.describe.contains(&format!("commit: {pin}")),
+        "{pulled:?}"
+    );
     let img = block_on(h.engine.local_image(&first.image.tag))
         .unwrap()
         .unwrap();
@@ -177,7 +180,10 @@ fn the_pulled_guix_is_committed_below_the_scripts_and_a_script_change_pulls_noth
         "the pulled layer is the same"
     );
     let img = layers(&h, &second.image.tag);
-    assert!(img.starts_with(&store), "the new scripts sit on the same store");
+    assert!(
+        img.starts_with(&store),
+        "the new scripts sit on the same store"
+    );
     eprintln!(
         "pulled layer: {} layers shared; the image adds {} layers of scripts",
         store.len(),
@@ -236,7 +242,11 @@ fn a_pull_that_fails_times_out_or_misses_the_pin_is_named_and_leaves_nothing() {
         for s in said {
             assert!(err.contains(s), "{body}: `{s}` not in:\n{err}");
         }
-        assert_eq!(labelled_containers(&h), before, "{body}: a container was left");
+        assert_eq!(
+            labelled_containers(&h),
+            before,
+            "{body}: a container was left"
+        );
         assert!(
             block_on(h.engine.local_image(&format!("{IMAGE}-pulled:amd64")))
                 .unwrap()

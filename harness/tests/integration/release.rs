@@ -376,7 +376,11 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
             .map(|part| format!("{IMAGE}{part}:amd64"))
             .to_vec(),
     );
-    docker(&["tag", "guix-matrix-base:amd64", &format!("{IMAGE}-base:amd64")]);
+    docker(&[
+        "tag",
+        "guix-matrix-base:amd64",
+        &format!("{IMAGE}-base:amd64"),
+    ]);
     let m = matrix.to_str().unwrap();
     for (what, more, why) in [
         (
@@ -424,8 +428,7 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
         assert!(out.status.success(), "{what}: {}", said(&out));
         let index = oci_index_annotations(&dist.join("guix-matrix-v20260104-oci.tar"));
         assert_eq!(
-            index["io.guix-matrix.pulled"],
-            "no: linux/amd64 shipped unpulled (release --unpulled)",
+            index["io.guix-matrix.pulled"], "no: linux/amd64 shipped unpulled (release --unpulled)",
             "{what}"
         );
         let label = docker(&[
