@@ -75,6 +75,17 @@ impl Options {
     }
 }
 
+/// A release's pulled image that a pull can start from (or stand for it).
+#[derive(Debug, Clone)]
+struct Generation {
+    /// Its local tag (the release's image, fetched as a build cache).
+    image: String,
+    release: String,
+    /// Its Guix layer, pin included, is this tree's: no pull is needed.
+    same_pin: bool,
+    pulled: pull::Pulled,
+}
+
 /// The pipeline's state: one engine, one matrix, and each expensive step done once.
 pub struct Harness {
     pub engine: Engine,
@@ -402,7 +413,22 @@ impl Harness {
                 Err((s, cache)) => (start, cache_from) = (s, cache),
             }
         }
-        let built = self.build(platform, &runs.1, &cache_from, progress).await;
+        let generation = match (&self.options.pull, cache_from.first(), &start) {
+            (pull::Want::Pull(by), Some(image), Start::RebuiltFrom { release, .. }) => {
+                self.release_generation(platform, image, release, *by)
+                    .await?
+            }
+            _ => None,
+        };
+        let built = self
+            .build(
+                platform,
+                &runs.1,
+                &cache_from,
+                generation.as_ref(),
+                progress,
+            )
+            .await;
         // The release's image was only a cache: leave no trace of it.
         for tag in &cache_from {
             self.engine.remove_image(tag).await;
@@ -429,6 +455,7 @@ impl Harness {
         platform: &Platform,
         placement: &Placement,
         cache_from: &[String],
+        generation: Option<&Generation>,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<(base::Base, image::Built, pull::Stage), Error> {
         progress("base image");
@@ -439,20 +466,32 @@ impl Harness {
             self.options.allow_pull,
         )
         .await?;
-        progress("Guix layer");
         let mut guix_spec = self.guix_spec(platform);
         guix_spec.cache_from = cache_from.to_vec();
         let guix = image::inputs(&guix_spec)?;
-        image::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
-        let (layer, stage, by) = match &self.options.pull {
-            pull::Want::Skip(why) => (
+        if generation.is_none() {
+            progress("Guix layer");
+            image::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
+        }
+        let (layer, stage, by) = match (&self.options.pull, generation) {
+            (pull::Want::Skip(why), _) => (
                 guix_spec.tag.clone(),
                 pull::Stage::Skipped { why: why.clone() },
                 None,
             ),
-            pull::Want::Pull(by) => {
+            // The release's Guix layer and pin are this tree's: its pulled
+            // image is the layer the new scripts go on (0 pulls).
+            (pull::Want::Pull(by), Some(g)) if g.same_pin => {
+                progress(&format!("pulled layer of release {}", g.release));
+                (
+                    g.image.clone(),
+                    pull::Stage::Kept(g.pulled.clone()),
+                    Some(*by),
+                )
+            }
+            (pull::Want::Pull(by), generation) => {
                 let (tag, stage) = self
-                    .pull_stage(platform, placement, &guix, *by, &base, progress)
+                    .pull_stage(platform, placement, &guix, *by, &base, generation, progress)
                     .await?;
                 (tag, stage, Some(*by))
             }
@@ -476,6 +515,7 @@ impl Harness {
     /// The pulled Guix layer of `platform` for `by` (committed after a pull
     /// in this run, or already in the engine), checked with `guix describe`
     /// against the checkout's pin: its tag and what the stage did.
+    #[allow(clippy::too_many_arguments)]
     async fn pull_stage(
         &self,
         platform: &Platform,
@@ -483,6 +523,7 @@ impl Harness {
         guix: &image::Inputs,
         by: By,
         base: &base::Base,
+        generation: Option<&Generation>,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<(String, pull::Stage), Error> {
         let d = &self.matrix.defaults;
@@ -502,8 +543,25 @@ impl Harness {
             }
             None => {
                 progress("image to pull in");
-                let mut unpulled =
-                    self.top_spec(platform, guix, None, &names::guix_layer(d, platform), base);
+                // From the release's pulled generation when there is one
+                // (the tree's channels file goes in), else Debian's guix.
+                let (layer, from, channels) = match generation {
+                    Some(g) => (
+                        g.image.clone(),
+                        format!(
+                            "release {}'s generation {}",
+                            g.release,
+                            g.pulled.commit.chars().take(12).collect::<String>()
+                        ),
+                        Some(self.channels_file()?),
+                    ),
+                    None => (
+                        names::guix_layer(d, platform),
+                        format!("Debian's guix {}", d.guix_version),
+                        None,
+                    ),
+                };
+                let mut unpulled = self.top_spec(platform, guix, None, &layer, base);
                 unpulled.tag = names::unpulled(d, platform);
                 unpulled.step = format!("{}: build the image to pull in", platform.docker);
                 image::build(&self.engine, &unpulled, &|s| progress(s)).await?;
@@ -518,7 +576,8 @@ impl Harness {
                     tag: tag.clone(),
                     by,
                     key,
-                    from: format!("Debian's guix {}", d.guix_version),
+                    from,
+                    channels,
                     cache_tmpfs: placement.cache_tmpfs,
                     timeout: placement.timeout(Duration::from_secs(platform.pull_timeout_secs)),
                     stand_in,
@@ -556,6 +615,57 @@ impl Harness {
                 pull::Stage::Kept(record)
             },
         ))
+    }
+
+    /// The checkout's channels file (the pin).
+    fn channels_file(&self) -> Result<Vec<u8>, Error> {
+        let path = self.options.checkout.channels();
+        std::fs::read(&path).map_err(|source| Error::Fixture { path, source })
+    }
+
+    /// What the release image `image` (fetched as a build cache) offers the
+    /// pull: its pulled generation by `by`, when its Guix layer is this
+    /// tree's but for the pinned channel (a moved pin: the pull starts
+    /// there) or entirely (the same pin: no pull at all).
+    async fn release_generation(
+        &self,
+        platform: &Platform,
+        image: &str,
+        release: &str,
+        by: By,
+    ) -> Result<Option<Generation>, Error> {
+        let Some(img) = self.engine.local_image(image).await? else {
+            return Ok(None);
+        };
+        let Ok(Some(pulled)) = pull::Pulled::of(&img.labels) else {
+            return Ok(None);
+        };
+        let Ok(claimed) = image::Inputs::from_labels(&img.labels) else {
+            return Ok(None);
+        };
+        if pulled.by != by {
+            return Ok(None);
+        }
+        let guix = image::inputs(&self.guix_spec(platform))?;
+        let changed: Vec<&String> = guix
+            .parts
+            .iter()
+            .filter(|(k, v)| {
+                let key = match k.starts_with("file ") {
+                    true => (*k).clone(),
+                    false => format!("guix {k}"),
+                };
+                claimed.parts.get(&key) != Some(*v)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let moved = changed.iter().all(|k| *k == "file channels/channels.scm");
+        Ok(moved.then(|| Generation {
+            image: image.to_string(),
+            release: release.to_string(),
+            same_pin: changed.is_empty(),
+            pulled,
+        }))
     }
 
     /// The offline stand-in for `guix pull`'s network part.

@@ -154,9 +154,11 @@ pub async fn seed(
         verify_content(engine, &tag, platform, &release, want, root).await?;
         return Ok(Seed::Reuse(img, want.hash.clone()));
     }
+    // What changed, against the accepted inputs nearest the release's.
     let changed = wants
-        .first()
+        .iter()
         .map(|w| w.changed_since(&claimed))
+        .min_by_key(Vec::len)
         .unwrap_or_default();
     progress(&format!("fetch the base of release {release}"));
     match published::fetch_part(engine, from, platform, base_tag, Part::Base).await {

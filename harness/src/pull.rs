@@ -203,6 +203,9 @@ pub struct Job {
     pub key: String,
     /// Where the pull starts, for the record.
     pub from: String,
+    /// The channels file to pull with, put in place first (the image's own
+    /// when None): a pull from a release's generation to a moved pin.
+    pub channels: Option<Vec<u8>>,
     /// Guix's cache on tmpfs (a 32-bit platform under qemu).
     pub cache_tmpfs: bool,
     pub timeout: Duration,
@@ -228,6 +231,11 @@ pub async fn run(engine: &Engine, job: &Job) -> Result<Pulled, PullError> {
     .with_options(job.echo.clone(), true);
     if job.cache_tmpfs {
         spec = spec.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
+    }
+    if let Some(channels) = &job.channels {
+        let tar =
+            crate::run::tar_of(&[("root/.config/guix/channels.scm", 0o644, channels.as_slice())]);
+        spec = spec.upload(tar, "/");
     }
     match (&job.by, &job.stand_in) {
         (By::StandIn, Some(program)) => {

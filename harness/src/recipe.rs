@@ -63,7 +63,7 @@ pub fn top_spec(
         })
         .collect();
     extra_parts.insert(
-        "pull by".into(),
+        "pull pulled-by".into(),
         image::sha(by.map_or("none".into(), |b| b.to_string()).as_bytes()),
     );
     BuildSpec {

@@ -27,6 +27,7 @@ impl Drop for Cleanup {
             format!("{IMAGE}-base:amd64"),
             format!("{IMAGE}-release:amd64"),
             format!("{IMAGE}-spoiled:amd64"),
+            format!("{IMAGE}-guix:amd64"),
         ] {
             block_on(engine.remove_image(&tag));
         }
@@ -113,8 +114,9 @@ fn release_into(dist: &Path) -> String {
         &Default::default(),
     ))
     .unwrap();
-    // A new machine: neither the image, its base, nor their build cache.
+    // A new machine: neither the image, its Guix layer, its base, nor their build cache.
     block_on(h.engine.remove_image(&format!("{IMAGE}:amd64")));
+    block_on(h.engine.remove_image(&format!("{IMAGE}-guix:amd64")));
     block_on(h.engine.remove_image(&format!("{IMAGE}-base:amd64")));
     built.image.id
 }

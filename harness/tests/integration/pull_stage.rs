@@ -255,3 +255,85 @@ fn a_pull_that_fails_times_out_or_misses_the_pin_is_named_and_leaves_nothing() {
         );
     }
 }
+
+/// `--from` a release of pulled images: a script change keeps the release's
+/// pulled layer (0 pulls); a moved pin pulls starting from the release's
+/// generation (its layers stay below), not from Debian's guix.
+#[test]
+fn from_a_release_the_pull_starts_from_its_generation() {
+    let _serial = exclusive();
+    let _cleanup = Cleanup;
+    let dir = tree();
+    let h = pulling(dir.path(), None);
+    let first = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.pull.pulled().is_some(), "{:?}", first.pull);
+    let released = layers(&h, &first.image.tag);
+    let dist = dir.path().join("dist");
+    let proved = harness::release::Proved {
+        platform: first.platform.clone(),
+        image: first.image.tag.clone(),
+        id: first.image.id.clone(),
+        base: Some(format!("{IMAGE}-base:amd64")),
+        pulled: None,
+    };
+    block_on(harness::release::write_dist(
+        &h.engine,
+        &[proved],
+        &dist,
+        "v20990303",
+        &Default::default(),
+    ))
+    .unwrap();
+    let from = |root: &Path| {
+        let mut h = pulling(root, None);
+        h.options.from = Some(dist.display().to_string());
+        for part in ["", "-guix", "-unpulled", "-pulled"] {
+            block_on(h.engine.remove_image(&format!("{IMAGE}{part}:amd64")));
+        }
+        h
+    };
+
+    // A script changes: the release's pulled image is the layer below.
+    let entry = dir.path().join("scripts/entry-point.sh");
+    let mut text = std::fs::read_to_string(&entry).unwrap();
+    text.push_str("# a change of a script\n");
+    std::fs::write(&entry, text).unwrap();
+    let h = from(dir.path());
+    let second = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        second
+            .start
+            .to_string()
+            .starts_with("rebuilt from v20990303"),
+        "{}",
+        second.start
+    );
+    let Stage::Kept(kept) = &second.pull else {
+        panic!("an unchanged pin must not pull: {:?}", second.pull)
+    };
+    assert_eq!(Some(kept), first.pull.pulled());
+    assert!(layers(&h, &second.image.tag).starts_with(&released));
+
+    // The pin moves: the pull starts from the release's generation.
+    let channels = dir.path().join("channels/channels.scm");
+    let old = harness::pin::read(&channels).unwrap();
+    let moved = "1111111111111111111111111111111111111111";
+    let text = std::fs::read_to_string(&channels).unwrap();
+    std::fs::write(&channels, text.replace(&old, moved)).unwrap();
+    let h = from(dir.path());
+    let third = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    let Stage::Pulled(pulled) = &third.pull else {
+        panic!("a moved pin pulls: {:?}", third.pull)
+    };
+    assert_eq!(pulled.commit, moved);
+    assert_eq!(
+        pulled.from,
+        format!("release v20990303's generation {}", &old[..12])
+    );
+    assert!(
+        layers(&h, &third.image.tag).starts_with(&released),
+        "the release's pulled image is below the new pull"
+    );
+    let outcome = block_on(scenarios::run_one(&h, &third, Scenario::Pulled));
+    assert_eq!(outcome.verdict, Verdict::Passed, "{}", outcome.log_tail);
+}

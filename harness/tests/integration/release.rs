@@ -324,11 +324,11 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
     );
 
     let failed = work.path().join("failed.json");
-    std::fs::write(
-        &failed,
-        text.replace("\"result\": \"passed\"", "\"result\": \"failed\""),
-    )
-    .unwrap();
+    let mut run = harness::report::RunReport::read(&report).unwrap();
+    for o in run.legs.iter_mut().flat_map(|l| l.outcomes.iter_mut()) {
+        o.verdict = harness::scenarios::Verdict::Failed("broken".into());
+    }
+    std::fs::write(&failed, serde_json::to_vec(&run).unwrap()).unwrap();
     let out = release(&failed);
     assert!(said(&out).contains("nothing to release"), "{}", said(&out));
     let out = harness(&[
