@@ -1,8 +1,8 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
 use crate::{
-    base, emulators, engine, image, incremental, matrix, paths, pin, published, pull, release,
-    report, run,
+    base, emulators, engine, image, incremental, matrix, paths, pin, published, pull, record,
+    release, run,
 };
 use std::path::PathBuf;
 
@@ -34,7 +34,7 @@ pub enum Error {
     #[error(transparent)]
     Pull(#[from] pull::PullError),
     #[error(transparent)]
-    Report(#[from] report::ReportError),
+    Report(#[from] record::ReportError),
     #[error("engine {engine}: no platform in {path} is of its architecture ({arch})")]
     NoNativePlatform {
         path: PathBuf,
@@ -99,30 +99,75 @@ impl Error {
         }
     }
 
-    /// The exit code this error means for the `harness` process.
+    /// The exit code this error means for the `harness` process: every
+    /// variant named, none by a wildcard, so a new one must choose.
     pub fn exit(&self) -> Exit {
+        use Exit::{Refused, Setup, Usage};
         match self {
-            Error::Matrix(_) | Error::Checkout(_) | Error::NoProbeCc { .. } => Exit::Usage,
-            Error::Engine(
-                engine::EngineError::BadUrl { .. }
-                | engine::EngineError::Twice { .. }
-                | engine::EngineError::TlsFiles { .. },
-            ) => Exit::Usage,
-            Error::Pin(pin::PinError::BadCommit(_) | pin::PinError::File { .. }) => Exit::Usage,
-            Error::Release(
-                release::ReleaseError::NotPulled { .. } | release::ReleaseError::OtherPin { .. },
-            ) => Exit::Refused,
-            Error::Release(
-                release::ReleaseError::Report(_)
-                | release::ReleaseError::OtherRun { .. }
-                | release::ReleaseError::NothingPassed { .. }
-                | release::ReleaseError::NotAll { .. }
-                | release::ReleaseError::Foreign { .. }
-                | release::ReleaseError::Stale { .. }
-                | release::ReleaseError::TagTaken { .. },
-            ) => Exit::Usage,
-            _ => Exit::Setup,
+            Error::Matrix(_) | Error::Checkout(_) | Error::NoProbeCc { .. } => Usage,
+            Error::Fixture { .. } | Error::Report(_) => Usage,
+            Error::Engine(e) => engine_exit(e),
+            Error::Pin(e) => match e {
+                pin::PinError::File { .. } | pin::PinError::BadCommit(_) => Usage,
+                pin::PinError::BadAnswer { .. } | pin::PinError::Network { .. } => Setup,
+            },
+            Error::Release(e) => release_exit(e),
+            Error::Published(e) => published_exit(e),
+            Error::Incremental(e) => match e {
+                incremental::IncrementalError::Altered { .. }
+                | incremental::IncrementalError::Content { .. } => Refused,
+                incremental::IncrementalError::Published(e) => published_exit(e),
+                incremental::IncrementalError::Engine(e) => engine_exit(e),
+                incremental::IncrementalError::Tree { .. } => Usage,
+            },
+            Error::Base(_)
+            | Error::Build(_)
+            | Error::Emulator(_)
+            | Error::Run(_)
+            | Error::Pull(_)
+            | Error::NoNativePlatform { .. }
+            | Error::ProbeArchive(_)
+            | Error::NoProbe { .. }
+            | Error::NotKept { .. }
+            | Error::DockerCli(_) => Setup,
         }
+    }
+}
+
+fn engine_exit(e: &engine::EngineError) -> Exit {
+    use engine::EngineError as E;
+    match e {
+        E::BadUrl { .. } | E::Twice { .. } | E::TlsFiles { .. } => Exit::Usage,
+        E::Unavailable { .. } | E::Timeout { .. } | E::Lost { .. } | E::Api { .. } => Exit::Setup,
+    }
+}
+
+/// A release that is not what it says (checksum, listing, platform) is refused.
+fn published_exit(e: &published::PublishedError) -> Exit {
+    use published::PublishedError as P;
+    match e {
+        P::Checksum { .. } | P::Unlisted { .. } | P::WrongPlatform { .. } => Exit::Refused,
+        P::NotInRelease { .. } => Exit::Usage,
+        P::Io { .. } | P::Fetch { .. } => Exit::Setup,
+        P::Engine(e) => engine_exit(e),
+    }
+}
+
+fn release_exit(e: &release::ReleaseError) -> Exit {
+    use release::ReleaseError as R;
+    match e {
+        R::NotPulled { .. } | R::NotAll { .. } | R::OtherPin { .. } | R::OtherRun { .. } => {
+            Exit::Refused
+        }
+        R::Report(_)
+        | R::Pin(_)
+        | R::NothingPassed { .. }
+        | R::Foreign { .. }
+        | R::Stale { .. }
+        | R::Missing { .. }
+        | R::TagTaken { .. } => Exit::Usage,
+        R::Io { .. } | R::Archive { .. } | R::Build(_) | R::Registry { .. } => Exit::Setup,
+        R::Engine(e) => engine_exit(e),
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The modules follow the pipeline, each using only those listed after it:
 //! cli → leg → report → scenarios → fleet → harness → error → release →
-//! incremental, recipe, doctor → emulators, base, pin, published, pull →
+//! incremental, recipe, record (the run's records: legs, report.json), doctor → emulators, base, pin, published, pull →
 //! image, run, retry → placement → engine, names → matrix, paths, host, text.
 
 pub mod cli;
@@ -21,6 +21,7 @@ pub mod release;
 pub mod doctor;
 pub mod incremental;
 pub mod recipe;
+pub mod record;
 
 pub mod base;
 pub mod emulators;

@@ -26,6 +26,25 @@ impl PathError {
 }
 
 impl Checkout {
+    /// The git commit the checkout is at (`.git/HEAD`, its ref loose or
+    /// packed), when it is a git work tree.
+    pub fn commit(&self) -> Option<String> {
+        let git = self.root.join(".git");
+        let head = std::fs::read_to_string(git.join("HEAD")).ok()?;
+        let head = head.trim();
+        let id = match head.strip_prefix("ref: ") {
+            None => head.to_string(),
+            Some(name) => match std::fs::read_to_string(git.join(name)) {
+                Ok(id) => id.trim().to_string(),
+                Err(_) => std::fs::read_to_string(git.join("packed-refs"))
+                    .ok()?
+                    .lines()
+                    .find_map(|l| l.strip_suffix(name).map(|id| id.trim().to_string()))?,
+            },
+        };
+        (id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    }
+
     /// The checkout at `root`, which must hold matrix.toml and a Dockerfile.
     pub fn at(root: impl Into<PathBuf>) -> Result<Self, PathError> {
         let root = root.into();

@@ -1,181 +1,11 @@
 //! Results: the per-platform summary table, and the JSON and JUnit reports.
 
 use crate::pull;
-use crate::scenarios::{Outcome, Scenario, Verdict};
+use crate::scenarios::Verdict;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-/// The version of report.json this harness writes and reads.
-pub const VERSION: u32 = 2;
-/// The largest report.json a reader accepts.
-const MAX_REPORT: u64 = 64 << 20;
-
-/// report.json: what a run did, written by `run` and read by `release`,
-/// the tests and the benchmarks through this one type.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RunReport {
-    pub version: u32,
-    /// The guix channel commit channels/channels.scm pinned for the run.
-    pub pin: String,
-    /// The scenarios the run was asked for.
-    pub scenarios: Vec<Scenario>,
-    pub legs: Vec<Leg>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("cannot read the report {path}: {message}")]
-    Read { path: PathBuf, message: String },
-    #[error("{path} is not a report of this harness: {message}")]
-    Format { path: PathBuf, message: String },
-}
-
-impl ReportError {
-    pub fn fix(&self) -> String {
-        "run the matrix (`harness run --report DIR`), then use DIR/report.json".into()
-    }
-}
-
-impl RunReport {
-    pub fn new(pin: &str, scenarios: &[Scenario], legs: &[Leg]) -> Self {
-        RunReport {
-            version: VERSION,
-            pin: pin.to_string(),
-            scenarios: scenarios.to_vec(),
-            legs: legs.to_vec(),
-        }
-    }
-
-    /// Reads report.json: a regular file of at most 64 MiB, of this version.
-    pub fn read(path: &Path) -> Result<Self, ReportError> {
-        use std::io::Read;
-        let read = |message: String| ReportError::Read {
-            path: path.to_path_buf(),
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
-        let meta = file.metadata().map_err(|e| read(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(read("not a regular file".into()));
-        }
-        let mut bytes = vec![];
-        file.take(MAX_REPORT + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| read(e.to_string()))?;
-        if bytes.len() as u64 > MAX_REPORT {
-            return Err(read(format!("larger than {} MiB", MAX_REPORT >> 20)));
-        }
-        let format = |message: String| ReportError::Format {
-            path: path.to_path_buf(),
-            message,
-        };
-        let version: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
-        match version.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) => {}
-            Some(v) => {
-                return Err(format(format!(
-                    "version {v}, this harness reads version {VERSION}"
-                )))
-            }
-            None => return Err(format("no version (a report of an older harness)".into())),
-        }
-        serde_json::from_value(version).map_err(|e| format(e.to_string()))
-    }
-
-    /// The leg of `platform`, if the run had one.
-    pub fn leg(&self, platform: &str) -> Option<&Leg> {
-        self.legs.iter().find(|l| l.platform == platform)
-    }
-}
-
-/// Everything one platform's leg produced.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Leg {
-    pub platform: String,
-    /// The checkout whose matrix.toml, Dockerfile and scripts the leg used.
-    pub checkout: String,
-    /// The engine the leg ran on (its address).
-    pub engine: String,
-    /// How that engine ran the platform, and why: `native (…)`, `qemu-arm (…)`.
-    pub runs: String,
-    /// "native" or the emulator's fingerprint.
-    pub emulator: String,
-    pub base: String,
-    pub image: String,
-    pub image_id: String,
-    /// Whether the image was built in this run (false: up to date).
-    pub rebuilt: bool,
-    /// Where the image came from: "built", "up to date", "reused v…",
-    /// "rebuilt from v… (changed: …)", "built cold (…)", "published …".
-    pub start: String,
-    /// What the pull stage did (none when the leg failed before it).
-    pub pull: Option<pull::Stage>,
-    /// Set when the leg failed before its checks could run.
-    pub error: Option<String>,
-    pub outcomes: Vec<Outcome>,
-    #[serde(with = "crate::text::secs")]
-    pub prepare_time: Duration,
-    #[serde(with = "crate::text::secs")]
-    pub elapsed: Duration,
-}
-
-impl Leg {
-    /// A leg that has only been prepared (or failed to be) after `elapsed`.
-    pub fn new(platform: &str, image: String, elapsed: Duration) -> Self {
-        Leg {
-            platform: platform.to_string(),
-            checkout: String::new(),
-            engine: String::new(),
-            runs: String::new(),
-            emulator: String::new(),
-            base: String::new(),
-            image,
-            image_id: String::new(),
-            rebuilt: false,
-            start: String::new(),
-            pull: None,
-            error: None,
-            outcomes: vec![],
-            prepare_time: elapsed,
-            elapsed,
-        }
-    }
-
-    pub fn failed(&self) -> bool {
-        self.error.is_some() || self.outcomes.iter().any(|o| o.verdict.is_failure())
-    }
-
-    /// Every check ran and passed (none skipped, none failed), and there was one.
-    pub fn passed_all(&self) -> bool {
-        self.error.is_none()
-            && !self.outcomes.is_empty()
-            && self.outcomes.iter().all(|o| o.verdict == Verdict::Passed)
-    }
-
-    /// No check failed and at least one passed (some may be skipped).
-    pub fn passed(&self) -> bool {
-        !self.failed() && self.outcomes.iter().any(|o| o.verdict == Verdict::Passed)
-    }
-
-    /// "passed", "FAILED" or "passed (n skipped)".
-    pub fn result(&self) -> String {
-        if self.failed() {
-            return "FAILED".into();
-        }
-        let skipped = self
-            .outcomes
-            .iter()
-            .filter(|o| matches!(o.verdict, Verdict::Skipped(_)))
-            .count();
-        if skipped > 0 {
-            format!("passed ({skipped} skipped)")
-        } else {
-            "passed".into()
-        }
-    }
-}
+pub use crate::record::{Leg, ReportError, RunReport, VERSION};
 
 /// One row per platform and scenario: platform, scenario, result, time, detail.
 fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
@@ -402,7 +232,8 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
 
 /// Writes report.json and junit.xml into `dir`, and `failures/<platform>.txt`
 /// for each failed leg (`pin`: the guix channel pin the legs ran with).
-pub fn write(dir: &Path, scenarios: &[Scenario], legs: &[Leg], pin: &str) -> std::io::Result<()> {
+pub fn write(dir: &Path, report: &RunReport) -> std::io::Result<()> {
+    let (legs, pin) = (&report.legs, report.pin.as_str());
     std::fs::create_dir_all(dir)?;
     let failures = dir.join("failures");
     let _ = std::fs::remove_dir_all(&failures);
@@ -414,8 +245,7 @@ pub fn write(dir: &Path, scenarios: &[Scenario], legs: &[Leg], pin: &str) -> std
             failure_bundle(leg, pin),
         )?;
     }
-    let report = RunReport::new(pin, scenarios, legs);
-    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)?;
     let xml = junit(legs).to_string().map_err(std::io::Error::other)?;
     std::fs::write(dir.join("junit.xml"), xml)
 }

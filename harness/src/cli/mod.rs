@@ -21,8 +21,11 @@ Exit codes:
   1    one or more legs failed (a check, or a platform's preparation)
   2    usage: a wrong option, platform or scenario, or a bad matrix.toml
   3    setup: the machine is not ready (no engine, no emulator, no disk, no network)
-  4    release refused: an image is not the Guix of the checkout's pin (not pulled by
-       guix pull, or pulled to another commit); nothing was shipped
+  4    refused: `release` found an image that is not the Guix of the checkout's pin
+       (not pulled by guix pull, pulled to another commit, a run of another pin, or
+       not every check passed with --require-all), or a release given to --from or
+       --image is not what it says (checksum, labels, content); nothing was shipped
+       or used
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
 Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE,

@@ -51,6 +51,7 @@ impl RunArgs {
         options.image.clone_from(&self.image);
         options.from.clone_from(&self.from);
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
+        let commit = ctx.checkout.commit();
         // Which checkout's matrix.toml, Dockerfile and scripts this run uses.
         println!(
             "checkout {} (matrix {})",
@@ -69,7 +70,7 @@ impl RunArgs {
                 Err(e) => {
                     // The uploaded artifact is never empty: the report names the step.
                     let legs = [setup_failure("connect to the Docker engines", &e)];
-                    self.write(&scenarios, &legs, &pin);
+                    self.write(&scenarios, &legs, &pin, &commit);
                     return Err(e);
                 }
             };
@@ -100,7 +101,7 @@ impl RunArgs {
                     ideal.as_secs_f64(),
                     wall.as_secs_f64() / ideal.as_secs_f64().max(0.001)
                 );
-                self.write(&scenarios, &legs, &pin);
+                self.write(&scenarios, &legs, &pin, &commit);
                 println!("{}", report::closing_line(&legs));
                 Ok(if legs.iter().any(Leg::failed) { Exit::LegsFailed } else { Exit::Success })
             }
@@ -113,7 +114,7 @@ impl RunArgs {
                     leg.error = Some(format!("interrupted (signal {signal}) during `{step}`"));
                     legs.push(leg);
                 }
-                self.write(&scenarios, &legs, &pin);
+                self.write(&scenarios, &legs, &pin, &commit);
                 Ok(exit)
             }
         }
@@ -121,9 +122,10 @@ impl RunArgs {
 
     /// report.json, junit.xml, failure bundles and, in GitHub Actions, the
     /// step summary; a report that cannot be written is said, never fatal.
-    fn write(&self, scenarios: &[Scenario], legs: &[Leg], pin: &str) {
+    fn write(&self, scenarios: &[Scenario], legs: &[Leg], pin: &str, commit: &Option<String>) {
         let dir = &self.report;
-        match report::write(dir, scenarios, legs, pin) {
+        let run = report::RunReport::new(pin, commit.clone(), scenarios, legs);
+        match report::write(dir, &run) {
             Ok(()) => println!(
                 "reports: {}/report.json, {}/junit.xml",
                 dir.display(),

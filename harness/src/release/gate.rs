@@ -5,7 +5,7 @@ use crate::engine::{Engine, LABEL_INPUTS};
 use crate::matrix::{Matrix, Platform};
 use crate::names;
 use crate::pull::{By, Pulled};
-use crate::report::RunReport;
+use crate::record::{RunReport, Scenario};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -48,9 +48,15 @@ pub async fn proved(
 ) -> Result<Vec<Proved>, ReleaseError> {
     let pin = crate::pin::read(&root.join("channels/channels.scm"))
         .map_err(|e| ReleaseError::Pin(e.to_string()))?;
+    let commit = crate::paths::Checkout::at(root)
+        .ok()
+        .and_then(|c| c.commit());
     let mut runs = vec![];
     for path in reports {
         let run = RunReport::read(path)?;
+        if gate.require_all {
+            every_check(path, &run, commit.as_deref())?;
+        }
         if run.pin != pin {
             return Err(ReleaseError::OtherRun {
                 path: path.clone(),
@@ -69,10 +75,17 @@ pub async fn proved(
         .collect::<Vec<_>>()
         .join(", ");
     let report = Path::new(&report);
+    // --require-all: every check passed (none skipped); else no failure.
     let passed: HashMap<&str, &str> = runs
         .iter()
         .flat_map(|run| &run.legs)
-        .filter(|l| l.passed())
+        .filter(|l| {
+            if gate.require_all {
+                l.passed_all()
+            } else {
+                l.passed()
+            }
+        })
         .map(|l| (l.platform.as_str(), l.image_id.as_str()))
         .collect();
     let missing: Vec<&str> = matrix
@@ -82,9 +95,30 @@ pub async fn proved(
         .map(|p| p.docker.as_str())
         .collect();
     if gate.require_all && !missing.is_empty() {
+        let why = |platform: &str| {
+            let leg = runs.iter().find_map(|r| r.leg(platform));
+            let not: Vec<String> = leg
+                .map(|l| {
+                    l.outcomes
+                        .iter()
+                        .filter(|o| !o.passed())
+                        .map(|o| format!("{} {}", o.scenario.name(), o.verdict.word()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match (leg, not.is_empty()) {
+                (None, _) => format!("{platform} (not run)"),
+                (Some(l), _) if l.error.is_some() => format!("{platform} (failed to prepare)"),
+                (Some(_), _) => format!("{platform} ({})", not.join(", ")),
+            }
+        };
         return Err(ReleaseError::NotAll {
             path: report.to_path_buf(),
-            missing: missing.join(", "),
+            missing: missing
+                .iter()
+                .map(|p| why(p))
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let mut out = vec![];
@@ -105,6 +139,36 @@ pub async fn proved(
         );
     }
     Ok(out)
+}
+
+/// `--require-all`: the run was asked for every scenario of the harness,
+/// on the checkout's own commit (when both are known).
+fn every_check(path: &Path, run: &RunReport, commit: Option<&str>) -> Result<(), ReleaseError> {
+    let not_run: Vec<&str> = Scenario::ALL
+        .iter()
+        .filter(|s| !run.scenarios.contains(s))
+        .map(|s| s.name())
+        .collect();
+    if !not_run.is_empty() {
+        return Err(ReleaseError::OtherRun {
+            path: path.to_path_buf(),
+            why: format!(
+                "--require-all needs every check, and it did not run {}",
+                not_run.join(", ")
+            ),
+        });
+    }
+    match (commit, run.commit.as_deref()) {
+        (Some(here), Some(there)) if here != there => Err(ReleaseError::OtherRun {
+            path: path.to_path_buf(),
+            why: format!(
+                "it ran on commit {}, the checkout is at {}",
+                short(there),
+                short(here)
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn check(

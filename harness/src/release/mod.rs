@@ -19,8 +19,8 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
     #[error(transparent)]
-    Report(#[from] crate::report::ReportError),
-    #[error("{path} is not a run of this checkout: {why}")]
+    Report(#[from] crate::record::ReportError),
+    #[error("{path} is not a run of this checkout: {why}; nothing was released")]
     OtherRun { path: PathBuf, why: String },
     #[error("cannot read the checkout's pin: {0}")]
     Pin(String),
@@ -83,8 +83,11 @@ impl ReleaseError {
     pub fn fix(&self) -> Option<String> {
         Some(match self {
             ReleaseError::Report(e) => e.fix(),
-            ReleaseError::NothingPassed { .. } | ReleaseError::OtherRun { .. } => {
+            ReleaseError::NothingPassed { .. } => {
                 "run the matrix first (`harness run`), then release from its report (--report DIR/report.json)".into()
+            }
+            ReleaseError::OtherRun { .. } => {
+                "run the matrix again on this checkout (`harness run --online`: the pull follows its pin), then release from that report".into()
             }
             ReleaseError::Pin(_) => "channels/channels.scm must pin a commit (`harness pin --set COMMIT`)".into(),
             ReleaseError::NotPulled { .. } => "run the matrix with the pull stage (`harness run --online`: guix pull to the pin on every platform), then release from that report; or ship the image as it is with `release --unpulled` (said so in the index)".into(),

@@ -12,80 +12,9 @@ pub mod usage;
 use crate::error::Error;
 use crate::harness::{Harness, Prepared};
 use crate::run::{self, RunOutput, RunSpec};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The scenarios, in the order a leg runs them.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scenario {
-    /// uname -m, guix --version, daemon answers, current system, no daemon left.
-    Smoke,
-    /// guix pull stays on the pinned commit (offline, with a fixture channel).
-    Pin,
-    /// The image is the pinned Guix: `guix describe` names the pin, every
-    /// usage form runs the pulled guix and guix-daemon, a second `guix pull`
-    /// stays on the pin (skipped when the pull stage was).
-    Pulled,
-    /// armhf readdir EOVERFLOW on overlay, fixed by Guix's cache on tmpfs.
-    Tmpfs,
-    /// Failed derivations' logs copied, unpacked and printed; the exit code kept.
-    Faillog,
-    /// Chroot builds work natively and are off under an emulator, as the image chooses.
-    Chroot,
-    /// The usage forms users type: pulled guix preferred (also after commit),
-    /// nested entry points, own exit codes, failures that say why.
-    Usage,
-    /// The image with nothing passed in: baked daemon flags build a real
-    /// builder, commands traced, the trusted keys, `docker run IMAGE` a shell.
-    Defaults,
-}
-
-impl Scenario {
-    pub const ALL: &'static [Scenario] = &[
-        Scenario::Smoke,
-        Scenario::Pin,
-        Scenario::Pulled,
-        Scenario::Tmpfs,
-        Scenario::Faillog,
-        Scenario::Chroot,
-        Scenario::Usage,
-        Scenario::Defaults,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Smoke => "smoke",
-            Scenario::Pin => "pin",
-            Scenario::Pulled => "pulled",
-            Scenario::Tmpfs => "tmpfs",
-            Scenario::Faillog => "faillog",
-            Scenario::Chroot => "chroot",
-            Scenario::Usage => "usage",
-            Scenario::Defaults => "defaults",
-        }
-    }
-}
-
-/// How a check ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "result", content = "why", rename_all = "kebab-case")]
-pub enum Verdict {
-    Passed,
-    Failed(String),
-    Skipped(String),
-    /// The emulator itself went down (qemu's "uncaught target signal"), twice:
-    /// not a verdict on the image, but no pass either.
-    EmulatorCrash(String),
-}
-
-impl Verdict {
-    /// Failed or crashed: the leg does not pass.
-    pub fn is_failure(&self) -> bool {
-        matches!(self, Verdict::Failed(_) | Verdict::EmulatorCrash(_))
-    }
-}
+pub use crate::record::{Outcome, Scenario, Verdict};
 
 /// The line where qemu-user reports that the emulated program died of a
 /// signal, if `text` has one.
@@ -96,31 +25,6 @@ pub fn emulator_crash(text: &str) -> Option<String> {
                 || l.contains("qemu: unhandled CPU exception")
         })
         .map(|l| l.trim().to_string())
-}
-
-/// A check's verdict plus what a person needs to see it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Outcome {
-    pub scenario: Scenario,
-    pub platform: String,
-    pub verdict: Verdict,
-    /// Facts observed (key, value), in order.
-    pub facts: Vec<(String, String)>,
-    /// The tail of the container output.
-    pub log_tail: String,
-    /// The part of the output that snapshot tests compare (may be empty).
-    pub transcript: String,
-    /// A container kept for inspection (`harness repro`), if any.
-    pub kept_container: Option<String>,
-
-    #[serde(with = "crate::text::secs")]
-    pub elapsed: Duration,
-}
-
-impl Outcome {
-    pub fn passed(&self) -> bool {
-        self.verdict == Verdict::Passed
-    }
 }
 
 /// Collects facts and failed expectations while a check runs.

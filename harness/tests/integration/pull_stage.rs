@@ -278,20 +278,33 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     };
     block_on(harness::release::write_dist(
         &h.engine,
-        &[proved],
+        &[proved.clone()],
         &dist,
         "v20990303",
         &Default::default(),
     ))
     .unwrap();
-    let from = |root: &Path| {
+    // The same release in a registry of the test's own.
+    let registry = crate::common::Registry::start();
+    let repo = registry.repo();
+    block_on(harness::release::push(
+        &h.engine,
+        &[proved],
+        &harness::release::Registry::parse(&repo).unwrap(),
+        "v20990303",
+        &Default::default(),
+        false,
+    ))
+    .unwrap();
+    let from_source = |root: &Path, source: String| {
         let mut h = pulling(root, None);
-        h.options.from = Some(dist.display().to_string());
+        h.options.from = Some(source);
         for part in ["", "-guix", "-unpulled", "-pulled"] {
             block_on(h.engine.remove_image(&format!("{IMAGE}{part}:amd64")));
         }
         h
     };
+    let from = |root: &Path| from_source(root, dist.display().to_string());
 
     // A script changes: the release's pulled image is the layer below.
     let entry = dir.path().join("scripts/entry-point.sh");
@@ -336,4 +349,43 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     );
     let outcome = block_on(scenarios::run_one(&h, &third, Scenario::Pulled));
     assert_eq!(outcome.verdict, Verdict::Passed, "{}", outcome.log_tail);
+
+    // The same from the registry.
+    let h = from_source(dir.path(), format!("{repo}:v20990303"));
+    let fourth = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    let Stage::Pulled(pulled) = &fourth.pull else {
+        panic!("a moved pin pulls: {:?}", fourth.pull)
+    };
+    assert_eq!(pulled.commit, moved);
+    assert!(
+        pulled.from.starts_with("release v20990303's generation"),
+        "{pulled:?}"
+    );
+    assert!(layers(&h, &fourth.image.tag).starts_with(&released));
+}
+
+/// `--online` where the network is not: the real pull fails, and says so
+/// with its fix, leaving no container and nothing tagged.
+#[test]
+fn a_real_pull_without_the_network_is_named_with_its_fix() {
+    let _serial = exclusive();
+    let _cleanup = Cleanup;
+    let dir = tree();
+    let mut h = pulling(dir.path(), None);
+    h.options.pull = Want::Pull(By::GuixPull);
+    block_on(h.engine.remove_image(&format!("{IMAGE}-pulled:amd64")));
+    let before = labelled_containers(&h);
+    let err = prepare(&h).expect_err("offline, guix pull cannot reach codeberg.org");
+    eprintln!("what the user sees:\n{err}");
+    assert!(
+        err.contains("linux/amd64: the pull step (guix pull) exited")
+            && err.contains("fix: guix pull needs codeberg.org and the substitute servers"),
+        "{err}"
+    );
+    assert_eq!(labelled_containers(&h), before, "a container was left");
+    assert!(
+        block_on(h.engine.local_image(&format!("{IMAGE}-pulled:amd64")))
+            .unwrap()
+            .is_none()
+    );
 }

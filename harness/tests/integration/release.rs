@@ -340,8 +340,36 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
         dist.to_str().unwrap(),
         "--require-all",
     ]);
+    // --require-all means every check: a smoke-only run is refused, and so
+    // is a run with every scenario where one was skipped (offline).
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
     assert!(
-        said(&out).contains("--require-all: linux/386"),
+        said(&out).contains(
+            "--require-all needs every check, and it did not run pin, pulled, tmpfs, faillog, chroot, usage, defaults"
+        ),
+        "{}",
+        said(&out)
+    );
+    let mut run = harness::report::RunReport::read(&report).unwrap();
+    run.scenarios = harness::scenarios::Scenario::ALL.to_vec();
+    let mut skipped = run.legs[0].outcomes[0].clone();
+    skipped.scenario = harness::scenarios::Scenario::Pulled;
+    skipped.verdict = harness::scenarios::Verdict::Skipped("offline: …".into());
+    run.legs[0].outcomes.push(skipped);
+    let partial = work.path().join("partial.json");
+    std::fs::write(&partial, serde_json::to_vec(&run).unwrap()).unwrap();
+    let out = harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        partial.to_str().unwrap(),
+        "--dist",
+        dist.to_str().unwrap(),
+        "--require-all",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    assert!(
+        said(&out).contains("--require-all: linux/amd64 (pulled skipped), linux/386 (not run)"),
         "{}",
         said(&out)
     );
@@ -444,6 +472,42 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
         };
         assert_eq!(label, want, "{what}: the image says what it holds");
     }
+
+    // The checkout's pin moved since the run: refused, even --unpulled.
+    let moved = work.path().join("moved");
+    for dir in ["channels", "scripts", "substitutes", "fixtures"] {
+        let to = moved.join(dir);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(checkout.root.join(dir)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(checkout.root.join("Dockerfile"), moved.join("Dockerfile")).unwrap();
+    std::fs::copy(&matrix, moved.join("matrix.toml")).unwrap();
+    let channels = moved.join("channels/channels.scm");
+    let text = std::fs::read_to_string(&channels).unwrap();
+    std::fs::write(&channels, text.replace(&pin, &"1".repeat(40))).unwrap();
+    let report = work.path().join("stand-in/report.json");
+    let out = harness(&[
+        "--root",
+        moved.to_str().unwrap(),
+        "release",
+        "--unpulled",
+        "--report",
+        report.to_str().unwrap(),
+        "--dist",
+        work.path().join("dist-moved").to_str().unwrap(),
+    ]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains(&format!(
+            "it ran with pin {}, the checkout pins 111111111111; nothing was released",
+            &pin[..12]
+        )) && text.contains("fix: run the matrix again on this checkout"),
+        "{text}"
+    );
 }
 
 /// Removes these images when dropped (the test passed or not).

@@ -1,0 +1,288 @@
+//! The run's records, shared by the writer (`run`) and every reader (`release`, the tests, the benchmarks): a check's scenario, verdict and outcome, one leg, and report.json (versioned).
+
+use crate::pull;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The scenarios, in the order a leg runs them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// uname -m, guix --version, daemon answers, current system, no daemon left.
+    Smoke,
+    /// guix pull stays on the pinned commit (offline, with a fixture channel).
+    Pin,
+    /// The image is the pinned Guix: `guix describe` names the pin, every
+    /// usage form runs the pulled guix and guix-daemon, a second `guix pull`
+    /// stays on the pin (skipped when the pull stage was).
+    Pulled,
+    /// armhf readdir EOVERFLOW on overlay, fixed by Guix's cache on tmpfs.
+    Tmpfs,
+    /// Failed derivations' logs copied, unpacked and printed; the exit code kept.
+    Faillog,
+    /// Chroot builds work natively and are off under an emulator, as the image chooses.
+    Chroot,
+    /// The usage forms users type: pulled guix preferred (also after commit),
+    /// nested entry points, own exit codes, failures that say why.
+    Usage,
+    /// The image with nothing passed in: baked daemon flags build a real
+    /// builder, commands traced, the trusted keys, `docker run IMAGE` a shell.
+    Defaults,
+}
+
+impl Scenario {
+    pub const ALL: &'static [Scenario] = &[
+        Scenario::Smoke,
+        Scenario::Pin,
+        Scenario::Pulled,
+        Scenario::Tmpfs,
+        Scenario::Faillog,
+        Scenario::Chroot,
+        Scenario::Usage,
+        Scenario::Defaults,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Smoke => "smoke",
+            Scenario::Pin => "pin",
+            Scenario::Pulled => "pulled",
+            Scenario::Tmpfs => "tmpfs",
+            Scenario::Faillog => "faillog",
+            Scenario::Chroot => "chroot",
+            Scenario::Usage => "usage",
+            Scenario::Defaults => "defaults",
+        }
+    }
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "result", content = "why", rename_all = "kebab-case")]
+pub enum Verdict {
+    Passed,
+    Failed(String),
+    Skipped(String),
+    /// The emulator itself went down (qemu's "uncaught target signal"), twice:
+    /// not a verdict on the image, but no pass either.
+    EmulatorCrash(String),
+}
+
+impl Verdict {
+    /// "passed", "failed", "skipped" or "crashed".
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed(_) => "failed",
+            Verdict::Skipped(_) => "skipped",
+            Verdict::EmulatorCrash(_) => "crashed",
+        }
+    }
+
+    /// Failed or crashed: the leg does not pass.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Verdict::Failed(_) | Verdict::EmulatorCrash(_))
+    }
+}
+
+/// A check's verdict plus what a person needs to see it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub platform: String,
+    pub verdict: Verdict,
+    /// Facts observed (key, value), in order.
+    pub facts: Vec<(String, String)>,
+    /// The tail of the container output.
+    pub log_tail: String,
+    /// The part of the output that snapshot tests compare (may be empty).
+    pub transcript: String,
+    /// A container kept for inspection (`harness repro`), if any.
+    pub kept_container: Option<String>,
+
+    #[serde(with = "crate::text::secs")]
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Passed
+    }
+}
+
+/// The version of report.json this harness writes and reads.
+pub const VERSION: u32 = 2;
+/// The largest report.json a reader accepts.
+const MAX_REPORT: u64 = 64 << 20;
+
+/// report.json: what a run did, written by `run` and read by `release`,
+/// the tests and the benchmarks through this one type.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunReport {
+    pub version: u32,
+    /// The guix channel commit channels/channels.scm pinned for the run.
+    pub pin: String,
+    /// The git commit of the checkout the run used, when it is a git work tree.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The scenarios the run was asked for.
+    pub scenarios: Vec<Scenario>,
+    pub legs: Vec<Leg>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read the report {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path} is not a report of this harness: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+impl ReportError {
+    pub fn fix(&self) -> String {
+        "run the matrix (`harness run --report DIR`), then use DIR/report.json".into()
+    }
+}
+
+impl RunReport {
+    pub fn new(pin: &str, commit: Option<String>, scenarios: &[Scenario], legs: &[Leg]) -> Self {
+        RunReport {
+            version: VERSION,
+            pin: pin.to_string(),
+            commit,
+            scenarios: scenarios.to_vec(),
+            legs: legs.to_vec(),
+        }
+    }
+
+    /// Reads report.json: a regular file of at most 64 MiB, of this version.
+    pub fn read(path: &Path) -> Result<Self, ReportError> {
+        use std::io::Read;
+        let read = |message: String| ReportError::Read {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| read(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(read("not a regular file".into()));
+        }
+        let mut bytes = vec![];
+        file.take(MAX_REPORT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| read(e.to_string()))?;
+        if bytes.len() as u64 > MAX_REPORT {
+            return Err(read(format!("larger than {} MiB", MAX_REPORT >> 20)));
+        }
+        let format = |message: String| ReportError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        let version: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+        match version.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => {
+                return Err(format(format!(
+                    "version {v}, this harness reads version {VERSION}"
+                )))
+            }
+            None => return Err(format("no version (a report of an older harness)".into())),
+        }
+        serde_json::from_value(version).map_err(|e| format(e.to_string()))
+    }
+
+    /// The leg of `platform`, if the run had one.
+    pub fn leg(&self, platform: &str) -> Option<&Leg> {
+        self.legs.iter().find(|l| l.platform == platform)
+    }
+}
+
+/// Everything one platform's leg produced.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Leg {
+    pub platform: String,
+    /// The checkout whose matrix.toml, Dockerfile and scripts the leg used.
+    pub checkout: String,
+    /// The engine the leg ran on (its address).
+    pub engine: String,
+    /// How that engine ran the platform, and why: `native (…)`, `qemu-arm (…)`.
+    pub runs: String,
+    /// "native" or the emulator's fingerprint.
+    pub emulator: String,
+    pub base: String,
+    pub image: String,
+    pub image_id: String,
+    /// Whether the image was built in this run (false: up to date).
+    pub rebuilt: bool,
+    /// Where the image came from: "built", "up to date", "reused v…",
+    /// "rebuilt from v… (changed: …)", "built cold (…)", "published …".
+    pub start: String,
+    /// What the pull stage did (none when the leg failed before it).
+    pub pull: Option<pull::Stage>,
+    /// Set when the leg failed before its checks could run.
+    pub error: Option<String>,
+    pub outcomes: Vec<Outcome>,
+    #[serde(with = "crate::text::secs")]
+    pub prepare_time: Duration,
+    #[serde(with = "crate::text::secs")]
+    pub elapsed: Duration,
+}
+
+impl Leg {
+    /// A leg that has only been prepared (or failed to be) after `elapsed`.
+    pub fn new(platform: &str, image: String, elapsed: Duration) -> Self {
+        Leg {
+            platform: platform.to_string(),
+            checkout: String::new(),
+            engine: String::new(),
+            runs: String::new(),
+            emulator: String::new(),
+            base: String::new(),
+            image,
+            image_id: String::new(),
+            rebuilt: false,
+            start: String::new(),
+            pull: None,
+            error: None,
+            outcomes: vec![],
+            prepare_time: elapsed,
+            elapsed,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.error.is_some() || self.outcomes.iter().any(|o| o.verdict.is_failure())
+    }
+
+    /// Every check ran and passed (none skipped, none failed), and there was one.
+    pub fn passed_all(&self) -> bool {
+        self.error.is_none()
+            && !self.outcomes.is_empty()
+            && self.outcomes.iter().all(|o| o.verdict == Verdict::Passed)
+    }
+
+    /// No check failed and at least one passed (some may be skipped).
+    pub fn passed(&self) -> bool {
+        !self.failed() && self.outcomes.iter().any(|o| o.verdict == Verdict::Passed)
+    }
+
+    /// "passed", "FAILED" or "passed (n skipped)".
+    pub fn result(&self) -> String {
+        if self.failed() {
+            return "FAILED".into();
+        }
+        let skipped = self
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.verdict, Verdict::Skipped(_)))
+            .count();
+        if skipped > 0 {
+            format!("passed ({skipped} skipped)")
+        } else {
+            "passed".into()
+        }
+    }
+}
