@@ -271,7 +271,7 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         for needle in [
             "130",
-            "  4    release refused",
+            "  4    refused: `release` found an image",
             "GUIX_MATRIX_ROOT",
             "GUIX_MATRIX_FILE",
             "GUIX_MATRIX_OFFLINE",

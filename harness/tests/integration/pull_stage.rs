@@ -278,7 +278,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     };
     block_on(harness::release::write_dist(
         &h.engine,
-        &[proved.clone()],
+        std::slice::from_ref(&proved),
         &dist,
         "v20990303",
         &Default::default(),
