@@ -530,11 +530,18 @@ impl Harness {
         let key = pull::key(&guix.hash, by);
         let tag = names::pulled(d, platform);
         let pin = crate::pin::read(&self.options.checkout.channels())?;
-        let have = self
-            .engine
-            .local_image(&tag)
-            .await?
-            .filter(|img| img.labels.get(pull::LABEL_PULL_KEY) == Some(&key));
+        let keyed = |img: &LocalImage| img.labels.get(pull::LABEL_PULL_KEY) == Some(&key);
+        let mut have = self.engine.local_image(&tag).await?.filter(keyed);
+        if have.is_none() {
+            // The image of an earlier tree (or a release's, reused) pulled on
+            // this same Guix layer: its pull is below its scripts, so it can
+            // be the pulled layer (no pull; the store layer stays shared).
+            let image = self.engine.local_image(&self.image_tag(platform)).await?;
+            if let Some(img) = image.filter(keyed) {
+                crate::published::tag(&self.engine, &img.id, &tag).await?;
+                have = Some(img);
+            }
+        }
         let (record, ran) = match have {
             Some(img) => {
                 progress("pulled layer up to date");

@@ -327,6 +327,20 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     assert_eq!(Some(kept), first.pull.pulled());
     assert!(layers(&h, &second.image.tag).starts_with(&released));
 
+    // Without --from, the next script change keeps that pull too: the image
+    // reused from the release is pulled on this Guix layer.
+    let mut text = std::fs::read_to_string(&entry).unwrap();
+    text.push_str("# another change\n");
+    std::fs::write(&entry, text).unwrap();
+    let h = pulling(dir.path(), None);
+    let again = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(again.pull, Stage::Kept(_)),
+        "no pull after a reused release: {:?}",
+        again.pull
+    );
+    assert!(layers(&h, &again.image.tag).starts_with(&released));
+
     // The pin moves: the pull starts from the release's generation.
     let channels = dir.path().join("channels/channels.scm");
     let old = harness::pin::read(&channels).unwrap();
