@@ -25,7 +25,9 @@
 # Exit codes: the command's own, except
 #   121  guix-daemon exited before it answered (the command did not run)
 #   122  guix-daemon did not answer within GUIX_DAEMON_TIMEOUT (idem)
-#   123  GUIX_MATRIX_CHROOT is not auto, yes or no (idem)
+#   123  a setting has a value it does not take (GUIX_MATRIX_CHROOT not auto,
+#        yes or no; GUIX_DAEMON_TIMEOUT not 1-3600; GUIX_MATRIX_DAEMON_PID not
+#        a process id): named with its fix, nothing evaluated (idem)
 # (125-127 stay docker's and the shell's own.)
 #
 # After `guix pull`, guix-matrix-pin-check says whether each pinned commit
@@ -42,6 +44,7 @@ readonly exit_daemon_died=121 exit_daemon_silent=122 exit_bad_setting=123
 daemon_pid=""      # the daemon this entry point started; empty when reusing one
 marker=""          # a file older than every log the command writes
 substitute_urls="" # what guix-daemon gets as --substitute-urls
+daemon_args=()     # GUIX_DAEMON_ARGS as words (check_settings)
 
 warn() { echo "guix-matrix: $*" >&2; }
 
@@ -145,11 +148,6 @@ chroot_flag() {
 			echo --disable-chroot
 		fi
 		;;
-	*)
-		warn "GUIX_MATRIX_CHROOT=${GUIX_MATRIX_CHROOT}: not auto, yes or no; the command did not run"
-		warn "  fix: unset it (auto), or set it to yes or no"
-		exit "$exit_bad_setting"
-		;;
 	esac
 }
 
@@ -161,11 +159,12 @@ start_daemon() {
 	# a live daemon: waiting on it would run the command before the daemon
 	# listens (`failed to connect to ...: Connection refused`).
 	rm -f "$socket"
-	# shellcheck disable=SC2086 # GUIX_DAEMON_ARGS is a list of flags, chroot one or none
+	# shellcheck disable=SC2086 # $chroot: one flag or none
 	guix-daemon --build-users-group=guixbuild \
-		--substitute-urls="$substitute_urls" ${GUIX_DAEMON_ARGS-} $chroot &
+		--substitute-urls="$substitute_urls" "${daemon_args[@]}" $chroot &
 	daemon_pid=$!
-	local deadline=$((SECONDS + ${GUIX_DAEMON_TIMEOUT:-60}))
+	local timeout=${GUIX_DAEMON_TIMEOUT:-60} # a number: check_settings
+	local deadline=$((SECONDS + timeout))
 	until [ -S "$socket" ]; do
 		if ! kill -0 "$daemon_pid" 2>/dev/null; then
 			warn "guix-daemon exited before it answered (see its output above); the command did not run"
@@ -285,8 +284,31 @@ is_pull() {
 	done
 }
 
+# Every setting the environment gives is checked before it is used: a value
+# is never evaluated (no arithmetic on it, no globbing), a bad one stops here.
+check_settings() {
+	bad() {
+		warn "$1=$(printf %q "$2"): $3; the command did not run"
+		warn "  fix: $4"
+		exit "$exit_bad_setting"
+	}
+	case "${GUIX_MATRIX_CHROOT:-auto}" in
+	auto | yes | no) ;;
+	*) bad GUIX_MATRIX_CHROOT "$GUIX_MATRIX_CHROOT" "not auto, yes or no" "unset it (auto), or set it to yes or no" ;;
+	esac
+	if ! [[ "${GUIX_DAEMON_TIMEOUT:-60}" =~ ^[1-9][0-9]{0,3}$ ]] || [ "${GUIX_DAEMON_TIMEOUT:-60}" -gt 3600 ]; then
+		bad GUIX_DAEMON_TIMEOUT "$GUIX_DAEMON_TIMEOUT" "not a number of seconds from 1 to 3600" "unset it (60), or give seconds, e.g. 120"
+	fi
+	if ! [[ "${GUIX_MATRIX_DAEMON_PID:-1}" =~ ^[1-9][0-9]{0,9}$ ]]; then
+		bad GUIX_MATRIX_DAEMON_PID "$GUIX_MATRIX_DAEMON_PID" "not a process id" "unset it: the entry point sets it for the commands it runs"
+	fi
+	# guix-daemon's extra flags, split on blanks into words, never globbed.
+	read -r -a daemon_args <<<"${GUIX_DAEMON_ARGS-}"
+}
+
 main() {
 	[ "$#" -gt 0 ] || set -- sh
+	check_settings
 	trap cleanup EXIT
 	marker=$(mktemp /tmp/guix-matrix-marker.XXXXXX)
 	# shellcheck source=/dev/null # scripts/profile.sh, linted on its own

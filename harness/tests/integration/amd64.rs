@@ -143,3 +143,42 @@ fn second_prepare_rebuilds_nothing() {
     assert!(!again.rebuilt, "unchanged inputs must not rebuild");
     assert_eq!(again.id, first.image.id);
 }
+
+/// The entry point takes no code from its environment: a setting whose
+/// value would be evaluated (arithmetic on GUIX_DAEMON_TIMEOUT ran the
+/// command substitution in it before this check) stops with 123, names the
+/// variable and the fix, and runs nothing.
+#[test]
+fn settings_are_checked_and_never_evaluated() {
+    let _shared = crate::common::shared();
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let script = r#"
+        for setting in 'GUIX_DAEMON_TIMEOUT=BASH_VERSINFO[$(touch /tmp/pwned)0]' \
+            'GUIX_DAEMON_TIMEOUT=0' 'GUIX_DAEMON_TIMEOUT=99999' \
+            'GUIX_MATRIX_DAEMON_PID=1;touch /tmp/pwned' 'GUIX_MATRIX_CHROOT=$(touch /tmp/pwned)'; do
+            env "$setting" /entry-point.sh touch /tmp/ran >/tmp/out 2>&1
+            echo "rc=$?"
+            grep -v '^+' /tmp/out | grep -m1 'the command did not run'
+        done
+        [ -e /tmp/pwned ] && echo pwned=yes || echo pwned=no
+        [ -e /tmp/ran ] && echo ran=yes || echo ran=no
+    "#;
+    let mut spec = RunSpec::new(p.image.tag.clone(), "amd64: settings")
+        .platform(&p.platform.docker)
+        .cmd(["-c", script])
+        .timeout(h.step_timeout(&p.placement));
+    spec.entrypoint = Some(vec!["bash".into()]);
+    let out = block_on(run::run(&h.engine, &spec)).unwrap_or_else(|e| panic!("{e}"));
+    let said = out.stdout.clone();
+    assert_eq!(said.matches("rc=123").count(), 5, "{said}");
+    assert!(said.contains("pwned=no") && said.contains("ran=no"), "{said}");
+    for line in [
+        r"guix-matrix: GUIX_DAEMON_TIMEOUT=BASH_VERSINFO\[\$\(touch\ /tmp/pwned\)0\]: not a number of seconds from 1 to 3600; the command did not run",
+        "guix-matrix: GUIX_DAEMON_TIMEOUT=99999: not a number of seconds",
+        r"guix-matrix: GUIX_MATRIX_DAEMON_PID=1\;touch\ /tmp/pwned: not a process id",
+        "guix-matrix: GUIX_MATRIX_CHROOT=",
+    ] {
+        assert!(said.contains(line), "`{line}` not in:\n{said}");
+    }
+}
