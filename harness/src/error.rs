@@ -146,7 +146,9 @@ fn engine_exit(e: &engine::EngineError) -> Exit {
 fn published_exit(e: &published::PublishedError) -> Exit {
     use published::PublishedError as P;
     match e {
-        P::Checksum { .. } | P::Unlisted { .. } | P::WrongPlatform { .. } => Exit::Refused,
+        P::Checksum { .. } | P::Unlisted { .. } | P::Foreign { .. } | P::WrongPlatform { .. } => {
+            Exit::Refused
+        }
         P::NotInRelease { .. } => Exit::Usage,
         P::Io { .. } | P::Fetch { .. } => Exit::Setup,
         P::Engine(e) => engine_exit(e),

@@ -26,6 +26,8 @@ pub enum PublishedError {
     },
     #[error("{file}: not listed in {sums}; it was not loaded")]
     Unlisted { file: PathBuf, sums: PathBuf },
+    #[error("{file}: {why}; a release tarball holds one image under one name: it was not loaded")]
+    Foreign { file: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -49,7 +51,9 @@ impl PublishedError {
             PublishedError::NotInRelease { .. } | PublishedError::WrongPlatform { .. } => {
                 Some("check a release that has this platform, or leave it out (--platform)".into())
             }
-            PublishedError::Checksum { .. } | PublishedError::Unlisted { .. } => Some(
+            PublishedError::Checksum { .. }
+            | PublishedError::Unlisted { .. }
+            | PublishedError::Foreign { .. } => Some(
                 "download the release again; never use a tarball whose checksum does not match"
                     .into(),
             ),
@@ -235,16 +239,40 @@ async fn load(
             sums: sums.clone(),
         })?;
     let file2 = file.clone();
-    let have = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        let mut sha = Sha256::new();
-        std::io::copy(&mut std::fs::File::open(&file2)?, &mut sha)?;
-        Ok(hex::encode(sha.finalize()))
-    })
-    .await
-    .expect("hash task")
-    .map_err(io(&file))?;
+    let (have, names) = tokio::task::spawn_blocking(move || inspect(&file2))
+        .await
+        .expect("hash task")
+        .map_err(io(&file))?;
     if have != want {
         return Err(PublishedError::Checksum { file, want, have });
+    }
+    // What `docker load` would name: one image, one name, this platform's.
+    let expected = |n: &str| {
+        n.rsplit_once(':').is_some_and(|(repo, slug)| {
+            slug == platform.slug()
+                && !repo.contains('/')
+                && repo.ends_with("-base") == (part == Part::Base)
+        })
+    };
+    match names {
+        Err(why) => return Err(PublishedError::Foreign { file, why }),
+        Ok(names) if names.len() != 1 || !expected(&names[0]) => {
+            return Err(PublishedError::Foreign {
+                file,
+                why: format!(
+                    "it names {} ({}), not one {} image of {}",
+                    names.len(),
+                    names.join(", "),
+                    if part == Part::Base {
+                        "base"
+                    } else {
+                        "guix-matrix"
+                    },
+                    platform.docker
+                ),
+            })
+        }
+        Ok(_) => {}
     }
     let body =
         tokio_util::io::ReaderStream::new(tokio::fs::File::open(&file).await.map_err(io(&file))?);
@@ -273,6 +301,97 @@ async fn load(
         from: file.display().to_string(),
         message: "the engine loaded no tagged image from it".into(),
     })
+}
+
+/// A reader that hashes what passes through it.
+struct Hashed<R> {
+    inner: R,
+    sha: Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// One pass over a gzip'd docker-archive: its sha256, and the names its
+/// manifest.json (and a legacy `repositories` file) would give the images
+/// it holds — or why it is not a docker-archive of images with names.
+fn inspect(file: &Path) -> std::io::Result<(String, Result<Vec<String>, String>)> {
+    let mut hashed = Hashed {
+        inner: std::io::BufReader::new(std::fs::File::open(file)?),
+        sha: Sha256::new(),
+    };
+    let names = {
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&mut hashed));
+        archive_names(&mut archive)
+    };
+    // The rest of the file (after the gzip stream, or after an error) is hashed too.
+    std::io::copy(&mut hashed, &mut std::io::sink())?;
+    Ok((hex::encode(hashed.sha.finalize()), names))
+}
+
+fn archive_names<R: std::io::Read>(archive: &mut tar::Archive<R>) -> Result<Vec<String>, String> {
+    use std::io::Read;
+    let mut names: Option<Vec<String>> = None;
+    let mut legacy: Vec<String> = vec![];
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("not a tar archive: {e}"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("not a tar archive: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| e.to_string())?
+            .to_string_lossy()
+            .into_owned();
+        let small = |entry: &mut tar::Entry<R>| -> Result<Vec<u8>, String> {
+            if entry.size() > 1 << 20 {
+                return Err(format!("its {path} is larger than 1 MiB"));
+            }
+            let mut bytes = vec![];
+            entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+            Ok(bytes)
+        };
+        match path.trim_start_matches("./") {
+            "manifest.json" => {
+                let manifest: Vec<serde_json::Value> = serde_json::from_slice(&small(&mut entry)?)
+                    .map_err(|e| format!("its manifest.json is not a docker-archive's: {e}"))?;
+                let mut all = vec![];
+                for image in &manifest {
+                    let tags = image["RepoTags"].as_array().cloned().unwrap_or_default();
+                    if tags.is_empty() {
+                        all.push("(an image without a name)".into());
+                    }
+                    all.extend(tags.iter().map(|t| t.as_str().unwrap_or("?").to_string()));
+                }
+                names = Some(all);
+            }
+            "repositories" => {
+                let repos: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&small(&mut entry)?)
+                        .map_err(|e| format!("its repositories file does not parse: {e}"))?;
+                for (repo, tags) in &repos {
+                    for tag in tags
+                        .as_object()
+                        .map(|t| t.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default()
+                    {
+                        legacy.push(format!("{repo}:{tag}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let names = names.ok_or("it has no manifest.json")?;
+    if let Some(extra) = legacy.iter().find(|n| !names.contains(n)) {
+        return Err(format!("its repositories file also names {extra}"));
+    }
+    Ok(names)
 }
 
 async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(), PublishedError> {

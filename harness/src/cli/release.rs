@@ -77,7 +77,7 @@ impl ReleaseArgs {
             },
         )
         .await?;
-        let annotations = self.annotations(&tag, &proved);
+        let annotations = self.annotations(&tag, &proved, &h.options.checkout.root);
         let dist = release::write_dist(&h.engine, &proved, &self.dist, &tag, &annotations).await?;
         for (name, (sum, len)) in &dist.files {
             println!(
@@ -122,7 +122,12 @@ impl ReleaseArgs {
 
     /// The standard OCI annotations of the index, and whether its images
     /// are the pulled Guix of the pin.
-    fn annotations(&self, tag: &str, proved: &[release::Proved]) -> BTreeMap<String, String> {
+    fn annotations(
+        &self,
+        tag: &str,
+        proved: &[release::Proved],
+        root: &std::path::Path,
+    ) -> BTreeMap<String, String> {
         let mut a = BTreeMap::from([
             (
                 "org.opencontainers.image.title".to_string(),
@@ -140,7 +145,10 @@ impl ReleaseArgs {
                 "org.opencontainers.image.description".to_string(),
                 "GNU Guix for CI/CD on six platforms".to_string(),
             ),
-            ("org.opencontainers.image.created".to_string(), created()),
+            (
+                "org.opencontainers.image.created".to_string(),
+                created(root),
+            ),
         ]);
         if let Some(s) = &self.source {
             a.insert("org.opencontainers.image.source".into(), s.clone());
@@ -168,12 +176,37 @@ impl ReleaseArgs {
     }
 }
 
-/// Now, RFC 3339 (UTC, seconds).
-fn created() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let day = release::dated_tag(std::time::SystemTime::now());
+/// When the release's content was made, RFC 3339 (UTC, seconds):
+/// SOURCE_DATE_EPOCH when set, else the checkout's commit time, else now —
+/// so the same images released again make the same index (a no-op push).
+fn created(root: &std::path::Path) -> String {
+    let commit_time = || {
+        let out = std::process::Command::new("git")
+            .args([
+                "-C",
+                &root.display().to_string(),
+                "log",
+                "-1",
+                "--format=%ct",
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8(out.stdout)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .or_else(commit_time)
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    let day = release::dated_tag(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
     let (y, m, d) = (&day[1..5], &day[5..7], &day[7..9]);
     let t = secs % 86_400;
     format!(

@@ -31,7 +31,46 @@ pub(super) fn multi_platform_index(
         .build()
         .expect("index")
         .to_string()
+        .map(|json| canonical(&json))
         .expect("index json")
+}
+
+/// The same JSON with every object's keys in order: the bytes, and so the
+/// digest, of a document depend on its content only (maps have no order).
+pub(super) fn canonical(json: &str) -> String {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    serde_json::from_str::<serde_json::Value>(json)
+        .map(|v| sorted(v).to_string())
+        .unwrap_or_else(|_| json.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_index_is_the_same_bytes_for_the_same_content() {
+        let annotations: std::collections::BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("key.{i}"), format!("value {i}")))
+            .collect();
+        let first = super::multi_platform_index(vec![], &annotations);
+        for _ in 0..10 {
+            assert_eq!(super::multi_platform_index(vec![], &annotations), first);
+        }
+        assert!(first.find("key.0").unwrap() < first.find("key.19").unwrap());
+    }
 }
 
 /// Turns one docker-archive into OCI blobs (config, gzip'd layers, manifest)

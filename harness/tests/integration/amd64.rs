@@ -172,7 +172,10 @@ fn settings_are_checked_and_never_evaluated() {
     let out = block_on(run::run(&h.engine, &spec)).unwrap_or_else(|e| panic!("{e}"));
     let said = out.stdout.clone();
     assert_eq!(said.matches("rc=123").count(), 5, "{said}");
-    assert!(said.contains("pwned=no") && said.contains("ran=no"), "{said}");
+    assert!(
+        said.contains("pwned=no") && said.contains("ran=no"),
+        "{said}"
+    );
     for line in [
         r"guix-matrix: GUIX_DAEMON_TIMEOUT=BASH_VERSINFO\[\$\(touch\ /tmp/pwned\)0\]: not a number of seconds from 1 to 3600; the command did not run",
         "guix-matrix: GUIX_DAEMON_TIMEOUT=99999: not a number of seconds",

@@ -78,6 +78,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         &repo,
     ]);
     let text = said(&out);
+    let first_push = text.clone();
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("not released (did not pass every check): linux/386"),
@@ -211,6 +212,33 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     assert!(
         bundle.contains("SHA256SUMS says") && bundle.contains("it was not loaded"),
         "{text}\n{bundle}"
+    );
+
+    // The same release pushed again is a no-op: the same index, no refusal.
+    let out = harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        report.to_str().unwrap(),
+        "--dist",
+        work.path().join("dist-again").to_str().unwrap(),
+        "--tag",
+        "v20260101",
+        "--push",
+        &repo,
+    ]);
+    let again_text = said(&out);
+    assert!(out.status.success(), "{again_text}");
+    let pushed = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("pushed "))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        pushed(&again_text),
+        pushed(&first_push),
+        "the same index digest"
     );
 
     // The dated tag is never overwritten with other content, unless asked.
@@ -544,4 +572,91 @@ fn oci_index_annotations(archive: &Path) -> serde_json::Value {
     let multi: serde_json::Value =
         serde_json::from_slice(&blobs[digest.trim_start_matches("sha256:")]).unwrap();
     multi["annotations"].clone()
+}
+
+/// A release tarball that holds more than its one image (here the image and
+/// the base, so loading it would move the base's tag) is refused before
+/// anything is loaded: exit 4, the names it holds said, no tag in the engine
+/// changed.
+#[test]
+fn a_tarball_with_more_than_its_image_is_refused_before_loading() {
+    let _serial = crate::common::exclusive();
+    prepared("linux/amd64");
+    let work = tempfile::tempdir().unwrap();
+    let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
+    let dist = work.path().join("dist");
+    let out = harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        report.to_str().unwrap(),
+        "--dist",
+        dist.to_str().unwrap(),
+        "--tag",
+        "v20260105",
+    ]);
+    assert!(out.status.success(), "{}", said(&out));
+    // Two images in the platform's tarball, its checksum made to match.
+    let raw = work.path().join("two.tar");
+    let saved = docker(&[
+        "save",
+        "-o",
+        raw.to_str().unwrap(),
+        "guix-matrix:amd64",
+        "guix-matrix-base:amd64",
+    ]);
+    assert!(saved.status.success(), "{saved:?}");
+    let name = "guix-matrix-v20260105-amd64.docker.tar.gz";
+    let tarball = dist.join(name);
+    {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&tarball).unwrap(),
+            flate2::Compression::fast(),
+        );
+        std::io::copy(&mut std::fs::File::open(&raw).unwrap(), &mut gz).unwrap();
+        gz.finish().unwrap();
+    }
+    let sums = dist.join("SHA256SUMS");
+    let listed: String = std::fs::read_to_string(&sums)
+        .unwrap()
+        .lines()
+        .map(|l| match l.ends_with(name) {
+            true => format!("{}  {name}\n", sha256(&tarball)),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&sums, listed).unwrap();
+    let tags = || {
+        let out = docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("guix-matrix"))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let before = tags();
+    let out = harness(&[
+        "run",
+        "--image",
+        dist.to_str().unwrap(),
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--report",
+        work.path().join("r").to_str().unwrap(),
+    ]);
+    let text = said(&out);
+    let bundle =
+        std::fs::read_to_string(work.path().join("r/failures/amd64.txt")).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        bundle.contains(&format!(
+            "{name}: it names 2 (guix-matrix:amd64, guix-matrix-base:amd64), not one guix-matrix image of linux/amd64"
+        )) && bundle.contains("it was not loaded"),
+        "{text}\n{bundle}"
+    );
+    assert_eq!(tags(), before, "no name in the engine changed");
 }
