@@ -58,20 +58,6 @@ pub(super) fn canonical(json: &str) -> String {
         .unwrap_or_else(|_| json.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_index_is_the_same_bytes_for_the_same_content() {
-        let annotations: std::collections::BTreeMap<String, String> = (0..20)
-            .map(|i| (format!("key.{i}"), format!("value {i}")))
-            .collect();
-        let first = super::multi_platform_index(vec![], &annotations);
-        for _ in 0..10 {
-            assert_eq!(super::multi_platform_index(vec![], &annotations), first);
-        }
-        assert!(first.find("key.0").unwrap() < first.find("key.19").unwrap());
-    }
-}
 
 /// Turns one docker-archive into OCI blobs (config, gzip'd layers, manifest)
 /// under `blobs`; returns the manifest's descriptor with its platform.
@@ -199,4 +185,19 @@ pub(super) fn oci_platform(p: &Platform) -> oci_spec::image::Platform {
         b = b.variant(v);
     }
     b.build().expect("platform")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_index_is_the_same_bytes_for_the_same_content() {
+        let annotations: std::collections::BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("key.{i}"), format!("value {i}")))
+            .collect();
+        let first = super::multi_platform_index(vec![], &annotations);
+        for _ in 0..10 {
+            assert_eq!(super::multi_platform_index(vec![], &annotations), first);
+        }
+        assert!(first.find("key.0").unwrap() < first.find("key.19").unwrap());
+    }
 }
