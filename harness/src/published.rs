@@ -221,7 +221,7 @@ async fn load(
             slug: platform.slug(),
         })?;
     let sums = dir.join("SHA256SUMS");
-    let listed = std::fs::read_to_string(&sums).map_err(io(&sums))?;
+    let listed = read_small(&sums, 1 << 20).map_err(io(&sums))?;
     let name = file
         .file_name()
         .unwrap_or_default()
@@ -239,7 +239,7 @@ async fn load(
             sums: sums.clone(),
         })?;
     let file2 = file.clone();
-    let (have, names) = tokio::task::spawn_blocking(move || inspect(&file2))
+    let (opened, have, names) = tokio::task::spawn_blocking(move || inspect(&file2))
         .await
         .expect("hash task")
         .map_err(io(&file))?;
@@ -274,8 +274,8 @@ async fn load(
         }
         Ok(_) => {}
     }
-    let body =
-        tokio_util::io::ReaderStream::new(tokio::fs::File::open(&file).await.map_err(io(&file))?);
+    // The bytes loaded are the bytes hashed: the file opened once, rewound.
+    let body = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(opened));
     let step = format!("{}: load {}", platform.docker, file.display());
     let mut stream = engine.docker.import_image_stream(
         ImportImageOptionsBuilder::default().quiet(false).build(),
@@ -320,9 +320,13 @@ impl<R: std::io::Read> std::io::Read for Hashed<R> {
 /// One pass over a gzip'd docker-archive: its sha256, and the names its
 /// manifest.json (and a legacy `repositories` file) would give the images
 /// it holds — or why it is not a docker-archive of images with names.
-fn inspect(file: &Path) -> std::io::Result<(String, Result<Vec<String>, String>)> {
+type Inspected = (std::fs::File, String, Result<Vec<String>, String>);
+
+fn inspect(file: &Path) -> std::io::Result<Inspected> {
+    use std::io::Seek;
+    let opened = regular(file, MAX_TARBALL)?;
     let mut hashed = Hashed {
-        inner: std::io::BufReader::new(std::fs::File::open(file)?),
+        inner: std::io::BufReader::new(opened.try_clone()?),
         sha: Sha256::new(),
     };
     let names = {
@@ -331,7 +335,43 @@ fn inspect(file: &Path) -> std::io::Result<(String, Result<Vec<String>, String>)
     };
     // The rest of the file (after the gzip stream, or after an error) is hashed too.
     std::io::copy(&mut hashed, &mut std::io::sink())?;
-    Ok((hex::encode(hashed.sha.finalize()), names))
+    let mut opened = opened;
+    opened.rewind()?;
+    Ok((opened, hex::encode(hashed.sha.finalize()), names))
+}
+
+/// The largest release tarball read (an image is about 1 GiB uncompressed).
+const MAX_TARBALL: u64 = 8 << 30;
+
+/// `path` opened, if it is a regular file of at most `max` bytes: never a
+/// device, a pipe or a file that does not end.
+fn regular(path: &Path, max: u64) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a pipe must not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file; refused"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {} a release file may have; refused",
+            meta.len(),
+            max
+        )));
+    }
+    Ok(file)
+}
+
+/// A small regular file's text, read no further than `max` bytes.
+fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    regular(path, max)?.take(max).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn archive_names<R: std::io::Read>(archive: &mut tar::Archive<R>) -> Result<Vec<String>, String> {

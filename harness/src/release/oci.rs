@@ -58,7 +58,6 @@ pub(super) fn canonical(json: &str) -> String {
         .unwrap_or_else(|_| json.to_string())
 }
 
-
 /// Turns one docker-archive into OCI blobs (config, gzip'd layers, manifest)
 /// under `blobs`; returns the manifest's descriptor with its platform.
 pub(super) fn oci_manifest(

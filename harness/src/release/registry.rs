@@ -157,6 +157,17 @@ async fn push_stream(
         message,
     };
     let credentials = credentials(registry);
+    if credentials.is_some()
+        && matches!(
+            crate::engine::Address::parse(&engine.host),
+            Ok(crate::engine::Address::Tcp(_))
+        )
+    {
+        return Err(failed(format!(
+            "the login would travel unencrypted to the engine at {} (plain tcp); nothing was pushed — use a unix socket or TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)",
+            engine.host
+        )));
+    }
     let step = format!("push {reference}");
     let re = regex::Regex::new(r"digest: (sha256:[0-9a-f]{64}) size: ([0-9]+)").expect("regex");
     crate::retry::network(&step, |e: &ReleaseError| matches!(e, ReleaseError::Registry { message, .. } if message.contains("connection reset") || message.contains("EOF")), || async {
@@ -276,31 +287,96 @@ fn request(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let token = token(registry, &challenge, actions)?;
-    send(Some(&format!("Bearer {token}"))).map_err(|e| e.to_string())
+    match auth_for(&challenge)? {
+        Auth::Basic => {
+            let basic = basic_login().ok_or_else(|| {
+                "the registry asks for a login: set GUIX_MATRIX_REGISTRY_USER and GUIX_MATRIX_REGISTRY_TOKEN".to_string()
+            })?;
+            send(Some(&format!("Basic {basic}"))).map_err(|e| e.to_string())
+        }
+        Auth::Bearer { realm, service } => {
+            let token = token(registry, &realm, service.as_deref(), actions)?;
+            send(Some(&format!("Bearer {token}"))).map_err(|e| e.to_string())
+        }
+    }
 }
 
-/// The token a `Bearer realm="…",service="…"` challenge asks for.
-fn token(registry: &Registry, challenge: &str, actions: &str) -> Result<String, String> {
+/// How a registry's 401 challenge asks to be answered.
+#[derive(Debug, PartialEq, Eq)]
+enum Auth {
+    /// The login itself, on the registry's own connection.
+    Basic,
+    /// A token from `realm` (an https URL, or http on a loopback address).
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// Reads a `WWW-Authenticate` challenge; refuses what would send a login
+/// in clear: a token realm that is plain http off the loopback (its host is
+/// where the login goes). Basic goes to the registry itself, which is
+/// spoken to over https unless it is on the loopback.
+fn auth_for(challenge: &str) -> Result<Auth, String> {
     let field = |name: &str| {
         regex::Regex::new(&format!(r#"{name}="([^"]*)""#))
             .expect("regex")
             .captures(challenge)
             .map(|c| c[1].to_string())
     };
+    let scheme = challenge.split_whitespace().next().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(Auth::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(format!(
+            "the registry wants a login it does not describe: `{challenge}`"
+        ));
+    }
     let realm = field("realm")
         .ok_or_else(|| format!("the registry wants a login it does not describe: `{challenge}`"))?;
+    let (realm_scheme, rest) = realm
+        .split_once("://")
+        .ok_or_else(|| format!("the registry's token realm `{realm}` is not a URL"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]";
+    match realm_scheme {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(format!(
+                "the registry sends the login to `{realm}`, which is not https: refused (a login never travels in clear)"
+            ))
+        }
+    }
+    Ok(Auth::Bearer {
+        realm,
+        service: field("service"),
+    })
+}
+
+/// `user:token` from GUIX_MATRIX_REGISTRY_USER / _TOKEN, base64 (Basic auth).
+fn basic_login() -> Option<String> {
+    use base64::Engine as _;
+    let user = std::env::var("GUIX_MATRIX_REGISTRY_USER").ok()?;
+    let pass = std::env::var("GUIX_MATRIX_REGISTRY_TOKEN").ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+}
+
+/// The token `realm` gives for the repository (with the login when set).
+fn token(
+    registry: &Registry,
+    realm: &str,
+    service: Option<&str>,
+    actions: &str,
+) -> Result<String, String> {
     let mut url = format!("{realm}?scope=repository:{}:{actions}", registry.repo);
-    if let Some(service) = field("service") {
+    if let Some(service) = service {
         url.push_str(&format!("&service={service}"));
     }
     let mut req = agent().get(&url);
-    if let (Ok(user), Ok(pass)) = (
-        std::env::var("GUIX_MATRIX_REGISTRY_USER"),
-        std::env::var("GUIX_MATRIX_REGISTRY_TOKEN"),
-    ) {
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    if let Some(basic) = basic_login() {
         req = req.header("Authorization", format!("Basic {basic}"));
     }
     let mut resp = req.call().map_err(|e| e.to_string())?;
@@ -322,6 +398,27 @@ fn token(registry: &Registry, challenge: &str, actions: &str) -> Result<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_never_travels_in_clear() {
+        assert_eq!(
+            auth_for(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io""#),
+            Ok(Auth::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into())
+            })
+        );
+        let e = auth_for(r#"Bearer realm="http://evil.example/token""#).unwrap_err();
+        assert!(e.contains("not https: refused"), "{e}");
+        assert!(auth_for(r#"Bearer service="x""#).is_err());
+        assert!(auth_for("Negotiate").is_err());
+        // A Basic challenge is answered with Basic auth, never used as a URL.
+        assert_eq!(auth_for(r#"Basic realm="Registry Realm""#), Ok(Auth::Basic));
+        assert!(matches!(
+            auth_for(r#"Bearer realm="http://127.0.0.1:5001/auth""#),
+            Ok(Auth::Bearer { .. })
+        ));
+    }
 
     #[test]
     fn registry_targets() {

@@ -659,4 +659,41 @@ fn a_tarball_with_more_than_its_image_is_refused_before_loading() {
         "{text}\n{bundle}"
     );
     assert_eq!(tags(), before, "no name in the engine changed");
+
+    // A tarball that never ends (a device, a pipe) is refused at once, unread.
+    for (what, make) in [
+        (
+            "device",
+            &(|p: &Path| std::os::unix::fs::symlink("/dev/zero", p).unwrap()) as &dyn Fn(&Path),
+        ),
+        ("pipe", &|p: &Path| {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap()
+        }),
+    ] {
+        std::fs::remove_file(&tarball).unwrap();
+        make(&tarball);
+        let started = std::time::Instant::now();
+        let out = harness(&[
+            "run",
+            "--image",
+            dist.to_str().unwrap(),
+            "--platform",
+            "linux/amd64",
+            "--scenario",
+            "smoke",
+            "--report",
+            work.path().join(what).to_str().unwrap(),
+        ]);
+        let bundle = std::fs::read_to_string(work.path().join(what).join("failures/amd64.txt"))
+            .unwrap_or_default();
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", said(&out));
+        assert!(
+            bundle.contains("not a regular file; refused"),
+            "{what}: {bundle}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{what}"
+        );
+    }
 }
