@@ -45,6 +45,7 @@ daemon_pid=""      # the daemon this entry point started; empty when reusing one
 marker=""          # a file older than every log the command writes
 substitute_urls="" # what guix-daemon gets as --substitute-urls
 daemon_args=()     # GUIX_DAEMON_ARGS as words (check_settings)
+command_pid=""     # the command, while it runs
 
 warn() { echo "guix-matrix: $*" >&2; }
 
@@ -104,6 +105,23 @@ stop_daemon() {
 		wait "$daemon_pid" || true
 	fi
 	daemon_pid=""
+}
+
+# shellcheck disable=SC2317 # called through the TERM and INT traps
+forward() {
+	warn "SIG$1: passing it on to the command (pid $command_pid)"
+	kill -"$1" "$command_pid" 2>/dev/null || true
+}
+
+# Waits for the command; a trapped signal interrupts `wait`, so wait again
+# until the command itself has ended, and return its exit code.
+wait_command() {
+	local rc
+	while :; do
+		rc=0
+		wait "$command_pid" || rc=$?
+		kill -0 "$command_pid" 2>/dev/null || return "$rc"
+	done
 }
 
 # shellcheck disable=SC2317 # called through the EXIT trap
@@ -254,6 +272,18 @@ failed_logs() {
 
 # Copies the failed derivations' logs into the working directory, unpacks
 # and prints them between markers.
+# put_file DEST COMMAND...: COMMAND's output as a new file DEST. What DEST
+# was (a symlink planted in the working directory) is replaced, never
+# written through.
+put_file() {
+	local dest=$1 tmp
+	shift
+	tmp=$(mktemp "$dest.XXXXXX")
+	"$@" >"$tmp"
+	chmod 644 "$tmp"
+	mv -fT "$tmp" "$dest"
+}
+
 report_failure() {
 	local logs log name dir="${PWD%/}"
 	logs=$(failed_logs "$@")
@@ -263,8 +293,8 @@ report_failure() {
 	fi
 	for log in $logs; do
 		name="$(basename "$(dirname "$log")")$(basename "$log" .drv.gz)"
-		cp "$log" "$dir/$name.drv.gz"
-		gzip -dc "$dir/$name.drv.gz" >"$dir/$name.drv.log"
+		put_file "$dir/$name.drv.gz" cat "$log"
+		put_file "$dir/$name.drv.log" gzip -dc "$log"
 		echo "guix-matrix: ==> build log of /gnu/store/$name.drv (copied to $dir/$name.drv.gz, unpacked to $dir/$name.drv.log)"
 		cat "$dir/$name.drv.log"
 		echo "guix-matrix: <== end of build log of /gnu/store/$name.drv"
@@ -324,8 +354,16 @@ main() {
 		start_daemon
 	fi
 
+	# The command runs as our child, its stdin ours: a signal to us (`docker
+	# stop` sends SIGTERM to PID 1, which has no default action) is passed
+	# on to it, and its exit code is kept.
 	local rc=0
-	"$@" || rc=$?
+	"$@" <&0 &
+	command_pid=$!
+	trap 'forward TERM' TERM
+	trap 'forward INT' INT
+	wait_command || rc=$?
+	trap - TERM INT
 
 	if [ "$rc" -ne 0 ]; then
 		report_failure "$@" || warn "could not collect the build logs (above)"

@@ -185,3 +185,101 @@ fn settings_are_checked_and_never_evaluated() {
         assert!(said.contains(line), "`{line}` not in:\n{said}");
     }
 }
+
+/// `docker stop` (SIGTERM to the entry point, PID 1) reaches the command:
+/// it cleans up and its own exit code is the container's, within seconds,
+/// and the daemon is stopped after it. (Before, the entry point died of the
+/// signal itself: exit 143, the command killed without its cleanup.)
+#[test]
+fn docker_stop_reaches_the_command_and_keeps_its_exit_code() {
+    let _shared = crate::common::shared();
+    let p = prepared("linux/amd64");
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            + &String::from_utf8_lossy(&out.stderr)
+    };
+    let id = docker(&[
+        "run",
+        "-d",
+        "--label",
+        "io.guix-matrix.managed=true",
+        "--network",
+        "none",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "NET_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        &p.image.tag,
+        "sh",
+        "-c",
+        "trap 'echo cleaning up; exit 3' TERM; echo ready; sleep 300 & wait",
+    ]);
+    let id = id.lines().next().unwrap_or_default().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !docker(&["logs", &id]).contains("\nready") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let started = std::time::Instant::now();
+    docker(&["stop", "-t", "20", &id]);
+    let took = started.elapsed();
+    let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &id]);
+    let logs = docker(&["logs", &id]);
+    docker(&["rm", "-f", &id]);
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "docker stop took {took:?}"
+    );
+    assert_eq!(code, "3", "the command's own exit code:\n{logs}");
+    assert!(logs.contains("cleaning up"), "{logs}");
+    assert!(
+        logs.contains("guix-matrix: SIGTERM: passing it on to the command"),
+        "{logs}"
+    );
+}
+
+/// A failed build's logs are written as new files in the working
+/// directory: a symlink planted there under a log's name is replaced, never
+/// written through.
+#[test]
+fn failure_logs_are_never_written_through_a_symlink() {
+    let _shared = crate::common::shared();
+    let h = harness();
+    let p = prepared("linux/amd64");
+    let script = r#"
+        mkdir -p /work && cd /work || exit 1
+        /entry-point.sh guix build -f /fixtures/failing.scm >/dev/null 2>&1
+        for f in *.drv.gz *.drv.log; do
+            rm -f "$f"; echo kept >"/tmp/victim-$f"; ln -s "/tmp/victim-$f" "$f"
+        done
+        /entry-point.sh guix build -f /fixtures/failing.scm >/dev/null 2>&1
+        echo "rc=$?"
+        for f in *.drv.gz *.drv.log; do
+            if [ -L "$f" ]; then echo "symlink=$f"; else echo "regular=$f"; fi
+        done
+        cat /tmp/victim-* | sort | uniq -c | sed 's/^ */victims=/'
+    "#;
+    let tar = harness::scenarios::fixtures_tar(h, &["failing.scm"]).unwrap();
+    let mut spec = RunSpec::new(p.image.tag.clone(), "amd64: planted symlinks")
+        .platform(&p.platform.docker)
+        .cmd(["-c", script])
+        .upload(tar, "/")
+        .timeout(h.step_timeout(&p.placement));
+    spec.entrypoint = Some(vec!["bash".into()]);
+    let out = block_on(run::run(&h.engine, &spec)).unwrap_or_else(|e| panic!("{e}"));
+    let said = out.stdout.clone();
+    assert!(said.contains("rc=1"), "{said}\n{}", out.tail(20));
+    assert!(!said.contains("symlink="), "{said}");
+    assert_eq!(said.matches("regular=").count(), 2, "{said}");
+    assert!(
+        said.contains("victims=2 kept"),
+        "the planted targets are untouched: {said}"
+    );
+}
