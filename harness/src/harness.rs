@@ -42,8 +42,6 @@ pub struct Options {
     pub checkout: Checkout,
     /// Try to pull `base_image` before building it offline.
     pub allow_pull: bool,
-    /// Run the legs that need the internet (a real `guix pull`); else they say "skipped: offline".
-    pub online: bool,
     /// Print every container's output as it comes (`harness repro`).
     pub echo: bool,
     /// Keep scenario containers for inspection (`harness repro`).
@@ -65,7 +63,6 @@ impl Options {
         Options {
             checkout,
             allow_pull: true,
-            online: false,
             echo: false,
             keep: false,
             image: None,

@@ -86,7 +86,7 @@ pub fn release_name(source: &str) -> String {
             .lines()
             .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
             .find(|n| n.ends_with("-oci.tar"))
-            .and_then(|n| n.strip_prefix("guix-matrix-")?.strip_suffix("-oci.tar"))
+            .and_then(crate::names::tag_of_oci_archive)
             .map_or_else(|| dir.display().to_string(), str::to_string);
     }
     match source.rsplit_once(':') {
@@ -95,20 +95,16 @@ pub fn release_name(source: &str) -> String {
     }
 }
 
-/// The registry tag of the base an image of release `tag` was built on.
-pub fn base_tag_of(tag: &str, p: &Platform) -> String {
-    format!("{tag}-base-{}", p.slug())
-}
-
 /// The reference of `part` of a registry release: the base of `REPO:TAG`
 /// is `REPO:TAG-base-<slug>`.
 fn part_reference(source: &str, platform: &Platform, part: Part) -> Option<String> {
     match part {
         Part::Image => Some(source.to_string()),
         Part::Base => match source.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') && !source.contains('@') => {
-                Some(format!("{repo}:{}", base_tag_of(tag, platform)))
-            }
+            Some((repo, tag)) if !tag.contains('/') && !source.contains('@') => Some(format!(
+                "{repo}:{}",
+                crate::names::registry_base_tag(tag, platform)
+            )),
             _ => None,
         },
     }

@@ -120,8 +120,7 @@ pub struct PullArgs {
 impl PullArgs {
     /// Sets the run's network use and pull stage.
     pub fn apply(&self, options: &mut Options) {
-        options.online |= self.online;
-        options.pull = if options.online {
+        options.pull = if self.online {
             crate::pull::Want::Pull(crate::pull::By::GuixPull)
         } else if self.stand_in_pull {
             crate::pull::Want::Pull(crate::pull::By::StandIn)

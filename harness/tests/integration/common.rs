@@ -35,7 +35,9 @@ pub fn harness() -> &'static Harness {
         let matrix = Matrix::load(checkout.matrix()).unwrap_or_else(|e| panic!("{e}"));
         let mut options = Options::new(checkout);
         // What the nightly sets; the tests themselves read no other variable.
-        options.online = std::env::var("GUIX_MATRIX_ONLINE").is_ok_and(|v| v == "1");
+        if std::env::var("GUIX_MATRIX_ONLINE").is_ok_and(|v| v == "1") {
+            options.pull = harness::pull::Want::Pull(harness::pull::By::GuixPull);
+        }
         options.allow_pull = std::env::var_os("GUIX_MATRIX_OFFLINE").is_none();
         block_on(Harness::new(matrix, options)).unwrap_or_else(|e| panic!("{}", e.report()))
     })

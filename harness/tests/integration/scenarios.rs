@@ -123,7 +123,7 @@ fn tmpfs_check_fails_when_matrix_drops_the_workaround_on_armhf() {
 fn online_pull_says_skipped_offline_when_offline() {
     let _shared = crate::common::shared();
     let h = harness();
-    if h.options.online {
+    if h.options.pull != harness::pull::Want::offline() {
         return;
     }
     let p = prepared("linux/amd64");
@@ -140,7 +140,7 @@ fn online_pull_to_the_pin() {
     let _shared = crate::common::shared();
     let h = harness();
     assert!(
-        h.options.online,
+        h.options.pull == harness::pull::Want::Pull(harness::pull::By::GuixPull),
         "set GUIX_MATRIX_ONLINE=1 to run the online leg"
     );
     for p in &h.matrix.platforms {
