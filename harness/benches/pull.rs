@@ -208,9 +208,10 @@ fn main() {
 
     // A script changes: the pull is kept, its layer shared.
     run(&d("before"), &["--stand-in-pull", "--scenario", "smoke"]);
+    // The image as it is: its layers hold the pull (the release's, reused).
     let before: Vec<String> = slugs
         .iter()
-        .map(|s| layers(&format!("{IMAGE}-pulled:{s}")))
+        .map(|s| layers(&format!("{IMAGE}:{s}")))
         .collect();
     let entry = tree.join("scripts/entry-point.sh");
     let mut text = std::fs::read_to_string(&entry).unwrap();
@@ -220,11 +221,17 @@ fn main() {
     let (n, _) = pulls(&work.path().join("changed"));
     let after: Vec<String> = slugs
         .iter()
-        .map(|s| layers(&format!("{IMAGE}-pulled:{s}")))
+        .map(|s| layers(&format!("{IMAGE}:{s}")))
         .collect();
-    let shared = before.iter().zip(&after).filter(|(a, b)| a == b).count();
+    // Every layer of the image before (its pulled store among them) is
+    // still the bottom of the image after: only the scripts were added.
+    let shared = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.len() > 2 && a.starts_with(b.trim_end_matches(']')))
+        .count();
     println!(
-        "a script changed: {n} pulls in {:.1}s; pulled layer unchanged on {shared} of {} platforms",
+        "a script changed: {n} pulls in {:.1}s; the image before (pulled store included) is the bottom of the image after on {shared} of {} platforms",
         changed.as_secs_f64(),
         slugs.len()
     );
