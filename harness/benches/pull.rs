@@ -82,27 +82,15 @@ fn forget(slugs: &[String], parts: &[&str]) {
 /// A copy of the checkout's image inputs, fixtures and matrix.toml (with
 /// this benchmark's image name) at `to`.
 fn copy_checkout(root: &Path, to: &Path) {
-    let mut stack: Vec<std::path::PathBuf> = [
+    let parts = [
         "Dockerfile",
         "substitutes",
         "channels",
         "scripts",
         "fixtures",
         "emulators",
-    ]
-    .map(Into::into)
-    .to_vec();
-    while let Some(rel) = stack.pop() {
-        let from = root.join(&rel);
-        if from.is_dir() {
-            std::fs::create_dir_all(to.join(&rel)).unwrap();
-            for e in std::fs::read_dir(&from).unwrap() {
-                stack.push(rel.join(e.unwrap().file_name()));
-            }
-        } else {
-            std::fs::copy(&from, to.join(&rel)).unwrap();
-        }
-    }
+    ];
+    tree::copy(root, to, &parts);
     let matrix = std::fs::read_to_string(root.join("matrix.toml")).unwrap();
     std::fs::write(
         to.join("matrix.toml"),
@@ -110,6 +98,9 @@ fn copy_checkout(root: &Path, to: &Path) {
     )
     .unwrap();
 }
+
+#[path = "../tests/integration/tree.rs"]
+mod tree;
 
 fn main() {
     let root = harness::paths::Checkout::find().unwrap().root;

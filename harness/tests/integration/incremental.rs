@@ -54,26 +54,14 @@ fn prepare(h: &Harness) -> Result<Prepared, String> {
 /// Copies the image's inputs (and matrix.toml) of the checkout to `to`.
 fn copy_tree(to: &Path) {
     let root = &harness().options.checkout.root;
-    let mut stack: Vec<std::path::PathBuf> = [
+    let parts = [
         "Dockerfile",
         "matrix.toml",
         "substitutes",
         "channels",
         "scripts",
-    ]
-    .map(Into::into)
-    .to_vec();
-    while let Some(rel) = stack.pop() {
-        let from = root.join(&rel);
-        if from.is_dir() {
-            std::fs::create_dir_all(to.join(&rel)).unwrap();
-            for e in std::fs::read_dir(&from).unwrap() {
-                stack.push(rel.join(e.unwrap().file_name()));
-            }
-        } else {
-            std::fs::copy(&from, to.join(&rel)).unwrap();
-        }
-    }
+    ];
+    crate::tree::copy(root, to, &parts);
 }
 
 /// The release `TAG` of the amd64 image, written to `dist`, built on a base

@@ -18,4 +18,5 @@ mod registry;
 mod release;
 mod scenarios;
 mod session;
+mod tree;
 mod workflows;

@@ -9,7 +9,7 @@ use crate::common::{block_on, exclusive, harness, prepared};
 use harness::harness::{Harness, Options, Prepared};
 use harness::pull::{By, Stage, Want, LABEL_PULL, LABEL_PULLED};
 use harness::scenarios::{self, Scenario, Verdict};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const IMAGE: &str = "guix-matrix-t22";
 
@@ -28,28 +28,15 @@ impl Drop for Cleanup {
 /// A copy of the checkout's image inputs, matrix.toml and fixtures.
 fn tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let root = &harness().options.checkout.root;
-    let mut stack: Vec<PathBuf> = [
+    let parts = [
         "Dockerfile",
         "matrix.toml",
         "substitutes",
         "channels",
         "scripts",
         "fixtures",
-    ]
-    .map(Into::into)
-    .to_vec();
-    while let Some(rel) = stack.pop() {
-        let from = root.join(&rel);
-        if from.is_dir() {
-            std::fs::create_dir_all(dir.path().join(&rel)).unwrap();
-            for e in std::fs::read_dir(&from).unwrap() {
-                stack.push(rel.join(e.unwrap().file_name()));
-            }
-        } else {
-            std::fs::copy(&from, dir.path().join(&rel)).unwrap();
-        }
-    }
+    ];
+    crate::tree::copy(&harness().options.checkout.root, dir.path(), &parts);
     dir
 }
 
