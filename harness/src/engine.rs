@@ -375,25 +375,9 @@ impl Engine {
         tag: &str,
         changes: &str,
     ) -> Result<String, EngineError> {
-        let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-        let mut opts = CommitContainerOptionsBuilder::default()
-            .container(container)
-            .repo(repo)
-            .tag(t);
-        if !changes.is_empty() {
-            opts = opts.changes(changes);
-        }
-        let opts = opts.build();
-        let step = format!("commit {container} as {tag}");
         let config = bollard::models::ContainerConfig::default();
-        Ok(timeout(
-            &step,
-            Duration::from_secs(300),
-            self.docker.commit_container(opts, config),
-        )
-        .await?
-        .map_err(EngineError::api(step.clone()))?
-        .id)
+        self.commit_as(container, tag, changes, config, Duration::from_secs(300))
+            .await
     }
 
     /// `docker commit` with a config merged over the container's (labels
@@ -404,17 +388,31 @@ impl Engine {
         tag: &str,
         config: bollard::models::ContainerConfig,
     ) -> Result<String, EngineError> {
+        self.commit_as(container, tag, "", config, Duration::from_secs(600))
+            .await
+    }
+
+    async fn commit_as(
+        &self,
+        container: &str,
+        tag: &str,
+        changes: &str,
+        config: bollard::models::ContainerConfig,
+        limit: Duration,
+    ) -> Result<String, EngineError> {
         let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-        let opts = CommitContainerOptionsBuilder::default()
+        let mut opts = CommitContainerOptionsBuilder::default()
             .container(container)
             .repo(repo)
-            .tag(t)
-            .build();
+            .tag(t);
+        if !changes.is_empty() {
+            opts = opts.changes(changes);
+        }
         let step = format!("commit {container} as {tag}");
         Ok(timeout(
             &step,
-            Duration::from_secs(600),
-            self.docker.commit_container(opts, config),
+            limit,
+            self.docker.commit_container(opts.build(), config),
         )
         .await?
         .map_err(EngineError::api(step.clone()))?

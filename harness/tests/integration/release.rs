@@ -45,6 +45,21 @@ fn proving_run_with(platforms: &[&str], dir: &Path, more: &[&str]) -> PathBuf {
     dir.join("report.json")
 }
 
+/// `harness run --image DIR` on amd64 (smoke), reports in `report`.
+fn check_image(dir: &Path, report: &Path) -> Output {
+    harness(&[
+        "run",
+        "--image",
+        dir.to_str().unwrap(),
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--report",
+        report.to_str().unwrap(),
+    ])
+}
+
 fn sha256(path: &Path) -> String {
     use sha2::Digest;
     let mut sha = sha2::Sha256::new();
@@ -175,17 +190,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         work.path().join("r1").to_str().unwrap(),
     ]);
     assert!(from_registry.status.success(), "{}", said(&from_registry));
-    let from_dist = harness(&[
-        "run",
-        "--image",
-        dist.to_str().unwrap(),
-        "--platform",
-        "linux/amd64",
-        "--scenario",
-        "smoke",
-        "--report",
-        work.path().join("r2").to_str().unwrap(),
-    ]);
+    let from_dist = check_image(&dist, &work.path().join("r2"));
     assert!(from_dist.status.success(), "{}", said(&from_dist));
 
     // A damaged tarball is refused, never loaded.
@@ -194,17 +199,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     std::fs::copy(dist.join("SHA256SUMS"), broken.join("SHA256SUMS")).unwrap();
     let bytes = std::fs::read(dist.join(&names[0])).unwrap();
     std::fs::write(broken.join(&names[0]), &bytes[..bytes.len() / 2]).unwrap();
-    let out = harness(&[
-        "run",
-        "--image",
-        broken.to_str().unwrap(),
-        "--platform",
-        "linux/amd64",
-        "--scenario",
-        "smoke",
-        "--report",
-        work.path().join("r3").to_str().unwrap(),
-    ]);
+    let out = check_image(&broken, &work.path().join("r3"));
     let text = said(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     let bundle =
@@ -637,17 +632,7 @@ fn a_tarball_with_more_than_its_image_is_refused_before_loading() {
         lines
     };
     let before = tags();
-    let out = harness(&[
-        "run",
-        "--image",
-        dist.to_str().unwrap(),
-        "--platform",
-        "linux/amd64",
-        "--scenario",
-        "smoke",
-        "--report",
-        work.path().join("r").to_str().unwrap(),
-    ]);
+    let out = check_image(&dist, &work.path().join("r"));
     let text = said(&out);
     let bundle =
         std::fs::read_to_string(work.path().join("r/failures/amd64.txt")).unwrap_or_default();
@@ -673,17 +658,7 @@ fn a_tarball_with_more_than_its_image_is_refused_before_loading() {
         std::fs::remove_file(&tarball).unwrap();
         make(&tarball);
         let started = std::time::Instant::now();
-        let out = harness(&[
-            "run",
-            "--image",
-            dist.to_str().unwrap(),
-            "--platform",
-            "linux/amd64",
-            "--scenario",
-            "smoke",
-            "--report",
-            work.path().join(what).to_str().unwrap(),
-        ]);
+        let out = check_image(&dist, &work.path().join(what));
         let bundle = std::fs::read_to_string(work.path().join(what).join("failures/amd64.txt"))
             .unwrap_or_default();
         assert_eq!(out.status.code(), Some(1), "{what}: {}", said(&out));
