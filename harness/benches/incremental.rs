@@ -76,6 +76,11 @@ fn main() {
         .map(|p| p.trim_start_matches("linux/").replace('/', "-"))
         .collect();
     let work = tempfile::tempdir().unwrap();
+    // Releases are signed with a key of the bench's own, which the runs
+    // trust (an unverified --from would build instead).
+    let (private, public) = harness::trust::keygen(&work.path().join("bench")).unwrap();
+    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
+    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
     let d = |n: &str| work.path().join(n).display().to_string();
     let mut run = vec!["run".to_string(), "--scenario".into(), "smoke".into()];
     for p in &platforms {

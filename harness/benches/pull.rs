@@ -113,6 +113,11 @@ fn main() {
         .map(|p| p.trim_start_matches("linux/").replace('/', "-"))
         .collect();
     let work = tempfile::tempdir().unwrap();
+    // Releases are signed with a key of the bench's own, which the runs
+    // trust (an unverified --from would build instead).
+    let (private, public) = harness::trust::keygen(&work.path().join("bench")).unwrap();
+    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
+    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
     let tree = work.path().join("tree");
     copy_checkout(&root, &tree);
     let t = tree.display().to_string();

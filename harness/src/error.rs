@@ -2,7 +2,7 @@
 
 use crate::{
     base, emulators, engine, image, incremental, matrix, paths, pin, published, pull, record,
-    release, run,
+    release, run, trust,
 };
 use std::path::PathBuf;
 
@@ -35,6 +35,8 @@ pub enum Error {
     Pull(#[from] pull::PullError),
     #[error(transparent)]
     Report(#[from] record::ReportError),
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
     #[error("engine {engine}: no platform in {path} is of its architecture ({arch})")]
     NoNativePlatform {
         path: PathBuf,
@@ -74,6 +76,7 @@ impl Error {
             Error::Incremental(e) => e.fix(),
             Error::Pull(e) => e.fix(),
             Error::Report(e) => Some(e.fix()),
+            Error::Trust(e) => e.fix(),
             Error::NoNativePlatform { arch, .. } => Some(format!(
                 "add a [[platform]] for linux/{arch} (the helper and probe images are built on it), or run the legs on another engine (--engine PLATFORM=URL)"
             )),
@@ -112,6 +115,7 @@ impl Error {
                 pin::PinError::BadAnswer { .. } | pin::PinError::Network { .. } => Setup,
             },
             Error::Release(e) => release_exit(e),
+            Error::Trust(e) => trust_exit(e),
             Error::Published(e) => published_exit(e),
             Error::Incremental(e) => match e {
                 incremental::IncrementalError::Altered { .. }
@@ -155,6 +159,17 @@ fn published_exit(e: &published::PublishedError) -> Exit {
     }
 }
 
+/// Unverified has its own code; contradicting a pin or a signature is a refusal.
+fn trust_exit(e: &trust::TrustError) -> Exit {
+    use trust::TrustError as T;
+    match e {
+        T::Unverified { .. } => Exit::Unverified,
+        T::Tampered { .. } => Exit::Refused,
+        T::Key { .. } => Exit::Usage,
+        T::Io { .. } | T::Registry(_) => Exit::Setup,
+    }
+}
+
 fn release_exit(e: &release::ReleaseError) -> Exit {
     use release::ReleaseError as R;
     match e {
@@ -187,6 +202,9 @@ pub enum Exit {
     /// `harness release` refused to ship: an image is not the Guix of the
     /// checkout's pin (not pulled, pulled by the stand-in, or to another pin).
     Refused,
+    /// A release given to --image (or to --from with --require-verified, or
+    /// to `verify`) is vouched for by no pinned digest and no trusted signature.
+    Unverified,
     /// Stopped by a signal (SIGINT: 130, SIGTERM: 143); what it started is removed.
     Interrupted(i32),
     /// `harness shell`: the command's own exit code.
@@ -201,6 +219,7 @@ impl Exit {
             Exit::Usage => 2,
             Exit::Setup => 3,
             Exit::Refused => 4,
+            Exit::Unverified => 5,
             Exit::Interrupted(signal) => (128 + signal).clamp(0, 255) as u8,
             Exit::Command(code) => code,
         }
@@ -225,11 +244,12 @@ mod tests {
             Exit::Usage,
             Exit::Setup,
             Exit::Refused,
+            Exit::Unverified,
             Exit::Interrupted(2),
             Exit::Interrupted(15),
         ]
         .map(Exit::code);
-        assert_eq!(codes, [0, 1, 2, 3, 4, 130, 143]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 130, 143]);
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::published;
 use crate::pull::{self, By};
 use crate::recipe;
 use crate::run;
+use crate::source::Source;
+use crate::trust::{Keys, TrustError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,12 +49,17 @@ pub struct Options {
     /// Keep scenario containers for inspection (`harness repro`).
     pub keep: bool,
     /// Check this published image (a registry reference, or a release
-    /// directory) instead of building one.
-    pub image: Option<String>,
+    /// directory) instead of building one; only when vouched for (a pinned
+    /// digest, or a signature by one of `keys`).
+    pub image: Option<Source>,
     /// Start from this release (a registry reference, or a release
     /// directory): reuse its image where the tree is unchanged, else build on
-    /// its base and layers.
-    pub from: Option<String>,
+    /// its base and layers. Unverified, it is not used: the run builds.
+    pub from: Option<Source>,
+    /// The keys a release may be signed with (trust/*.pub, --trust-key).
+    pub keys: Keys,
+    /// An unverified `from` is an error instead of a build.
+    pub require_verified: bool,
     /// The pull stage: skipped (offline), the real `guix pull`, or its stand-in.
     pub pull: pull::Want,
 }
@@ -67,6 +74,8 @@ impl Options {
             keep: false,
             image: None,
             from: None,
+            keys: Keys::default(),
+            require_verified: false,
             pull: pull::Want::offline(),
         }
     }
@@ -94,6 +103,8 @@ pub struct Harness {
     native: OnceCell<(Platform, base::Base)>,
     helper: OnceCell<String>,
     handlers: OnceCell<Vec<emulators::Handler>>,
+    /// The release of `--image`/`--from`, vouched for once (or why not).
+    release: OnceCell<Result<published::Release, String>>,
     prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
 }
 
@@ -116,6 +127,7 @@ impl Harness {
             native: OnceCell::new(),
             helper: OnceCell::new(),
             handlers: OnceCell::new(),
+            release: OnceCell::new(),
             prepared: Mutex::default(),
         }
     }
@@ -333,6 +345,39 @@ impl Harness {
                 Ok(statuses.into_iter().filter_map(|s| s.handler).collect())
             })
             .await
+    }
+
+    /// The release `source` vouched for (its pin, or a signature by a
+    /// trusted key), once per run. Unverified or unreachable, it is Ok(Err(why))
+    /// for `--from` (the run builds instead) and an error for `--image` or
+    /// with `require_verified`. A release that contradicts its pin or
+    /// signature is always an error.
+    async fn release(
+        &self,
+        source: &Source,
+        required: bool,
+    ) -> Result<Result<&published::Release, &String>, Error> {
+        let opened = self
+            .release
+            .get_or_try_init(|| async {
+                match published::open(source, &self.options.keys).await {
+                    Ok(r) => {
+                        tracing::info!("release {source}: {}", r.vouched.by);
+                        Ok(Ok(r))
+                    }
+                    Err(e @ TrustError::Unverified { .. }) if !required => {
+                        tracing::warn!("{e}; building instead");
+                        Ok(Err(e.to_string()))
+                    }
+                    Err(TrustError::Registry(e)) if !required => {
+                        tracing::warn!("release {source} unreachable ({e}); building instead");
+                        Ok(Err(format!("{source} unreachable: {e}")))
+                    }
+                    Err(e) => Err(Error::from(e)),
+                }
+            })
+            .await?;
+        Ok(opened.as_ref())
     }
 
     /// Base and image for `platform`, each built at most once per process and
@@ -680,20 +725,25 @@ impl Harness {
 
     /// What the release `from` does for `platform`: Ok(the image reused, its
     /// inputs, how it started), or Err(how the build starts, the images to
-    /// use as its layer cache).
+    /// use as its layer cache). Nothing of an unverified release is fetched.
     async fn seed(
         &self,
         platform: &Platform,
-        from: &str,
+        from: &Source,
         wants: &[image::Inputs],
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Result<(LocalImage, String, Start), (Start, Vec<String>)>, Error> {
         let tag = self.image_tag(platform);
-        let release = crate::published::release_name(from);
+        progress(&format!("verify release {}", from.release_name()));
+        let release = match self.release(from, self.options.require_verified).await? {
+            Ok(r) => r,
+            Err(why) => return Ok(Err((Start::BuiltCold { why: why.clone() }, vec![]))),
+        };
+        let name = release.name();
         let d = &self.matrix.defaults;
         let seed = incremental::seed(
             &self.engine,
-            from,
+            release,
             platform,
             wants,
             d,
@@ -708,20 +758,34 @@ impl Harness {
                 self.engine.remove_image(&released).await;
                 // Its base too, so that this engine holds the image with the
                 // base it was built on (what a release made here ships).
+                // Fetched under a name of its own, and made the local base
+                // only once it is the bottom of the verified image.
                 let base_tag = names::base(d, platform);
+                let fetched = names::from_release_base(d, platform);
                 let part = crate::published::Part::Base;
-                match crate::published::fetch_part(&self.engine, from, platform, &base_tag, part)
-                    .await
-                {
-                    Ok(b) if img.layers.starts_with(&b.layers) => {}
-                    Ok(_) => tracing::warn!("{}: the base of release {release} is not the bottom of its image; a release made here will not carry it", platform.docker),
-                    Err(e) => tracing::warn!("{}: release {release} has no base ({e}); a release made here will not carry one", platform.docker),
+                match release.fetch(&self.engine, platform, &fetched, part).await {
+                    Ok(b) if img.layers.starts_with(&b.layers) => {
+                        crate::published::tag(&self.engine, &b.id, &base_tag).await?;
+                    }
+                    Ok(_) => tracing::warn!("{}: the base of release {name} is not the bottom of its image; a release made here will not carry it", platform.docker),
+                    Err(e) => tracing::warn!("{}: release {name} has no base ({e}); a release made here will not carry one", platform.docker),
                 }
-                Ok((img, hash, Start::Reused { release }))
+                self.engine.remove_image(&fetched).await;
+                Ok((
+                    img,
+                    hash,
+                    Start::Reused {
+                        release: format!("{name} ({})", release.vouched.by),
+                    },
+                ))
             }
-            Seed::Layers { image, changed } => {
-                Err((Start::RebuiltFrom { release, changed }, vec![image]))
-            }
+            Seed::Layers { image, changed } => Err((
+                Start::RebuiltFrom {
+                    release: name,
+                    changed,
+                },
+                vec![image],
+            )),
             Seed::Cold(why) => Err((Start::BuiltCold { why }, vec![])),
         })
     }
@@ -783,12 +847,24 @@ impl Harness {
     async fn published(
         &self,
         platform: &Platform,
-        source: &str,
+        source: &Source,
         (emulator, placement): (Option<emulators::Handler>, Placement),
     ) -> Result<Prepared, Error> {
         let started = std::time::Instant::now();
         let tag = names::published(&self.matrix.defaults, platform);
-        let img = published::fetch(&self.engine, source, platform, &tag).await?;
+        let release = match self.release(source, true).await? {
+            Ok(r) => r,
+            Err(why) => {
+                return Err(TrustError::Unverified {
+                    source_: source.to_string(),
+                    why: why.clone(),
+                }
+                .into())
+            }
+        };
+        let img = release
+            .fetch(&self.engine, platform, &tag, published::Part::Image)
+            .await?;
         let label = |k: &str| img.labels.get(k).cloned().unwrap_or_default();
         let pull = match pull::Pulled::of(&img.labels) {
             Ok(Some(p)) => pull::Stage::Kept(p),
@@ -816,7 +892,7 @@ impl Harness {
             emulator,
             placement,
             start: Start::Published {
-                source: source.to_string(),
+                source: format!("{source} ({})", release.vouched.by),
             },
             pull,
         })

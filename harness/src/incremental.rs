@@ -4,7 +4,7 @@ use crate::engine::{Engine, EngineError, LocalImage, LABEL_PLATFORM};
 use crate::image::Inputs;
 use crate::matrix::{Defaults, Platform};
 use crate::names;
-use crate::published::{self, Part, PublishedError};
+use crate::published::{self, Part, PublishedError, Release};
 use std::path::Path;
 
 /// Where a leg's image came from, as the report and the summary say it.
@@ -108,19 +108,19 @@ pub enum Seed {
 #[allow(clippy::too_many_arguments)]
 pub async fn seed(
     engine: &Engine,
-    from: &str,
+    release_: &Release,
     platform: &Platform,
     wants: &[Inputs],
     defaults: &Defaults,
     root: &Path,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Seed, IncrementalError> {
-    let release = published::release_name(from);
+    let release = release_.name();
     progress(&format!("fetch release {release}"));
     let tag = names::from_release(defaults, platform);
-    let base_tag = names::base(defaults, platform);
+    let base_tag = names::from_release_base(defaults, platform);
     let base_tag = base_tag.as_str();
-    let img = match published::fetch(engine, from, platform, &tag).await {
+    let img = match release_.fetch(engine, platform, &tag, Part::Image).await {
         Ok(img) => img,
         Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
             tracing::warn!(
@@ -161,16 +161,23 @@ pub async fn seed(
         .min_by_key(Vec::len)
         .unwrap_or_default();
     progress(&format!("fetch the base of release {release}"));
-    match published::fetch_part(engine, from, platform, base_tag, Part::Base).await {
+    let fetched = release_.fetch(engine, platform, base_tag, Part::Base).await;
+    if let Ok(base) = &fetched {
+        // The local base is replaced only by a verified release's base that
+        // is the bottom of its verified image.
+        if img.layers.starts_with(&base.layers) && !base.layers.is_empty() {
+            published::tag(engine, &base.id, &names::base(defaults, platform)).await?;
+        }
+    }
+    engine.remove_image(base_tag).await;
+    match fetched {
         Ok(base) if img.layers.starts_with(&base.layers) && !base.layers.is_empty() => {
             Ok(Seed::Layers {
                 image: tag,
                 changed,
             })
         }
-        Ok(_) => Err(altered(format!(
-            "its base ({base_tag}) is not the bottom of its layers"
-        ))),
+        Ok(_) => Err(altered("its base is not the bottom of its layers".into())),
         Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
             tracing::warn!(
                 "{}: release {release} has no base to build on ({e}); building cold",

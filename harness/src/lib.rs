@@ -4,7 +4,8 @@
 //! The modules follow the pipeline, each using only those listed after it:
 //! cli → leg → report → scenarios → fleet → harness → error → release →
 //! incremental, recipe, record (the run's records: legs, report.json), doctor → emulators, base, pin, published, pull →
-//! image, run, retry → placement → engine, names → matrix, paths, host, text.
+//! image, run, retry, trust (what vouches for a release) → placement, registry (a registry's HTTP API) →
+//! source (where a published image comes from) → engine, names → matrix, paths, host, text.
 
 pub mod cli;
 pub mod leg;
@@ -32,8 +33,12 @@ pub mod pull;
 pub mod image;
 pub mod retry;
 pub mod run;
+pub mod trust;
 
 pub mod placement;
+pub mod registry;
+
+pub mod source;
 
 pub mod engine;
 pub mod names;

@@ -42,6 +42,11 @@ pub fn from_release(d: &Defaults, p: &Platform) -> String {
     format!("{}-release:{}", d.image, p.slug())
 }
 
+/// A release's base fetched to seed a build, before it is made the local base.
+pub fn from_release_base(d: &Defaults, p: &Platform) -> String {
+    format!("{}-release-base:{}", d.image, p.slug())
+}
+
 /// The readdir() probe image (all cross compilers).
 pub fn probe(d: &Defaults) -> String {
     format!("{}-probe:latest", d.image)

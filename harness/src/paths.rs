@@ -83,6 +83,11 @@ impl Checkout {
         self.root.join("channels/channels.scm")
     }
 
+    /// The public keys a release may be signed with (`*.pub`).
+    pub fn trust(&self) -> PathBuf {
+        self.root.join("trust")
+    }
+
     pub fn fixtures(&self) -> PathBuf {
         self.root.join("fixtures")
     }

@@ -2,11 +2,13 @@
 
 use crate::engine::{timeout, Engine, EngineError, LocalImage};
 use crate::matrix::Platform;
+use crate::source::{Digest, Source};
+use crate::trust::{self, Keys, TrustError, Vouched};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ImportImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,102 +78,129 @@ pub enum Part {
     Base,
 }
 
-/// The release's name (its dated tag): from a directory's file names, or
-/// the reference's tag.
-pub fn release_name(source: &str) -> String {
-    let dir = Path::new(source);
-    if dir.is_dir() {
-        let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap_or_default();
-        return sums
-            .lines()
-            .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
-            .find(|n| n.ends_with("-oci.tar"))
-            .and_then(crate::names::tag_of_oci_archive)
-            .map_or_else(|| dir.display().to_string(), str::to_string);
-    }
-    match source.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') && !repo.ends_with("@sha256") => tag.to_string(),
-        _ => source.to_string(),
-    }
+/// The annotation on each platform's entry of a registry release's index
+/// naming the base that image was built on (vouched for with the index).
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// A release whose root document (a directory's SHA256SUMS, a registry's
+/// index) was vouched for: everything fetched from it is checked against
+/// those bytes, never against what sits beside the files.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub source: Source,
+    pub vouched: Vouched,
 }
 
-/// The reference of `part` of a registry release: the base of `REPO:TAG`
-/// is `REPO:TAG-base-<slug>`.
-fn part_reference(source: &str, platform: &Platform, part: Part) -> Option<String> {
-    match part {
-        Part::Image => Some(source.to_string()),
-        Part::Base => match source.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') && !source.contains('@') => Some(format!(
-                "{repo}:{}",
-                crate::names::registry_base_tag(tag, platform)
-            )),
-            _ => None,
-        },
+/// Checks what vouches for `source` (its pin, or a signature by one of
+/// `keys`); nothing is fetched into the engine before.
+pub async fn open(source: &Source, keys: &Keys) -> Result<Release, TrustError> {
+    let (source2, keys) = (source.clone(), keys.clone());
+    let vouched = tokio::task::spawn_blocking(move || trust::verify(&source2, &keys))
+        .await
+        .expect("verify task")?;
+    Ok(Release {
+        source: source.clone(),
+        vouched,
+    })
+}
+
+impl Release {
+    /// Its name (the dated tag) and what vouches for it.
+    pub fn name(&self) -> String {
+        self.source.release_name()
     }
-}
 
-/// Makes the published image of `platform` local under `tag`: from a
-/// release directory (checksum verified, then `docker load`) or a registry
-/// reference (pulled for that platform).
-pub async fn fetch(
-    engine: &Engine,
-    source: &str,
-    platform: &Platform,
-    tag: &str,
-) -> Result<LocalImage, PublishedError> {
-    fetch_part(engine, source, platform, tag, Part::Image).await
-}
-
-/// The same for one part of the release.
-pub async fn fetch_part(
-    engine: &Engine,
-    source: &str,
-    platform: &Platform,
-    tag: &str,
-    part: Part,
-) -> Result<LocalImage, PublishedError> {
-    let dir = Path::new(source);
-    // `docker load` names the image as it was saved (guix-matrix:arm-v7), a
-    // pull by its reference: that name is given back to what it named
-    // before once the image has its own tag, so a fetch never replaces a
-    // local image nor leaves a name behind.
-    let before = engine.tags().await?;
-    let reference = if dir.is_dir() {
-        load(engine, dir, platform, part).await?
-    } else {
-        let reference =
-            part_reference(source, platform, part).ok_or_else(|| PublishedError::NotInRelease {
-                dir: source.into(),
-                platform: platform.docker.clone(),
-                slug: platform.slug(),
+    /// Makes `part` of the release for `platform` local under `tag`: from a
+    /// directory (checksum from the vouched SHA256SUMS, then loaded) or a
+    /// registry (pulled by the digest the vouched index names).
+    pub async fn fetch(
+        &self,
+        engine: &Engine,
+        platform: &Platform,
+        tag: &str,
+        part: Part,
+    ) -> Result<LocalImage, PublishedError> {
+        let source = self.source.to_string();
+        // `docker load` names the image as it was saved (guix-matrix:arm-v7), a
+        // pull by its digest: that name is given back to what it named
+        // before once the image has its own tag, so a fetch never replaces a
+        // local image nor leaves a name behind.
+        let before = engine.tags().await?;
+        let reference = match &self.source {
+            Source::Dir { path, .. } => {
+                let sums = String::from_utf8_lossy(&self.vouched.content).into_owned();
+                load(engine, path, &sums, platform, part).await?
+            }
+            Source::Registry { reference, .. } => {
+                let digest = self.digest_of(platform, part)?;
+                let at = reference.at(&digest);
+                pull(engine, &at, platform).await?;
+                at
+            }
+        };
+        let img = engine
+            .local_image(&reference)
+            .await?
+            .ok_or_else(|| PublishedError::Fetch {
+                from: source.clone(),
+                message: format!("{reference} is not in the engine after fetching it"),
             })?;
-        pull(engine, &reference, platform).await?;
-        reference
-    };
-    let img = engine
-        .local_image(&reference)
-        .await?
-        .ok_or_else(|| PublishedError::Fetch {
-            from: source.into(),
-            message: format!("{reference} is not in the engine after fetching it"),
-        })?;
-    let oci = platform.oci();
-    if img.architecture != oci.architecture {
-        return Err(PublishedError::WrongPlatform {
-            from: source.into(),
-            platform: platform.docker.clone(),
-            found: img.architecture,
-        });
-    }
-    self::tag(engine, &img.id, tag).await?;
-    if reference != tag {
-        match before.get(&reference) {
-            Some(old) if *old != img.id => self::tag(engine, old, &reference).await?,
-            Some(_) => {}
-            None => engine.remove_image(&reference).await,
+        let oci = platform.oci();
+        if img.architecture != oci.architecture {
+            return Err(PublishedError::WrongPlatform {
+                from: source,
+                platform: platform.docker.clone(),
+                found: img.architecture,
+            });
         }
+        self::tag(engine, &img.id, tag).await?;
+        if reference != tag {
+            match before.get(&reference) {
+                Some(old) if *old != img.id => self::tag(engine, old, &reference).await?,
+                Some(_) => {}
+                None => engine.remove_image(&reference).await,
+            }
+        }
+        Ok(img)
     }
-    Ok(img)
+
+    /// The manifest digest of `part` for `platform` in the vouched index.
+    fn digest_of(&self, platform: &Platform, part: Part) -> Result<Digest, PublishedError> {
+        let missing = || PublishedError::NotInRelease {
+            dir: self.source.to_string().into(),
+            platform: platform.docker.clone(),
+            slug: platform.slug(),
+        };
+        let index: oci_spec::image::ImageIndex = serde_json::from_slice(&self.vouched.content)
+            .map_err(|e| PublishedError::Fetch {
+                from: self.source.to_string(),
+                message: format!("its index does not parse: {e}"),
+            })?;
+        let want = platform.oci();
+        let entry = index
+            .manifests()
+            .iter()
+            .find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    p.architecture().to_string() == want.architecture
+                        && p.variant().as_deref() == want.variant.as_deref()
+                })
+            })
+            .ok_or_else(missing)?;
+        let digest = match part {
+            Part::Image => entry.digest().to_string(),
+            Part::Base => entry
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(BASE_DIGEST))
+                .cloned()
+                .ok_or_else(missing)?,
+        };
+        Digest::parse(&digest).map_err(|why| PublishedError::Fetch {
+            from: self.source.to_string(),
+            message: why,
+        })
+    }
 }
 
 /// `docker tag ID TAG`.
@@ -192,6 +221,7 @@ pub async fn tag(engine: &Engine, id: &str, tag: &str) -> Result<(), EngineError
 async fn load(
     engine: &Engine,
     dir: &Path,
+    listed: &str,
     platform: &Platform,
     part: Part,
 ) -> Result<String, PublishedError> {
@@ -216,8 +246,7 @@ async fn load(
             platform: platform.docker.clone(),
             slug: platform.slug(),
         })?;
-    let sums = dir.join("SHA256SUMS");
-    let listed = read_small(&sums, 1 << 20).map_err(io(&sums))?;
+    let sums = dir.join(trust::SUMS);
     let name = file
         .file_name()
         .unwrap_or_default()
@@ -320,7 +349,7 @@ type Inspected = (std::fs::File, String, Result<Vec<String>, String>);
 
 fn inspect(file: &Path) -> std::io::Result<Inspected> {
     use std::io::Seek;
-    let opened = regular(file, MAX_TARBALL)?;
+    let opened = trust::regular(file, MAX_TARBALL)?;
     let mut hashed = Hashed {
         inner: std::io::BufReader::new(opened.try_clone()?),
         sha: Sha256::new(),
@@ -338,37 +367,6 @@ fn inspect(file: &Path) -> std::io::Result<Inspected> {
 
 /// The largest release tarball read (an image is about 1 GiB uncompressed).
 const MAX_TARBALL: u64 = 8 << 30;
-
-/// `path` opened, if it is a regular file of at most `max` bytes: never a
-/// device, a pipe or a file that does not end.
-fn regular(path: &Path, max: u64) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking: opening a pipe must not wait for a writer.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file; refused"));
-    }
-    if meta.len() > max {
-        return Err(std::io::Error::other(format!(
-            "{} bytes, more than the {} a release file may have; refused",
-            meta.len(),
-            max
-        )));
-    }
-    Ok(file)
-}
-
-/// A small regular file's text, read no further than `max` bytes.
-fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    regular(path, max)?.take(max).read_to_string(&mut text)?;
-    Ok(text)
-}
 
 fn archive_names<R: std::io::Read>(archive: &mut tar::Archive<R>) -> Result<Vec<String>, String> {
     use std::io::Read;

@@ -1,11 +1,13 @@
 //! The `harness` command: global options, one module per command, and the exit-code contract.
 
 mod info;
+mod keygen;
 pub mod progress;
 mod release;
 mod repro;
 mod run;
 mod shell;
+mod verify;
 
 use crate::error::{Error, Exit};
 use crate::harness::Options;
@@ -24,12 +26,15 @@ Exit codes:
   4    refused: `release` found an image that is not the Guix of the checkout's pin
        (not pulled by guix pull, pulled to another commit, a run of another pin, or
        not every check passed with --require-all), or a release given to --from or
-       --image is not what it says (checksum, labels, content); nothing was shipped
-       or used
+       --image is not what it says (its pin, signature, checksums, labels, content);
+       nothing was shipped or used
+  5    unverified: a release given to --image (or to --from with --require-verified,
+       or to `verify`) has no pinned digest and no signature by a trusted key
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
 Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE,
-GUIX_MATRIX_ENGINES (the options they stand for are shown with them), GUIX_MATRIX_LOG
+GUIX_MATRIX_ENGINES, GUIX_MATRIX_FROM, GUIX_MATRIX_TRUST_KEYS, GUIX_MATRIX_REQUIRE_VERIFIED,
+GUIX_MATRIX_SIGNING_KEY (the options they stand for are shown with them), GUIX_MATRIX_LOG
 (log filter), NO_COLOR, DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (as the docker
 CLI reads them), GITHUB_STEP_SUMMARY (run writes its table there in Markdown).";
 
@@ -100,6 +105,54 @@ pub enum Command {
     /// Publish the images a run proved: tarballs, SHA256SUMS, an OCI layout,
     /// and with --push a multi-platform image in a registry under a dated tag.
     Release(release::ReleaseArgs),
+    /// Say what vouches for a release (its pinned digest, or a signature by a
+    /// trusted key) without fetching its images; exit 5 when nothing does.
+    Verify(verify::VerifyArgs),
+    /// Make a key pair for signing releases (PREFIX.key, PREFIX.pub).
+    Keygen(keygen::KeygenArgs),
+}
+
+/// Which releases are taken: those vouched for by a pinned digest
+/// (`DIR@sha256:…`, `REF@sha256:…`) or signed by a trusted key.
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// Trust releases signed by this public key (PEM) too; repeatable. The
+    /// checkout's trust/*.pub are always trusted.
+    #[arg(
+        long = "trust-key",
+        value_name = "FILE",
+        env = "GUIX_MATRIX_TRUST_KEYS",
+        value_delimiter = ','
+    )]
+    pub keys: Vec<PathBuf>,
+    /// An unverified --from release is an error (exit 5) instead of a build.
+    #[arg(long, env = "GUIX_MATRIX_REQUIRE_VERIFIED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_verified: bool,
+}
+
+impl TrustArgs {
+    /// The trusted keys (checked now: a bad key file is a usage error).
+    pub fn keys(&self, ctx: &Context) -> Result<crate::trust::Keys, Error> {
+        Ok(crate::trust::Keys::load(&ctx.checkout.trust(), &self.keys)?)
+    }
+
+    /// Sets the trusted keys, and checks up front what must be vouched for
+    /// (an --image release, or a --from release with --require-verified):
+    /// an unverified one stops the command before any leg (exit 5).
+    pub async fn apply(&self, ctx: &Context, options: &mut Options) -> Result<(), Error> {
+        options.keys = self.keys(ctx)?;
+        options.require_verified = self.require_verified;
+        let must = match (&options.image, &options.from) {
+            (Some(image), _) => Some(image),
+            (None, Some(from)) if self.require_verified => Some(from),
+            _ => None,
+        };
+        if let Some(source) = must {
+            let release = crate::published::open(source, &options.keys).await?;
+            println!("release {source}: {}", release.vouched.by);
+        }
+        Ok(())
+    }
 }
 
 /// Whether the legs use the internet, and how the pull stage pulls.
@@ -219,6 +272,8 @@ impl Command {
             Command::Pin(args) => args.exec(&ctx).await,
             Command::Clean(args) => args.exec(&ctx).await,
             Command::Release(args) => args.exec(&ctx).await,
+            Command::Verify(args) => args.exec(&ctx).await,
+            Command::Keygen(args) => args.exec(),
         }
     }
 }

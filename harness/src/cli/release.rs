@@ -42,6 +42,11 @@ pub struct ReleaseArgs {
     /// org.opencontainers.image.revision (default: none).
     #[arg(long, env = "GITHUB_SHA")]
     pub revision: Option<String>,
+    /// Sign the release with this private key (PKCS#8 PEM, `harness keygen`):
+    /// SHA256SUMS.sig beside SHA256SUMS (as `cosign sign-blob` writes it),
+    /// and with --push a cosign signature of the index in the registry.
+    #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_SIGNING_KEY")]
+    pub sign_key: Option<PathBuf>,
 }
 
 fn parse_tag(s: &str) -> Result<String, String> {
@@ -77,8 +82,22 @@ impl ReleaseArgs {
             },
         )
         .await?;
+        // A key that cannot sign is found before anything is written.
+        let signer = self
+            .sign_key
+            .as_deref()
+            .map(crate::trust::Signer::load)
+            .transpose()?;
         let annotations = self.annotations(&tag, &proved, &h.options.checkout.root);
-        let dist = release::write_dist(&h.engine, &proved, &self.dist, &tag, &annotations).await?;
+        let dist = release::write_dist(
+            &h.engine,
+            &proved,
+            &self.dist,
+            &tag,
+            &annotations,
+            signer.as_ref(),
+        )
+        .await?;
         for (name, (sum, len)) in &dist.files {
             println!(
                 "{}/{name}  {} MiB  sha256:{sum}",
@@ -87,6 +106,14 @@ impl ReleaseArgs {
             );
         }
         println!("{}/SHA256SUMS", self.dist.display());
+        if signer.is_some() {
+            println!("{}/{}", self.dist.display(), crate::trust::SUMS_SIG);
+        }
+        println!(
+            "pin this release: --from {}@{}",
+            self.dist.display(),
+            dist.sums_digest
+        );
         let left: Vec<&str> = h
             .matrix
             .platforms
@@ -109,12 +136,18 @@ impl ReleaseArgs {
                 &tag,
                 &annotations,
                 self.force,
+                signer.as_ref(),
             )
             .await?;
             println!(
-                "pushed {} and {} ({digest})",
+                "pushed {} and {} ({digest}{})",
                 registry.reference(&tag),
-                registry.reference("latest")
+                registry.reference("latest"),
+                if signer.is_some() { ", signed" } else { "" }
+            );
+            println!(
+                "pin this release: --from {}@{digest}",
+                registry.reference(&tag)
             );
         }
         Ok(Exit::Success)

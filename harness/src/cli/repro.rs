@@ -24,8 +24,10 @@ pub struct ReproArgs {
     pub pull: super::PullArgs,
     /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
     /// directory) instead of building the image (see `run --from`).
-    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
-    pub from: Option<String>,
+    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::source::parse_arg)]
+    pub from: Option<crate::source::Source>,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
     #[command(flatten)]
     pub engines: EngineArgs,
 }
@@ -46,6 +48,7 @@ impl ReproArgs {
         options.keep = !self.no_keep;
         self.pull.apply(&mut options);
         options.from.clone_from(&self.from);
+        self.trust.apply(ctx, &mut options).await?;
         let p = ctx.matrix.find(&self.platform)?.clone();
         let fleet = Fleet::connect(
             &ctx.matrix,

@@ -27,16 +27,20 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pull: super::PullArgs,
     /// Check this published image instead of building: a registry reference
-    /// (REGISTRY/REPO:TAG, pulled per platform) or a release directory
-    /// (`harness release --dist`, checksums verified before loading).
-    #[arg(long, value_name = "REF|DIR", conflicts_with = "from")]
-    pub image: Option<String>,
+    /// (REGISTRY/REPO:TAG, pulled per platform by digest) or a release
+    /// directory (`harness release --dist`), vouched for by a pinned digest
+    /// (REF@sha256:…, DIR@sha256:…) or a trusted signature, else exit 5.
+    #[arg(long, value_name = "REF|DIR", conflicts_with = "from", value_parser = crate::source::parse_arg)]
+    pub image: Option<crate::source::Source>,
     /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
-    /// directory): a platform whose inputs did not change reuses the
-    /// release's image (verified, no build); one whose inputs changed builds
-    /// on its base and layers. An unreachable release means a build, said so.
-    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM")]
-    pub from: Option<String>,
+    /// directory, either @sha256:… pinned): a platform whose inputs did not
+    /// change reuses the release's image (verified, no build); one whose
+    /// inputs changed builds on its base and layers. An unreachable or
+    /// unverified release means a build, said so (--require-verified: exit 5).
+    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::source::parse_arg)]
+    pub from: Option<crate::source::Source>,
+    #[command(flatten)]
+    pub trust: super::TrustArgs,
     #[command(flatten)]
     pub engines: EngineArgs,
     /// Without a terminal, say every this many seconds which step each leg is in.
@@ -50,6 +54,7 @@ impl RunArgs {
         self.pull.apply(&mut options);
         options.image.clone_from(&self.image);
         options.from.clone_from(&self.from);
+        self.trust.apply(ctx, &mut options).await?;
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
         let commit = ctx.checkout.commit();
         // Which checkout's matrix.toml, Dockerfile and scripts this run uses.

@@ -6,6 +6,8 @@ use super::oci::{blob, multi_platform_index, oci_manifest};
 use super::{io, ReleaseError};
 use crate::engine::Engine;
 use crate::names;
+use crate::source::Digest;
+use crate::trust::{self, Signer};
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -16,6 +18,8 @@ use std::path::Path;
 pub struct Dist {
     /// file name -> (sha256, bytes)
     pub files: BTreeMap<String, (String, u64)>,
+    /// The sha256 of SHA256SUMS: what a user pins (`--from DIR@sha256:…`).
+    pub sums_digest: Digest,
 }
 
 /// Writes into `dist`: each image as a gzip'd docker-archive (`docker load`
@@ -28,6 +32,7 @@ pub async fn write_dist(
     dist: &Path,
     tag: &str,
     annotations: &BTreeMap<String, String>,
+    signer: Option<&Signer>,
 ) -> Result<Dist, ReleaseError> {
     std::fs::create_dir_all(dist).map_err(io(dist))?;
     let work = tempfile::Builder::new()
@@ -110,6 +115,26 @@ pub async fn write_dist(
         .iter()
         .map(|(n, (s, _))| format!("{s}  {n}\n"))
         .collect();
-    std::fs::write(dist.join("SHA256SUMS"), sums).map_err(io(dist))?;
-    Ok(Dist { files })
+    // The signature first, then the checksums: SHA256SUMS never stands
+    // beside the signature of an earlier release.
+    let sums_path = dist.join(trust::SUMS);
+    let sig_path = dist.join(trust::SUMS_SIG);
+    match signer {
+        Some(signer) => {
+            let part = work.path().join(trust::SUMS_SIG);
+            std::fs::write(&part, signer.sign(sums.as_bytes())).map_err(io(&part))?;
+            std::fs::rename(&part, &sig_path).map_err(io(&sig_path))?;
+        }
+        None => match std::fs::remove_file(&sig_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&sig_path)(e)),
+            _ => {}
+        },
+    }
+    let part = work.path().join(trust::SUMS);
+    std::fs::write(&part, &sums).map_err(io(&part))?;
+    std::fs::rename(&part, &sums_path).map_err(io(&sums_path))?;
+    Ok(Dist {
+        files,
+        sums_digest: Digest::of(sums.as_bytes()),
+    })
 }

@@ -68,3 +68,35 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
 }
 
 pub use crate::registry::Registry;
+
+/// `DIR@sha256:…`: a release directory pinned by the digest of its
+/// SHA256SUMS, as the user who was given that digest types it.
+pub fn pinned(dir: &std::path::Path) -> String {
+    let sums = std::fs::read(dir.join("SHA256SUMS")).unwrap();
+    format!("{}@{}", dir.display(), harness::source::Digest::of(&sums))
+}
+
+/// The same as a parsed source.
+pub fn pinned_source(dir: &std::path::Path) -> harness::source::Source {
+    harness::source::Source::parse(&pinned(dir)).unwrap()
+}
+
+/// A key pair of the test's own: (its directory, PREFIX.key, PREFIX.pub).
+pub fn keys(name: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = harness::trust::keygen(&dir.path().join(name)).unwrap();
+    (dir, private, public)
+}
+
+/// The release `source` vouched for by `keys`, then `part` of it for
+/// `platform` fetched under `tag`.
+pub fn fetch(
+    h: &Harness,
+    source: &harness::source::Source,
+    keys: &harness::trust::Keys,
+    platform: &harness::matrix::Platform,
+    tag: &str,
+) -> harness::engine::LocalImage {
+    let release = block_on(harness::published::open(source, keys)).unwrap();
+    block_on(release.fetch(&h.engine, platform, tag, harness::published::Part::Image)).unwrap()
+}

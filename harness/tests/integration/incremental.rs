@@ -41,7 +41,7 @@ fn fresh(checkout: &Path, from: Option<&Path>) -> Harness {
     matrix.defaults.image = IMAGE.into();
     let mut options = Options::new(harness::paths::Checkout::at(checkout).unwrap());
     options.allow_pull = false;
-    options.from = from.map(|p| p.display().to_string());
+    options.from = from.map(crate::common::pinned_source);
     block_on(Harness::new(matrix, options)).unwrap()
 }
 
@@ -100,6 +100,7 @@ fn release_into(dist: &Path) -> String {
         dist,
         TAG,
         &Default::default(),
+        None,
     ))
     .unwrap();
     // A new machine: neither the image, its Guix layer, its base, nor their build cache.
@@ -122,10 +123,12 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
     let t = std::time::Instant::now();
     let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("reused in {:.1?}", t.elapsed());
+    let sums = std::fs::read(dist.path().join("SHA256SUMS")).unwrap();
+    let pin = harness::source::Digest::of(&sums).to_string();
     assert_eq!(
         p.start,
         Start::Reused {
-            release: TAG.into()
+            release: format!("{TAG} (pinned {})", &pin[..19])
         }
     );
     assert_eq!(p.image.id, released);
@@ -171,13 +174,13 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
         .unwrap();
     let old_layers = {
         let h0 = fresh(&root, Some(dist.path()));
-        block_on(harness::published::fetch(
-            &h0.engine,
-            &dist.path().display().to_string(),
+        crate::common::fetch(
+            &h0,
+            &crate::common::pinned_source(dist.path()),
+            &Default::default(),
             &p.platform,
             &format!("{IMAGE}-release:amd64"),
-        ))
-        .unwrap()
+        )
         .layers
     };
     let common = new
@@ -202,11 +205,78 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
     // A release that cannot be reached: build, and say why.
     let h = fresh(&root, None);
     let mut h = h;
-    h.options.from = Some(format!("127.0.0.1:9/{IMAGE}:{TAG}"));
+    h.options.from =
+        Some(harness::source::Source::parse(&format!("127.0.0.1:9/{IMAGE}:{TAG}")).unwrap());
     let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
     match &p.start {
-        Start::BuiltCold { why } => assert!(why.contains("unavailable"), "{why}"),
+        Start::BuiltCold { why } => assert!(why.contains("unreachable"), "{why}"),
         other => panic!("an unreachable release gave {other:?}"),
+    }
+    nothing_unverified_seeds_a_build(dist.path(), &root);
+}
+
+/// A release vouched for by nothing (no pin, no signature) or signed by a
+/// key the checkout does not trust is not fetched at all: the run builds
+/// and says why, the local base stays, no name of the release appears;
+/// with require_verified it is an error of its own (exit 5).
+fn nothing_unverified_seeds_a_build(dist: &Path, root: &Path) {
+    use harness::source::Source;
+    let (_k, private, _) = crate::common::keys("theirs");
+    let signed = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(dist).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), signed.path().join(e.file_name())).unwrap();
+    }
+    let sums = std::fs::read(signed.path().join("SHA256SUMS")).unwrap();
+    let signer = harness::trust::Signer::load(&private).unwrap();
+    std::fs::write(signed.path().join("SHA256SUMS.sig"), signer.sign(&sums)).unwrap();
+    let engine = &harness().engine;
+    let base = || {
+        block_on(engine.local_image(&format!("{IMAGE}-base:amd64")))
+            .unwrap()
+            .map(|i| i.id)
+    };
+    for (dir, says) in [
+        (dist, "it has no SHA256SUMS.sig and no digest was pinned"),
+        (
+            signed.path(),
+            "is not a signature of its SHA256SUMS by a key this checkout trusts",
+        ),
+    ] {
+        block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
+        let before = base();
+        let mut h = fresh(root, None);
+        h.options.from = Some(Source::parse(dir.to_str().unwrap()).unwrap());
+        let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
+        match &p.start {
+            Start::BuiltCold { why } => assert!(why.contains(says), "{why}"),
+            other => panic!("an unverified release gave {other:?}"),
+        }
+        assert_eq!(
+            base(),
+            before,
+            "the local base was replaced by an unverified release's"
+        );
+        for name in ["release", "release-base"] {
+            assert!(
+                block_on(engine.local_image(&format!("{IMAGE}-{name}:amd64")))
+                    .unwrap()
+                    .is_none(),
+                "an unverified release's image was fetched"
+            );
+        }
+        let mut h = fresh(root, None);
+        h.options.from = Some(Source::parse(dir.to_str().unwrap()).unwrap());
+        h.options.require_verified = true;
+        block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
+        let p = h.matrix.find("linux/amd64").unwrap().clone();
+        let e = block_on(h.prepare(&p)).expect_err("require_verified took an unverified release");
+        assert_eq!(e.exit().code(), 5, "{}", e.report());
+        assert!(
+            e.report().contains("fix: pin the release's digest"),
+            "{}",
+            e.report()
+        );
     }
 }
 
@@ -214,13 +284,13 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
     let h = fresh(root, Some(dist));
     let engine = &h.engine;
     let p = h.matrix.find("linux/amd64").unwrap().clone();
-    let img = block_on(harness::published::fetch(
-        engine,
-        &dist.display().to_string(),
+    let img = crate::common::fetch(
+        &h,
+        &crate::common::pinned_source(dist),
+        &Default::default(),
         &p,
         &format!("{IMAGE}-release:amd64"),
-    ))
-    .unwrap();
+    );
     let c = harness::run::RunSpec::new(img.id.clone(), "spoil the release")
         .platform("linux/amd64")
         .bash("echo 'echo hijacked' >> /entry-point.sh")
@@ -248,6 +318,7 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
         spoiled.path(),
         "v20990102",
         &Default::default(),
+        None,
     ))
     .unwrap();
     block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
@@ -331,6 +402,9 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
         dir.path().join("r2"),
     );
     let s = |p: &Path| p.display().to_string();
+    // The workflow signs its cache with a key of its own (a secret) and
+    // trusts that key's public half.
+    let (_keys, private, public) = crate::common::keys("ci");
     let run = |report: &Path, from: Option<&Path>| {
         let mut args = vec![
             "run".to_string(),
@@ -342,7 +416,7 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
             s(report),
         ];
         if let Some(from) = from {
-            args.extend(["--from".into(), s(from)]);
+            args.extend(["--from".into(), s(from), "--trust-key".into(), s(&public)]);
         }
         cli(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
@@ -358,6 +432,8 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
         &s(&r1.join("report.json")),
         "--tag",
         "ci",
+        "--sign-key",
+        &s(&private),
     ]);
     assert!(ok, "{said}");
     // A new runner: the cache restored, no image in the engine.
@@ -366,8 +442,8 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
     let (ok, said) = run(&r2, Some(&cache));
     eprintln!("second run (load, verify, check) in {:.1?}", t.elapsed());
     assert!(ok, "{said}");
-    assert_eq!(start_in(&r2), "reused ci", "{said}");
-    assert!(said.contains("(reused ci)"), "{said}");
+    assert_eq!(start_in(&r2), "reused ci (signed by ci.pub)", "{said}");
+    assert!(said.contains("(reused ci (signed by ci.pub))"), "{said}");
 
     // The same from a registry (pulled for the platform, then verified).
     let registry = crate::common::Registry::start();
@@ -382,6 +458,8 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
         "ci",
         "--push",
         &registry.repo(),
+        "--sign-key",
+        &s(&private),
     ]);
     assert!(ok, "{said}");
     block_on(harness().engine.remove_image("guix-matrix:amd64"));
@@ -397,7 +475,10 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
         &s(&r3),
         "--from",
         &reference,
+        "--trust-key",
+        &s(&public),
+        "--require-verified",
     ]);
     assert!(ok, "{said}");
-    assert_eq!(start_in(&r3), "reused ci", "{said}");
+    assert_eq!(start_in(&r3), "reused ci (signed by ci.pub)", "{said}");
 }

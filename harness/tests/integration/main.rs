@@ -19,4 +19,5 @@ mod release;
 mod scenarios;
 mod session;
 mod tree;
+mod trust;
 mod workflows;

@@ -256,6 +256,10 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     assert!(first.pull.pulled().is_some(), "{:?}", first.pull);
     let released = layers(&h, &first.image.tag);
     let dist = dir.path().join("dist");
+    // Signed with a key of the test's own, which the runs below trust.
+    let (_k, private, public) = crate::common::keys("release");
+    let signer = harness::trust::Signer::load(&private).unwrap();
+    let keys = harness::trust::Keys::load(Path::new("/nonexistent"), &[public]).unwrap();
     let proved = harness::release::Proved {
         platform: first.platform.clone(),
         image: first.image.tag.clone(),
@@ -269,6 +273,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
         &dist,
         "v20990303",
         &Default::default(),
+        Some(&signer),
     ))
     .unwrap();
     // The same release in a registry of the test's own.
@@ -281,11 +286,13 @@ fn from_a_release_the_pull_starts_from_its_generation() {
         "v20990303",
         &Default::default(),
         false,
+        Some(&signer),
     ))
     .unwrap();
     let from_source = |root: &Path, source: String| {
         let mut h = pulling(root, None);
-        h.options.from = Some(source);
+        h.options.from = Some(harness::source::Source::parse(&source).unwrap());
+        h.options.keys = keys.clone();
         for part in ["", "-guix", "-unpulled", "-pulled"] {
             block_on(h.engine.remove_image(&format!("{IMAGE}{part}:amd64")));
         }

@@ -45,12 +45,13 @@ fn proving_run_with(platforms: &[&str], dir: &Path, more: &[&str]) -> PathBuf {
     dir.join("report.json")
 }
 
-/// `harness run --image DIR` on amd64 (smoke), reports in `report`.
+/// `harness run --image DIR@sha256:…` on amd64 (smoke), reports in
+/// `report`: the directory pinned by the digest of its SHA256SUMS.
 fn check_image(dir: &Path, report: &Path) -> Output {
     harness(&[
         "run",
         "--image",
-        dir.to_str().unwrap(),
+        &crate::common::pinned(dir),
         "--platform",
         "linux/amd64",
         "--scenario",
@@ -80,6 +81,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     );
     let dist = work.path().join("dist");
     let repo = registry.repo();
+    let (_keys, private, public) = crate::common::keys("release");
     let out = harness(&[
         "release",
         "--unpulled",
@@ -91,6 +93,8 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "v20260101",
         "--push",
         &repo,
+        "--sign-key",
+        private.to_str().unwrap(),
     ]);
     let text = said(&out);
     let first_push = text.clone();
@@ -178,18 +182,37 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     );
 
     // The published image, checked as users get it: from the registry and from the tarballs.
-    let from_registry = harness(&[
-        "run",
-        "--image",
-        &reference,
-        "--platform",
-        "linux/arm/v7",
-        "--scenario",
-        "smoke",
-        "--report",
-        work.path().join("r1").to_str().unwrap(),
-    ]);
+    let check_registry = |more: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--image",
+            &reference,
+            "--platform",
+            "linux/arm/v7",
+            "--scenario",
+            "smoke",
+            "--report",
+        ];
+        let r1 = work.path().join("r1");
+        args.push(r1.to_str().unwrap());
+        args.extend(more);
+        harness(&args)
+    };
+    // A tag alone vouches for nothing: refused before any leg.
+    let unverified = check_registry(&[]);
+    assert_eq!(unverified.status.code(), Some(5), "{}", said(&unverified));
+    assert!(
+        said(&unverified).contains("unverified"),
+        "{}",
+        said(&unverified)
+    );
+    let from_registry = check_registry(&["--trust-key", public.to_str().unwrap()]);
     assert!(from_registry.status.success(), "{}", said(&from_registry));
+    assert!(
+        said(&from_registry).contains("signed by release.pub"),
+        "{}",
+        said(&from_registry)
+    );
     let from_dist = check_image(&dist, &work.path().join("r2"));
     assert!(from_dist.status.success(), "{}", said(&from_dist));
 

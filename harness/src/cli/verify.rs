@@ -1,0 +1,33 @@
+//! `harness verify`: what vouches for a release, checked without fetching its images.
+
+use super::{Context, TrustArgs};
+use crate::error::{Error, Exit};
+use crate::source::Source;
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The release: a directory (DIR, or DIR@sha256:… pinning its SHA256SUMS)
+    /// or a registry reference (REF, or REF@sha256:… pinning its index).
+    #[arg(value_name = "DIR|REF", value_parser = crate::source::parse_arg)]
+    pub source: Source,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+impl VerifyArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let keys = self.trust.keys(ctx)?;
+        let release = crate::published::open(&self.source, &keys).await?;
+        println!(
+            "{}: verified, {} (its {} is {})",
+            self.source,
+            release.vouched.by,
+            match self.source {
+                Source::Dir { .. } => crate::trust::SUMS,
+                Source::Registry { .. } => "index",
+            },
+            release.vouched.digest
+        );
+        Ok(Exit::Success)
+    }
+}

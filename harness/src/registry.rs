@@ -1,0 +1,423 @@
+//! A registry's HTTP API: auth as the registry answers (Basic, or a Bearer token from an https realm), manifests and blobs by digest, retries on the status code.
+
+use crate::source::{Digest, Reference};
+use std::time::Duration;
+
+/// A manifest of any kind the release wing reads or writes.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// The largest manifest read (the registry's own limit is 4 MiB).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Why a request to the registry did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct RegistryError {
+    /// The request: `GET ghcr.io/o/r manifest v1`.
+    pub what: String,
+    pub message: String,
+}
+
+/// One repository of one registry.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub host: String,
+    pub repo: String,
+}
+
+type Response = ureq::http::Response<ureq::Body>;
+
+impl Client {
+    pub fn new(reference: &Reference) -> Client {
+        Client {
+            host: reference.host.clone(),
+            repo: reference.repo.clone(),
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        let r = Reference {
+            host: self.host.clone(),
+            repo: self.repo.clone(),
+            tag: None,
+        };
+        if r.loopback() {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    fn url(&self, kind: &str, reference: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{kind}/{reference}",
+            self.scheme(),
+            self.host,
+            self.repo
+        )
+    }
+
+    fn failed(&self, what: String) -> impl Fn(String) -> RegistryError {
+        move |message| RegistryError {
+            what: what.clone(),
+            message,
+        }
+    }
+
+    /// The manifest under `reference` (a tag or a digest): its bytes and
+    /// their digest, or None when the registry has none. A manifest asked for
+    /// by digest must hash to it.
+    pub fn manifest(&self, reference: &str) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
+        let url = self.url("manifests", reference);
+        let failed = self.failed(format!(
+            "GET {}/{} manifest {reference}",
+            self.host, self.repo
+        ));
+        let mut resp = self
+            .send("pull", |auth| {
+                let mut req = agent().get(&url).header("Accept", ACCEPT);
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.call()
+            })
+            .map_err(&failed)?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            200 => {
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_MANIFEST)
+                    .read_to_vec()
+                    .map_err(|e| failed(e.to_string()))?;
+                let digest = Digest::of(&body);
+                if let Ok(asked) = Digest::parse(reference) {
+                    if asked != digest {
+                        return Err(failed(format!(
+                            "the registry answered with {digest}, not the manifest asked for"
+                        )));
+                    }
+                }
+                Ok(Some((body, digest)))
+            }
+            code => Err(failed(format!("HTTP {code}"))),
+        }
+    }
+
+    /// The blob `digest`, at most `max` bytes, checked against its digest.
+    pub fn blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, RegistryError> {
+        let url = self.url("blobs", &digest.to_string());
+        let failed = self.failed(format!("GET {}/{} blob {digest}", self.host, self.repo));
+        let mut resp = self
+            .send("pull", |auth| {
+                let mut req = agent().get(&url);
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.call()
+            })
+            .map_err(&failed)?;
+        match resp.status().as_u16() {
+            200 => {
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(max)
+                    .read_to_vec()
+                    .map_err(|e| failed(e.to_string()))?;
+                if Digest::of(&body) != *digest {
+                    return Err(failed("its content does not hash to its digest".into()));
+                }
+                Ok(body)
+            }
+            code => Err(failed(format!("HTTP {code}"))),
+        }
+    }
+
+    /// Uploads `bytes` as a blob unless the registry has it; its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
+        let digest = Digest::of(bytes);
+        let failed = self.failed(format!("PUT {}/{} blob {digest}", self.host, self.repo));
+        let head = self.url("blobs", &digest.to_string());
+        let have = self
+            .send("pull,push", |auth| {
+                let mut req = agent().head(&head);
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.call()
+            })
+            .map_err(&failed)?;
+        if have.status().as_u16() == 200 {
+            return Ok(digest);
+        }
+        let start = self.url("blobs", "uploads/");
+        let resp = self
+            .send("pull,push", |auth| {
+                let mut req = agent().post(&start);
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.send_empty()
+            })
+            .map_err(&failed)?;
+        if resp.status().as_u16() != 202 {
+            return Err(failed(format!(
+                "starting the upload: HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| failed("the registry gave no upload location".into()))?;
+        let mut location = if location.starts_with('/') {
+            format!("{}://{}{location}", self.scheme(), self.host)
+        } else {
+            location.to_string()
+        };
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(&format!("digest={digest}"));
+        let resp = self
+            .send("pull,push", |auth| {
+                let mut req = agent()
+                    .put(&location)
+                    .header("Content-Type", "application/octet-stream");
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.send(bytes)
+            })
+            .map_err(&failed)?;
+        match resp.status().as_u16() {
+            201 => Ok(digest),
+            code => Err(failed(format!("HTTP {code}"))),
+        }
+    }
+
+    /// Puts `body` (of `media_type`) under `reference` (a tag).
+    pub fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<Digest, RegistryError> {
+        let url = self.url("manifests", reference);
+        let failed = self.failed(format!(
+            "PUT {}/{} manifest {reference}",
+            self.host, self.repo
+        ));
+        let resp = self
+            .send("pull,push", |auth| {
+                let mut req = agent().put(&url).header("Content-Type", media_type);
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req.send(body)
+            })
+            .map_err(&failed)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(Digest::of(body)),
+            code => Err(failed(format!("HTTP {code}"))),
+        }
+    }
+
+    /// Sends a request anonymously; on 401, answers the registry's
+    /// challenge (Basic with the login, or a Bearer token for this
+    /// repository) and sends it again. 429 and 5xx are retried with
+    /// back-off; other answers are the caller's.
+    fn send(
+        &self,
+        actions: &str,
+        send: impl Fn(Option<&str>) -> Result<Response, ureq::Error>,
+    ) -> Result<Response, String> {
+        let mut auth: Option<String> = None;
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=4 {
+            let resp = send(auth.as_deref()).map_err(|e| e.to_string())?;
+            let code = resp.status().as_u16();
+            if code == 401 && auth.is_none() {
+                let challenge = resp
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                auth = Some(match auth_for(&challenge)? {
+                    Auth::Basic => {
+                        let basic = basic_login(&self.host).ok_or_else(|| {
+                            format!("{} asks for a login: `docker login {}`, or set GUIX_MATRIX_REGISTRY_USER and GUIX_MATRIX_REGISTRY_TOKEN", self.host, self.host)
+                        })?;
+                        format!("Basic {basic}")
+                    }
+                    Auth::Bearer { realm, service } => {
+                        format!(
+                            "Bearer {}",
+                            self.token(&realm, service.as_deref(), actions)?
+                        )
+                    }
+                });
+                continue;
+            }
+            if (code == 429 || code >= 500) && attempt < 4 {
+                tracing::warn!("{}: HTTP {code}; again in {delay:?}", self.host);
+                std::thread::sleep(delay);
+                delay *= 2;
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(format!("{} kept failing", self.host))
+    }
+
+    /// The token `realm` gives for the repository (with the login when set).
+    fn token(&self, realm: &str, service: Option<&str>, actions: &str) -> Result<String, String> {
+        let mut url = format!("{realm}?scope=repository:{}:{actions}", self.repo);
+        if let Some(service) = service {
+            url.push_str(&format!("&service={service}"));
+        }
+        let mut req = agent().get(&url);
+        if let Some(basic) = basic_login(&self.host) {
+            req = req.header("Authorization", format!("Basic {basic}"));
+        }
+        let mut resp = req.call().map_err(|e| e.to_string())?;
+        if resp.status().as_u16() != 200 {
+            return Err(format!(
+                "the registry refused a token (HTTP {}): `docker login {}`, or set GUIX_MATRIX_REGISTRY_USER and GUIX_MATRIX_REGISTRY_TOKEN",
+                resp.status().as_u16(),
+                self.host
+            ));
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        body["token"]
+            .as_str()
+            .or(body["access_token"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| "the registry's token answer has no token".into())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(120)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// How a registry's 401 challenge asks to be answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// The login itself, on the registry's own connection.
+    Basic,
+    /// A token from `realm` (an https URL, or http on a loopback address).
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// Reads a `WWW-Authenticate` challenge; refuses what would send a login
+/// in clear: a token realm that is plain http off the loopback (its host is
+/// where the login goes). Basic goes to the registry itself, which is
+/// spoken to over https unless it is on the loopback.
+pub fn auth_for(challenge: &str) -> Result<Auth, String> {
+    let field = |name: &str| {
+        regex::Regex::new(&format!(r#"{name}="([^"]*)""#))
+            .expect("regex")
+            .captures(challenge)
+            .map(|c| c[1].to_string())
+    };
+    let scheme = challenge.split_whitespace().next().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Ok(Auth::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(format!(
+            "the registry wants a login it does not describe: `{challenge}`"
+        ));
+    }
+    let realm = field("realm")
+        .ok_or_else(|| format!("the registry wants a login it does not describe: `{challenge}`"))?;
+    let (realm_scheme, rest) = realm
+        .split_once("://")
+        .ok_or_else(|| format!("the registry's token realm `{realm}` is not a URL"))?;
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let loopback = Reference {
+        host: host.to_string(),
+        repo: String::new(),
+        tag: None,
+    }
+    .loopback();
+    match realm_scheme {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(format!(
+                "the registry sends the login to `{realm}`, which is not https: refused (a login never travels in clear)"
+            ))
+        }
+    }
+    Ok(Auth::Bearer {
+        realm,
+        service: field("service"),
+    })
+}
+
+/// The login for `host`, base64 `user:secret`: GUIX_MATRIX_REGISTRY_USER /
+/// _TOKEN when set, else what `docker login` stored in the docker CLI's
+/// config (`auths.HOST.auth`).
+pub fn basic_login(host: &str) -> Option<String> {
+    use base64::Engine as _;
+    if let (Ok(user), Ok(pass)) = (
+        std::env::var("GUIX_MATRIX_REGISTRY_USER"),
+        std::env::var("GUIX_MATRIX_REGISTRY_TOKEN"),
+    ) {
+        return Some(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
+    }
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let key = if host == "registry-1.docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        host
+    };
+    config["auths"][key]["auth"].as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_never_travels_in_clear() {
+        assert_eq!(
+            auth_for(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io""#),
+            Ok(Auth::Bearer {
+                realm: "https://ghcr.io/token".into(),
+                service: Some("ghcr.io".into())
+            })
+        );
+        let e = auth_for(r#"Bearer realm="http://evil.example/token""#).unwrap_err();
+        assert!(e.contains("not https: refused"), "{e}");
+        assert!(auth_for(r#"Bearer service="x""#).is_err());
+        assert!(auth_for("Negotiate").is_err());
+        // A Basic challenge is answered with Basic auth, never used as a URL.
+        assert_eq!(auth_for(r#"Basic realm="Registry Realm""#), Ok(Auth::Basic));
+        assert!(matches!(
+            auth_for(r#"Bearer realm="http://127.0.0.1:5001/auth""#),
+            Ok(Auth::Bearer { .. })
+        ));
+    }
+}

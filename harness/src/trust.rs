@@ -1,0 +1,538 @@
+//! What vouches for a release: a digest the caller pins, or a cosign-compatible signature by a key the checkout trusts (`trust/*.pub`, `--trust-key`) — never its own labels or checksums.
+
+use crate::registry::{Client, RegistryError};
+use crate::source::{Digest, Reference, Source};
+use base64::Engine as _;
+use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The sigstore attachment's layer type and the annotation holding the signature.
+pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+const SIGNATURE_TYPE: &str = "cosign container image signature";
+
+/// A release directory's checksums and their signature.
+pub const SUMS: &str = "SHA256SUMS";
+pub const SUMS_SIG: &str = "SHA256SUMS.sig";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("{source_}: unverified: {why}")]
+    Unverified { source_: String, why: String },
+    #[error("{source_}: not what it was vouched for: {why}; it was not used")]
+    Tampered { source_: String, why: String },
+    #[error("{path}: {why}")]
+    Key { path: PathBuf, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl TrustError {
+    pub fn fix(&self) -> Option<String> {
+        Some(match self {
+            TrustError::Unverified { .. } => "pin the release's digest (DIR@sha256:… is the sha256 of its SHA256SUMS; REF@sha256:… its index, as `harness release` prints them), or trust the key that signed it (--trust-key FILE, or a .pub in trust/)".into(),
+            TrustError::Tampered { .. } => "download the release again from where it was published; never use one that does not match its pin or signature".into(),
+            TrustError::Key { .. } => "a key is a PEM file: an ECDSA P-256 public key (trust) or its PKCS#8 private key (signing), as `harness keygen` writes them".into(),
+            TrustError::Io { .. } => return None,
+            TrustError::Registry(_) => "check the reference and that the registry answers".into(),
+        })
+    }
+}
+
+/// A public key the checkout trusts, named by its file.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub name: String,
+    key: VerifyingKey,
+}
+
+/// The keys a release may be signed with.
+#[derive(Debug, Clone, Default)]
+pub struct Keys(Vec<Key>);
+
+impl Keys {
+    /// Every `*.pub` in `dir` (the checkout's `trust/`, which may be
+    /// missing), then each of `extra`.
+    pub fn load(dir: &Path, extra: &[PathBuf]) -> Result<Keys, TrustError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+            .collect();
+        files.sort();
+        files.extend(extra.iter().cloned());
+        let keys = files
+            .iter()
+            .map(|path| {
+                let text = read_small(path, 64 << 10).map_err(|source| TrustError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let key =
+                    VerifyingKey::from_public_key_pem(&text).map_err(|e| TrustError::Key {
+                        path: path.clone(),
+                        why: format!("not an ECDSA P-256 public key in PEM ({e})"),
+                    })?;
+                Ok(Key {
+                    name: path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    key,
+                })
+            })
+            .collect::<Result<_, TrustError>>()?;
+        Ok(Keys(keys))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The key that made `signature` (base64 of an ASN.1 ECDSA signature,
+    /// as cosign writes it) over `bytes`, if one of ours did.
+    pub fn signer_of(&self, bytes: &[u8], signature: &str) -> Option<&Key> {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(signature.trim())
+            .ok()?;
+        let sig = Signature::from_der(&der).ok()?;
+        self.0.iter().find(|k| k.key.verify(bytes, &sig).is_ok())
+    }
+}
+
+/// A private key that signs releases.
+#[derive(Clone)]
+pub struct Signer {
+    key: SigningKey,
+}
+
+impl Signer {
+    /// A PKCS#8 PEM private key (`harness keygen`, or `openssl genpkey
+    /// -algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
+    pub fn load(path: &Path) -> Result<Signer, TrustError> {
+        let text = read_small(path, 64 << 10).map_err(|source| TrustError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let key = SigningKey::from_pkcs8_pem(&text).map_err(|e| TrustError::Key {
+            path: path.to_path_buf(),
+            why: format!("not an ECDSA P-256 private key in PKCS#8 PEM ({e})"),
+        })?;
+        Ok(Signer { key })
+    }
+
+    /// base64 of the ASN.1 signature over `bytes` (SHA-256), as `cosign sign-blob` writes it.
+    pub fn sign(&self, bytes: &[u8]) -> String {
+        let sig: Signature = self.key.sign(bytes);
+        base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
+    }
+}
+
+/// Writes a new key pair: `PREFIX.key` (private, mode 0600, never
+/// overwritten) and `PREFIX.pub`.
+pub fn keygen(prefix: &Path) -> Result<(PathBuf, PathBuf), TrustError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = SigningKey::random(&mut rand_core::OsRng);
+    let private = prefix.with_extension("key");
+    let public = prefix.with_extension("pub");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrustError::Io { path, source }
+    };
+    let pem = key.to_pkcs8_pem(LineEnding::LF).expect("pkcs8");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&private)
+        .and_then(|mut f| f.write_all(pem.as_bytes()))
+        .map_err(io(&private))?;
+    let pub_pem = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("spki");
+    std::fs::write(&public, pub_pem).map_err(io(&public))?;
+    Ok((private, public))
+}
+
+/// What vouches for a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vouch {
+    /// The caller pinned this digest.
+    Pinned(Digest),
+    /// A key the checkout trusts signed it.
+    Signed { key: String },
+}
+
+impl fmt::Display for Vouch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Vouch::Pinned(d) => write!(f, "pinned sha256:{}", &d.hex()[..12]),
+            Vouch::Signed { key } => write!(f, "signed by {key}"),
+        }
+    }
+}
+
+/// A release whose root document was vouched for: a directory's SHA256SUMS
+/// or a registry's multi-platform index, as the bytes that were checked.
+#[derive(Debug, Clone)]
+pub struct Vouched {
+    pub digest: Digest,
+    pub by: Vouch,
+    pub content: Vec<u8>,
+}
+
+/// Checks what vouches for `source`: its pin, else a signature by one of `keys`.
+pub fn verify(source: &Source, keys: &Keys) -> Result<Vouched, TrustError> {
+    match source {
+        Source::Dir { path, pin } => verify_dir(source, path, pin.as_ref(), keys),
+        Source::Registry { reference, pin } => {
+            verify_registry(source, reference, pin.as_ref(), keys)
+        }
+    }
+}
+
+fn verify_dir(
+    source: &Source,
+    dir: &Path,
+    pin: Option<&Digest>,
+    keys: &Keys,
+) -> Result<Vouched, TrustError> {
+    let path = dir.join(SUMS);
+    let content = read_small(&path, 1 << 20)
+        .map_err(|source| TrustError::Io { path, source })?
+        .into_bytes();
+    let digest = Digest::of(&content);
+    let name = source.to_string();
+    if let Some(pin) = pin {
+        if *pin != digest {
+            return Err(TrustError::Tampered {
+                source_: name,
+                why: format!("its {SUMS} is {digest}, the pin is {pin}"),
+            });
+        }
+        return Ok(Vouched {
+            digest,
+            by: Vouch::Pinned(pin.clone()),
+            content,
+        });
+    }
+    let sig_path = dir.join(SUMS_SIG);
+    let signature = match read_small(&sig_path, 4 << 10) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(TrustError::Unverified {
+                source_: name,
+                why: format!("it has no {SUMS_SIG} and no digest was pinned"),
+            })
+        }
+        Err(source) => {
+            return Err(TrustError::Io {
+                path: sig_path,
+                source,
+            })
+        }
+    };
+    match keys.signer_of(&content, &signature) {
+        Some(key) => Ok(Vouched {
+            digest,
+            by: Vouch::Signed {
+                key: key.name.clone(),
+            },
+            content,
+        }),
+        None => Err(TrustError::Unverified {
+            source_: name,
+            why: format!(
+                "{SUMS_SIG} is not a signature of its {SUMS} by a key this checkout trusts ({}): signed by another key, or changed since",
+                trusted(keys)
+            ),
+        }),
+    }
+}
+
+fn trusted(keys: &Keys) -> String {
+    if keys.is_empty() {
+        "none: trust/ has no .pub and no --trust-key was given".into()
+    } else {
+        keys.0
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn verify_registry(
+    source: &Source,
+    reference: &Reference,
+    pin: Option<&Digest>,
+    keys: &Keys,
+) -> Result<Vouched, TrustError> {
+    let client = Client::new(reference);
+    let name = source.to_string();
+    let asked = match (pin, &reference.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".into(),
+    };
+    let (content, digest) = client
+        .manifest(&asked)?
+        .ok_or_else(|| TrustError::Unverified {
+            source_: name.clone(),
+            why: format!("the registry has no {asked}"),
+        })?;
+    if let Some(pin) = pin {
+        return Ok(Vouched {
+            digest,
+            by: Vouch::Pinned(pin.clone()),
+            content,
+        });
+    }
+    let tag = signature_tag(&digest);
+    let Some((sig_manifest, _)) = client.manifest(&tag)? else {
+        return Err(TrustError::Unverified {
+            source_: name,
+            why: format!(
+                "no digest was pinned and it carries no signature ({}:{tag})",
+                reference.repository()
+            ),
+        });
+    };
+    let manifest: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&sig_manifest).map_err(|e| TrustError::Tampered {
+            source_: name.clone(),
+            why: format!("its signature manifest does not parse: {e}"),
+        })?;
+    for layer in manifest.layers() {
+        let (Some(annotations), true) = (
+            layer.annotations(),
+            layer.media_type().to_string() == SIMPLE_SIGNING,
+        ) else {
+            continue;
+        };
+        let Some(signature) = annotations.get(SIGNATURE_ANNOTATION) else {
+            continue;
+        };
+        let Ok(layer_digest) = Digest::parse(layer.digest().as_ref()) else {
+            continue;
+        };
+        let payload = client.blob(&layer_digest, 64 << 10)?;
+        if let Some(key) = keys.signer_of(&payload, signature) {
+            check_payload(&payload, reference, &digest).map_err(|why| TrustError::Tampered {
+                source_: name.clone(),
+                why: format!("{} signed {why}", key.name),
+            })?;
+            return Ok(Vouched {
+                digest,
+                by: Vouch::Signed {
+                    key: key.name.clone(),
+                },
+                content,
+            });
+        }
+    }
+    Err(TrustError::Unverified {
+        source_: name,
+        why: format!(
+            "none of its signatures is by a key this checkout trusts ({})",
+            trusted(keys)
+        ),
+    })
+}
+
+/// The tag cosign keeps an image's signatures under: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("sha256-{}.sig", digest.hex())
+}
+
+/// The simple-signing payload cosign signs for `digest` in `repository`.
+pub fn payload(repository: &str, digest: &Digest) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": { "docker-reference": repository },
+            "image": { "docker-manifest-digest": digest.to_string() },
+            "type": SIGNATURE_TYPE,
+        },
+        "optional": null,
+    }))
+    .expect("payload")
+}
+
+/// A signed payload must name this image of this repository.
+fn check_payload(payload: &[u8], reference: &Reference, digest: &Digest) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("a payload that does not parse ({e})"))?;
+    let critical = &v["critical"];
+    if critical["type"] != SIGNATURE_TYPE {
+        return Err(format!("a payload of type {}", critical["type"]));
+    }
+    let signed = critical["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or("(none)");
+    if signed != digest.to_string() {
+        return Err(format!("another image ({signed}), not {digest}"));
+    }
+    let identity = critical["identity"]["docker-reference"]
+        .as_str()
+        .unwrap_or("");
+    let same_repo = Reference::parse(identity.split('@').next().unwrap_or(identity))
+        .is_ok_and(|r| r.repository() == reference.repository());
+    if !same_repo {
+        return Err(format!(
+            "it for another repository ({identity}), not {}",
+            reference.repository()
+        ));
+    }
+    Ok(())
+}
+
+/// Signs the image `digest` of `reference`'s repository and stores the
+/// signature where cosign and containers/image look for it (the
+/// `sha256-<hex>.sig` tag: an OCI manifest with one simple-signing layer).
+pub fn attach_signature(
+    client: &Client,
+    reference: &Reference,
+    digest: &Digest,
+    signer: &Signer,
+) -> Result<Digest, RegistryError> {
+    let payload = payload(&reference.repository(), digest);
+    let signature = signer.sign(&payload);
+    let layer = client.put_blob(&payload)?;
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [layer.to_string()] },
+    }))
+    .expect("config");
+    let config_digest = client.put_blob(&config)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": SIMPLE_SIGNING,
+            "digest": layer.to_string(),
+            "size": payload.len(),
+            "annotations": { SIGNATURE_ANNOTATION: signature },
+        }],
+    }))
+    .expect("manifest");
+    client.put_manifest(
+        &signature_tag(digest),
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    )
+}
+
+/// Signs the index `digest` (of bytes `index`) and every image it lists,
+/// as `cosign sign --recursive` does: cosign verifies the index a tag
+/// names, podman and skopeo the platform's image they pull from it.
+pub fn sign_recursive(
+    client: &Client,
+    reference: &Reference,
+    digest: &Digest,
+    index: &[u8],
+    signer: &Signer,
+) -> Result<(), RegistryError> {
+    let listed: oci_spec::image::ImageIndex =
+        serde_json::from_slice(index).map_err(|e| RegistryError {
+            what: format!("sign {}", reference.at(digest)),
+            message: format!("not an image index: {e}"),
+        })?;
+    for m in listed.manifests() {
+        if let Ok(d) = Digest::parse(m.digest().as_ref()) {
+            attach_signature(client, reference, &d, signer)?;
+        }
+    }
+    attach_signature(client, reference, digest, signer)?;
+    Ok(())
+}
+
+/// `path` opened, if it is a regular file of at most `max` bytes: never a
+/// device, a pipe or a file that does not end.
+pub fn regular(path: &Path, max: u64) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: opening a pipe must not wait for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file; refused"));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {max} it may have; refused",
+            meta.len()
+        )));
+    }
+    Ok(file)
+}
+
+/// A small regular file's text, read no further than `max` bytes.
+pub fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    regular(path, max)?.take(max).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_only_with_its_key_and_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = keygen(&dir.path().join("ours")).unwrap();
+        let (_, other) = keygen(&dir.path().join("theirs")).unwrap();
+        let signer = Signer::load(&private).unwrap();
+        let sig = signer.sign(b"abc  file\n");
+        let ours = Keys::load(Path::new("/nonexistent"), &[public]).unwrap();
+        let theirs = Keys::load(Path::new("/nonexistent"), &[other]).unwrap();
+        assert_eq!(
+            ours.signer_of(b"abc  file\n", &sig).unwrap().name,
+            "ours.pub"
+        );
+        assert!(ours.signer_of(b"abd  file\n", &sig).is_none());
+        assert!(theirs.signer_of(b"abc  file\n", &sig).is_none());
+        assert!(ours.signer_of(b"abc  file\n", "not base64!").is_none());
+        // The private key is the owner's alone, and never overwritten.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(keygen(&dir.path().join("ours")).is_err());
+    }
+
+    #[test]
+    fn a_payload_names_one_image_of_one_repository() {
+        let r = Reference::parse("127.0.0.1:5000/guix-matrix:v1").unwrap();
+        let d = Digest::of(b"index");
+        let p = payload(&r.repository(), &d);
+        assert!(check_payload(&p, &r, &d).is_ok());
+        let e = check_payload(&p, &r, &Digest::of(b"other")).unwrap_err();
+        assert!(e.contains("another image"), "{e}");
+        let elsewhere = Reference::parse("127.0.0.1:5000/other:v1").unwrap();
+        let e = check_payload(&p, &elsewhere, &d).unwrap_err();
+        assert!(e.contains("another repository"), "{e}");
+    }
+}
