@@ -118,8 +118,6 @@ pub async fn seed(
     let release = release_.name();
     progress(&format!("fetch release {release}"));
     let tag = names::from_release(defaults, platform);
-    let base_tag = names::from_release_base(defaults, platform);
-    let base_tag = base_tag.as_str();
     let img = match release_.fetch(engine, platform, &tag, Part::Image).await {
         Ok(img) => img,
         Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
@@ -134,6 +132,32 @@ pub async fn seed(
         }
         Err(e) => return Err(e.into()),
     };
+    let decided = decide(engine, release_, platform, wants, defaults, root, progress, img).await;
+    // The fetched image is kept only for what uses it (reused, or the
+    // build's layer cache); refused or of no use, it leaves no name.
+    if !matches!(decided, Ok(Seed::Reuse(..) | Seed::Layers { .. })) {
+        engine.remove_image(&tag).await;
+    }
+    decided
+}
+
+/// What the fetched release image `img` (under its `-release` tag) does
+/// for the build.
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    engine: &Engine,
+    release_: &Release,
+    platform: &Platform,
+    wants: &[Inputs],
+    defaults: &Defaults,
+    root: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+    img: LocalImage,
+) -> Result<Seed, IncrementalError> {
+    let release = release_.name();
+    let tag = names::from_release(defaults, platform);
+    let base_tag = names::from_release_base(defaults, platform);
+    let base_tag = base_tag.as_str();
     let altered = |why: String| IncrementalError::Altered {
         platform: platform.docker.clone(),
         release: release.clone(),

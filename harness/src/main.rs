@@ -1,7 +1,6 @@
 //! The `harness` command; everything it does lives in `harness::cli`.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     // Output piped into `head` ends quietly, as it does for other Unix tools
     // (Rust ignores SIGPIPE and would panic on the failed write).
     // SAFETY: called before any thread writes; SIG_DFL is a valid handler.
@@ -11,5 +10,19 @@ async fn main() -> std::process::ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
-    harness::cli::main().await
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    let code = runtime.block_on(harness::cli::main());
+    // A blocking read still under way (hashing a release when SIGTERM came)
+    // must not hold the exit: dropping the runtime would wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

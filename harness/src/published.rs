@@ -121,10 +121,9 @@ impl Release {
         part: Part,
     ) -> Result<LocalImage, PublishedError> {
         let source = self.source.to_string();
-        // `docker load` names the image as it was saved (guix-matrix:arm-v7), a
-        // pull by its digest: that name is given back to what it named
-        // before once the image has its own tag, so a fetch never replaces a
-        // local image nor leaves a name behind.
+        // A pull by digest names the image `REPO@sha256:…`: that name is
+        // given back to what it named before once the image has its own
+        // tag, so a fetch never replaces a local image nor leaves a name.
         let before = engine.tags().await?;
         let reference = match &self.source {
             Source::Dir { path, .. } => {
@@ -154,7 +153,9 @@ impl Release {
             });
         }
         self::tag(engine, &img.id, tag).await?;
-        if reference != tag {
+        // A pull by digest leaves `REPO@sha256:…` behind: given back to what
+        // it named before, or removed. A load names nothing.
+        if matches!(self.source, Source::Registry { .. }) && reference != tag {
             match before.get(&reference) {
                 Some(old) if *old != img.id => self::tag(engine, old, &reference).await?,
                 Some(_) => {}
@@ -299,8 +300,18 @@ async fn load(
         }
         Ok(_) => {}
     }
-    // The bytes loaded are the bytes hashed: the file opened once, rewound.
-    let body = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(opened));
+    // The bytes loaded are the bytes hashed: the file opened once, rewound,
+    // and loaded without its names (RepoTags dropped, no `repositories`),
+    // so that the load itself names nothing — whatever happens next, the
+    // only name it gets is the one the caller asks for.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let failed = tx.clone();
+        if let Err(e) = without_names(opened, ChannelWriter(tx)) {
+            let _ = failed.blocking_send(Err(e));
+        }
+    });
+    let body = tokio_stream_of(rx);
     let step = format!("{}: load {}", platform.docker, file.display());
     let mut stream = engine.docker.import_image_stream(
         ImportImageOptionsBuilder::default().quiet(false).build(),
@@ -308,24 +319,92 @@ async fn load(
         None,
     );
     let mut loaded = None;
-    timeout(&step, Duration::from_secs(900), async {
+    let result = timeout(&step, Duration::from_secs(900), async {
         while let Some(item) = stream.next().await {
             let info = item.map_err(EngineError::api(step.clone()))?;
-            if let Some(s) = info
-                .stream
-                .as_deref()
-                .and_then(|s| s.trim().strip_prefix("Loaded image: ").map(str::to_string))
-            {
+            if let Some(s) = info.stream.as_deref().and_then(|s| {
+                s.trim()
+                    .strip_prefix("Loaded image ID: ")
+                    .map(str::to_string)
+            }) {
                 loaded = Some(s);
             }
         }
         Ok::<(), EngineError>(())
     })
-    .await??;
+    .await;
+    drop(stream);
+    let _ = writer.await;
+    result??;
     loaded.ok_or_else(|| PublishedError::Fetch {
         from: file.display().to_string(),
-        message: "the engine loaded no tagged image from it".into(),
+        message: "the engine loaded no image from it".into(),
     })
+}
+
+/// The receiving end of a channel as a body stream.
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A writer into a channel (the blocking side of a body stream).
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the load was abandoned"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The gzip'd docker-archive `file` as an uncompressed one whose images
+/// carry no name: RepoTags emptied in manifest.json, `repositories` left out.
+fn without_names(file: std::fs::File, out: impl std::io::Write) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut archive =
+        tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let name = path.to_string_lossy().trim_start_matches("./").to_string();
+        let mut header = entry.header().clone();
+        match name.as_str() {
+            "repositories" => continue,
+            "manifest.json" => {
+                let mut bytes = vec![];
+                (&mut entry).take(1 << 20).read_to_end(&mut bytes)?;
+                let mut images: Vec<serde_json::Value> =
+                    serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                for image in &mut images {
+                    image["RepoTags"] = serde_json::Value::Null;
+                }
+                let bytes = serde_json::to_vec(&images).map_err(std::io::Error::other)?;
+                header.set_size(bytes.len() as u64);
+                builder.append_data(&mut header, &path, bytes.as_slice())?;
+            }
+            _ => match entry.link_name()? {
+                Some(target) => {
+                    let target = target.into_owned();
+                    builder.append_link(&mut header, &path, target)?;
+                }
+                None => builder.append_data(&mut header, &path, &mut entry)?,
+            },
+        }
+    }
+    builder
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    Ok(())
 }
 
 /// A reader that hashes what passes through it.
@@ -452,4 +531,55 @@ async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gzip'd docker-archive of `entries`.
+    fn archive(entries: &[(&str, &[u8])]) -> std::fs::File {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            tempfile::tempfile().unwrap(),
+            flate2::Compression::fast(),
+        ));
+        for (path, bytes) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, path, *bytes).unwrap();
+        }
+        let mut file = tar.into_inner().unwrap().finish().unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_load_names_nothing() {
+        let manifest = br#"[{"Config":"c.json","RepoTags":["guix-matrix:amd64","debian:sid"],"Layers":["l/layer.tar"]}]"#;
+        let file = archive(&[
+            ("manifest.json", manifest),
+            ("repositories", br#"{"debian":{"sid":"abc"}}"#),
+            ("c.json", b"{}"),
+            ("l/layer.tar", b"layer bytes"),
+        ]);
+        let mut out = vec![];
+        without_names(file, &mut out).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        let mut tar = tar::Archive::new(out.as_slice());
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut bytes = vec![];
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            seen.insert(e.path().unwrap().display().to_string(), bytes);
+        }
+        assert_eq!(
+            seen.keys().collect::<Vec<_>>(),
+            ["c.json", "l/layer.tar", "manifest.json"]
+        );
+        assert_eq!(seen["l/layer.tar"], b"layer bytes");
+        let m: serde_json::Value = serde_json::from_slice(&seen["manifest.json"]).unwrap();
+        assert_eq!(m[0]["RepoTags"], serde_json::Value::Null);
+        assert_eq!(m[0]["Layers"][0], "l/layer.tar");
+    }
 }

@@ -164,11 +164,9 @@ impl RunReport {
             path: path.to_path_buf(),
             message,
         };
-        let file = std::fs::File::open(path).map_err(|e| read(e.to_string()))?;
-        let meta = file.metadata().map_err(|e| read(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(read("not a regular file".into()));
-        }
+        // Opened without blocking (a pipe waits for no writer), refused
+        // unless a regular file within the limit.
+        let file = crate::trust::regular(path, MAX_REPORT).map_err(|e| read(e.to_string()))?;
         let mut bytes = vec![];
         file.take(MAX_REPORT + 1)
             .read_to_end(&mut bytes)

@@ -47,6 +47,101 @@ pub struct ReleaseArgs {
     /// and with --push a cosign signature of the index in the registry.
     #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_SIGNING_KEY")]
     pub sign_key: Option<PathBuf>,
+    /// Print what was written and pushed as JSON (files with sizes and
+    /// checksums, each platform's manifest digest, the index digest). In
+    /// GitHub Actions the digests also go to $GITHUB_OUTPUT.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a release wrote and pushed: `--json`, and $GITHUB_OUTPUT.
+#[derive(Debug, serde::Serialize)]
+struct Shipped {
+    tag: String,
+    dist: PathBuf,
+    files: Vec<File>,
+    /// The sha256 of SHA256SUMS: `--from DIST@sha256:…` pins the release.
+    sums_digest: crate::source::Digest,
+    signed: bool,
+    not_released: Vec<String>,
+    pushed: Option<Pushed>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct File {
+    name: String,
+    sha256: String,
+    size: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Pushed {
+    reference: String,
+    latest: String,
+    index: crate::source::Digest,
+    platforms: BTreeMap<String, crate::source::Digest>,
+    signed: bool,
+}
+
+impl Shipped {
+    fn print_dist(&self) {
+        let dist = self.dist.display();
+        for f in &self.files {
+            println!(
+                "{dist}/{}  {} MiB  sha256:{}",
+                f.name,
+                f.size >> 20,
+                f.sha256
+            );
+        }
+        println!("{dist}/{}", crate::trust::SUMS);
+        if self.signed {
+            println!("{dist}/{}", crate::trust::SUMS_SIG);
+        }
+        println!("pin this release: --from {dist}@{}", self.sums_digest);
+        if !self.not_released.is_empty() {
+            println!(
+                "not released (did not pass every check): {}",
+                self.not_released.join(", ")
+            );
+        }
+    }
+
+    fn print_push(&self) {
+        if let Some(p) = &self.pushed {
+            println!(
+                "pushed {} and {} ({}{})",
+                p.reference,
+                p.latest,
+                p.index,
+                if p.signed { ", signed" } else { "" }
+            );
+            println!("pin this release: --from {}@{}", p.reference, p.index);
+        }
+    }
+
+    /// `tag`, `sums-digest`, `index-digest` and `reference` for the next
+    /// steps of a GitHub Actions job.
+    fn github_output(&self, path: &std::path::Path) -> Result<(), Error> {
+        use std::io::Write;
+        let mut lines = format!("tag={}\nsums-digest={}\n", self.tag, self.sums_digest);
+        if let Some(p) = &self.pushed {
+            lines.push_str(&format!(
+                "index-digest={}\nreference={}\n",
+                p.index, p.reference
+            ));
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(lines.as_bytes()))
+            .map_err(|source| crate::release::ReleaseError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(())
+    }
 }
 
 fn parse_tag(s: &str) -> Result<String, String> {
@@ -98,38 +193,36 @@ impl ReleaseArgs {
             signer.as_ref(),
         )
         .await?;
-        for (name, (sum, len)) in &dist.files {
-            println!(
-                "{}/{name}  {} MiB  sha256:{sum}",
-                self.dist.display(),
-                len >> 20
-            );
-        }
-        println!("{}/SHA256SUMS", self.dist.display());
-        if signer.is_some() {
-            println!("{}/{}", self.dist.display(), crate::trust::SUMS_SIG);
-        }
-        println!(
-            "pin this release: --from {}@{}",
-            self.dist.display(),
-            dist.sums_digest
-        );
-        let left: Vec<&str> = h
+        let left: Vec<String> = h
             .matrix
             .platforms
             .iter()
             .filter(|p| !proved.iter().any(|q| q.platform.docker == p.docker))
-            .map(|p| p.docker.as_str())
+            .map(|p| p.docker.clone())
             .collect();
-        if !left.is_empty() {
-            println!(
-                "not released (did not pass every check): {}",
-                left.join(", ")
-            );
+        let mut shipped = Shipped {
+            tag: tag.clone(),
+            dist: self.dist.clone(),
+            files: dist
+                .files
+                .iter()
+                .map(|(name, (sum, size))| File {
+                    name: name.clone(),
+                    sha256: sum.clone(),
+                    size: *size,
+                })
+                .collect(),
+            sums_digest: dist.sums_digest.clone(),
+            signed: signer.is_some(),
+            not_released: left,
+            pushed: None,
+        };
+        if !self.json {
+            shipped.print_dist();
         }
         if let Some(target) = &self.push {
             let registry = Registry::parse(target).expect("checked by clap");
-            let digest = release::push(
+            let pushed = release::push(
                 &h.engine,
                 &proved,
                 &registry,
@@ -139,16 +232,25 @@ impl ReleaseArgs {
                 signer.as_ref(),
             )
             .await?;
+            shipped.pushed = Some(Pushed {
+                reference: registry.reference(&tag),
+                latest: registry.reference("latest"),
+                index: pushed.index,
+                platforms: pushed.platforms.into_iter().collect(),
+                signed: pushed.signed,
+            });
+            if !self.json {
+                shipped.print_push();
+            }
+        }
+        if self.json {
             println!(
-                "pushed {} and {} ({digest}{})",
-                registry.reference(&tag),
-                registry.reference("latest"),
-                if signer.is_some() { ", signed" } else { "" }
+                "{}",
+                serde_json::to_string_pretty(&shipped).expect("release json")
             );
-            println!(
-                "pin this release: --from {}@{digest}",
-                registry.reference(&tag)
-            );
+        }
+        if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
+            shipped.github_output(std::path::Path::new(&path))?;
         }
         Ok(Exit::Success)
     }

@@ -8,7 +8,7 @@ mod registry;
 
 pub use dist::{write_dist, Dist};
 pub use gate::{proved, Gate, Proved};
-pub use registry::{push, Registry};
+pub use registry::{push, Pushed, Registry};
 
 use crate::engine::EngineError;
 use crate::image::BuildError;

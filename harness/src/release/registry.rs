@@ -65,8 +65,9 @@ pub async fn push(
     annotations: &BTreeMap<String, String>,
     force: bool,
     signer: Option<&Signer>,
-) -> Result<Digest, ReleaseError> {
+) -> Result<Pushed, ReleaseError> {
     let mut manifests = vec![];
+    let mut platforms = vec![];
     for p in proved {
         let base = match &p.base {
             Some(base) => Some(
@@ -94,6 +95,14 @@ pub async fn push(
             size,
         );
         d.set_platform(Some(oci_platform(&p.platform)));
+        platforms.push((
+            p.platform.docker.clone(),
+            Digest::parse(&digest).map_err(|why| ReleaseError::Registry {
+                registry: registry.host.clone(),
+                reference: registry.reference(tag),
+                message: format!("the engine reported a digest that is not one: {why}"),
+            })?,
+        ));
         // The base it was built on, vouched for with the index (what a
         // build from this release starts from).
         if let Some(base) = base {
@@ -108,6 +117,7 @@ pub async fn push(
     let want = Digest::of(body.as_bytes());
     let client = registry.client();
     let reference = registry.parsed(tag);
+    let signer_given = signer.is_some();
     let signer = signer.cloned();
     let want2 = want.clone();
     tokio::task::spawn_blocking(move || {
@@ -142,7 +152,22 @@ pub async fn push(
     })
     .await
     .expect("registry task")?;
-    Ok(want)
+    Ok(Pushed {
+        index: want,
+        platforms,
+        signed: signer_given,
+    })
+}
+
+/// What a push put in the registry.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pushed {
+    /// The multi-platform index under the tag and `latest`.
+    pub index: Digest,
+    /// Each platform's image manifest, by Docker platform.
+    pub platforms: Vec<(String, Digest)>,
+    /// Whether the index and its images carry a signature.
+    pub signed: bool,
 }
 
 async fn push_one(

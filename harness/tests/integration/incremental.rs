@@ -262,7 +262,7 @@ fn nothing_unverified_seeds_a_build(dist: &Path, root: &Path) {
                 block_on(engine.local_image(&format!("{IMAGE}-{name}:amd64")))
                     .unwrap()
                     .is_none(),
-                "an unverified release's image was fetched"
+                "{IMAGE}-{name}:amd64 is in the engine: an unverified release's image was fetched, or a refused one left behind"
             );
         }
         let mut h = fresh(root, None);

@@ -232,32 +232,62 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "{text}\n{bundle}"
     );
 
-    // The same release pushed again is a no-op: the same index, no refusal.
-    let out = harness(&[
-        "release",
-        "--unpulled",
-        "--report",
-        report.to_str().unwrap(),
-        "--dist",
-        work.path().join("dist-again").to_str().unwrap(),
-        "--tag",
-        "v20260101",
-        "--push",
-        &repo,
-    ]);
-    let again_text = said(&out);
-    assert!(out.status.success(), "{again_text}");
-    let pushed = |t: &str| {
-        t.lines()
-            .find(|l| l.starts_with("pushed "))
-            .map(str::to_string)
-            .unwrap_or_default()
-    };
-    assert_eq!(
-        pushed(&again_text),
-        pushed(&first_push),
-        "the same index digest"
+    // The same release pushed again is a no-op: the same index, no refusal;
+    // --json says what was written and pushed, $GITHUB_OUTPUT the digests.
+    let github_output = work.path().join("github-output");
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["release", "--unpulled", "--json", "--report"])
+        .arg(&report)
+        .arg("--dist")
+        .arg(work.path().join("dist-again"))
+        .args(["--tag", "v20260101", "--push", &repo, "--sign-key"])
+        .arg(&private)
+        .env("GITHUB_OUTPUT", &github_output)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", said(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: release --json printed {}", said(&out)));
+    let index = json["pushed"]["index"].as_str().unwrap().to_string();
+    assert!(
+        first_push.contains(&format!(
+            "pushed {reference} and {repo}:latest ({index}, signed)"
+        )),
+        "not the same index digest: {index}\n{first_push}"
     );
+    assert!(json["pushed"]["signed"].as_bool().unwrap());
+    for p in ["linux/amd64", "linux/arm/v7"] {
+        assert!(
+            json["pushed"]["platforms"][p]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:"),
+            "{json}"
+        );
+    }
+    let files = json["files"].as_array().unwrap();
+    assert_eq!(files.len(), 5, "{json}");
+    assert!(files
+        .iter()
+        .all(|f| f["size"].as_u64().unwrap() > 0 && f["sha256"].as_str().unwrap().len() == 64));
+    let sums = std::fs::read(work.path().join("dist-again/SHA256SUMS")).unwrap();
+    let sums_digest = harness::source::Digest::of(&sums).to_string();
+    assert_eq!(json["sums_digest"], sums_digest.as_str());
+    let outputs = std::fs::read_to_string(&github_output).unwrap();
+    for line in [
+        "tag=v20260101".to_string(),
+        format!("sums-digest={sums_digest}"),
+        format!("index-digest={index}"),
+        format!("reference={reference}"),
+    ] {
+        assert!(
+            outputs.lines().any(|l| l == line),
+            "{line} not in {outputs}"
+        );
+    }
+    // The pins it printed are what the user types.
+    let out = harness(&["verify", &format!("{reference}@{index}")]);
+    assert!(said(&out).contains("verified, pinned"), "{}", said(&out));
 
     // The dated tag is never overwritten with other content, unless asked.
     let amd64_only = proving_run(&["linux/amd64"], &work.path().join("reports2"));

@@ -422,3 +422,81 @@ fn a_published_image_that_nothing_vouches_for_is_refused_before_any_leg() {
     ]);
     assert_eq!(code(&out), Some(5), "{}", said(&out));
 }
+
+/// SIGTERM while a release tarball is being hashed (a long read: a sparse
+/// file of 6 GiB) ends the run at once with 143, not when the read ends.
+#[test]
+fn sigterm_during_a_long_read_ends_the_run_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "guix-matrix-v1-amd64.docker.tar.gz";
+    let tarball = dir.path().join(name);
+    std::fs::File::create(&tarball)
+        .unwrap()
+        .set_len(6 << 30)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("SHA256SUMS"),
+        format!("{}  {name}\n", Digest::of(b"not it").hex()),
+    )
+    .unwrap();
+    let report = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "--image", &crate::common::pinned(dir.path())])
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--scenario",
+            "smoke",
+            "--report",
+        ])
+        .arg(report.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the harness has the tarball open (the read is under way).
+    let reading = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == tarball))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !reading() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the harness never opened the tarball"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the harness ended before reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        reading(),
+        "the read ended too soon to test a signal during it"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("SIGTERM did not end the run within 30 s of a long read");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    eprintln!("ended {:.1?} after SIGTERM", signalled.elapsed());
+    assert_eq!(status.code(), Some(143));
+    assert!(signalled.elapsed() < std::time::Duration::from_secs(10));
+}
