@@ -132,7 +132,10 @@ pub async fn seed(
         }
         Err(e) => return Err(e.into()),
     };
-    let decided = decide(engine, release_, platform, wants, defaults, root, progress, img).await;
+    let decided = decide(
+        engine, release_, platform, wants, defaults, root, progress, img,
+    )
+    .await;
     // The fetched image is kept only for what uses it (reused, or the
     // build's layer cache); refused or of no use, it leaves no name.
     if !matches!(decided, Ok(Seed::Reuse(..) | Seed::Layers { .. })) {

@@ -206,12 +206,7 @@ async fn push_stream(
         message,
     };
     let credentials = credentials(registry);
-    if credentials.is_some()
-        && matches!(
-            crate::engine::Address::parse(&engine.host),
-            Ok(crate::engine::Address::Tcp(_))
-        )
-    {
+    if credentials.is_some() && in_clear(&engine.host) {
         return Err(failed(format!(
             "the login would travel unencrypted to the engine at {} (plain tcp); nothing was pushed — use a unix socket or TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH)",
             engine.host
@@ -241,6 +236,15 @@ async fn push_stream(
     .await
 }
 
+/// Whether what is sent to the engine at `host` travels unencrypted
+/// (plain tcp; a unix socket stays on the machine, https is TLS).
+fn in_clear(host: &str) -> bool {
+    matches!(
+        crate::engine::Address::parse(host),
+        Ok(crate::engine::Address::Tcp(_))
+    )
+}
+
 fn credentials(registry: &Registry) -> Option<bollard::auth::DockerCredentials> {
     let user = std::env::var("GUIX_MATRIX_REGISTRY_USER").ok()?;
     let token = std::env::var("GUIX_MATRIX_REGISTRY_TOKEN").ok()?;
@@ -255,6 +259,13 @@ fn credentials(registry: &Registry) -> Option<bollard::auth::DockerCredentials> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_is_never_handed_to_an_engine_over_plain_tcp() {
+        assert!(in_clear("tcp://10.0.0.5:2375"));
+        assert!(!in_clear("unix:///var/run/docker.sock"));
+        assert!(!in_clear("https://10.0.0.5:2376"));
+    }
 
     #[test]
     fn registry_targets() {
