@@ -58,6 +58,11 @@ pub enum Error {
     NotKept { step: String },
     #[error("cannot run the docker CLI: {0}")]
     DockerCli(std::io::Error),
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -87,6 +92,7 @@ impl Error {
             Error::DockerCli(_) => {
                 Some("install the docker client (apt-get install -y docker.io)".into())
             }
+            Error::Output { .. } => Some("check the path and that it is writable".into()),
             Error::Matrix(_)
             | Error::ProbeArchive(_)
             | Error::NoProbe { .. }
@@ -134,6 +140,7 @@ impl Error {
             | Error::NoProbe { .. }
             | Error::NotKept { .. }
             | Error::DockerCli(_) => Setup,
+            Error::Output { .. } => Usage,
         }
     }
 }
@@ -205,6 +212,8 @@ pub enum Exit {
     /// A release given to --image (or to --from with --require-verified, or
     /// to `verify`) is vouched for by no pinned digest and no trusted signature.
     Unverified,
+    /// Nothing ran: every check of every leg was skipped (`--accept-skipped` makes it 0).
+    NothingRan,
     /// Stopped by a signal (SIGINT: 130, SIGTERM: 143); what it started is removed.
     Interrupted(i32),
     /// `harness shell`: the command's own exit code.
@@ -220,6 +229,7 @@ impl Exit {
             Exit::Setup => 3,
             Exit::Refused => 4,
             Exit::Unverified => 5,
+            Exit::NothingRan => 6,
             Exit::Interrupted(signal) => (128 + signal).clamp(0, 255) as u8,
             Exit::Command(code) => code,
         }
@@ -245,11 +255,12 @@ mod tests {
             Exit::Setup,
             Exit::Refused,
             Exit::Unverified,
+            Exit::NothingRan,
             Exit::Interrupted(2),
             Exit::Interrupted(15),
         ]
         .map(Exit::code);
-        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 130, 143]);
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 130, 143]);
     }
 
     #[test]

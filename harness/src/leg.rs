@@ -174,6 +174,25 @@ pub fn packing(legs: &[Leg], jobs: usize) -> (Duration, Duration) {
     (legs.iter().map(|l| l.elapsed).sum(), ideal)
 }
 
+/// The exit code of a run of `legs`: a failure is 1; a run in which no
+/// check ran (every one skipped, and no leg failed) is 6 unless `accept_skipped`.
+pub fn exit(legs: &[Leg], accept_skipped: bool) -> crate::error::Exit {
+    use crate::error::Exit;
+    let ran = legs.iter().any(|l| {
+        l.error.is_some()
+            || l.outcomes
+                .iter()
+                .any(|o| !matches!(o.verdict, crate::record::Verdict::Skipped(_)))
+    });
+    if legs.iter().any(Leg::failed) {
+        Exit::LegsFailed
+    } else if !ran && !accept_skipped {
+        Exit::NothingRan
+    } else {
+        Exit::Success
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The `harness` command: global options, one module per command, and the exit-code contract.
 
+mod completions;
 mod info;
 mod keygen;
 pub mod progress;
@@ -30,6 +31,8 @@ Exit codes:
        nothing was shipped or used
   5    unverified: a release given to --image (or to --from with --require-verified,
        or to `verify`) has no pinned digest and no signature by a trusted key
+  6    nothing ran: every check of every leg was skipped (offline, or not for this
+       platform); --accept-skipped makes such a run exit 0
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
 Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE,
@@ -110,6 +113,10 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Make a key pair for signing releases (PREFIX.key, PREFIX.pub).
     Keygen(keygen::KeygenArgs),
+    /// Print shell completions (`harness completions bash > ~/.local/share/bash-completion/completions/harness`).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page, or write every command's (`harness man --out ~/.local/share/man/man1`).
+    Man(completions::ManArgs),
 }
 
 /// Which releases are taken: those vouched for by a pinned digest
@@ -261,19 +268,30 @@ impl Global {
 
 impl Command {
     async fn exec(self, global: &Global) -> Result<Exit, Error> {
-        let ctx = global.context()?;
+        // What needs no checkout runs anywhere.
         match self {
-            Command::Run(args) => args.exec(&ctx, global).await,
-            Command::Repro(args) => args.exec(&ctx).await,
-            Command::Shell(args) => args.exec(&ctx).await,
-            Command::Doctor => info::doctor(&ctx).await,
-            Command::Matrix(args) => args.exec(&ctx),
-            Command::Emulators(args) => info::emulators(&ctx, &args).await,
-            Command::Pin(args) => args.exec(&ctx).await,
-            Command::Clean(args) => args.exec(&ctx).await,
-            Command::Release(args) => args.exec(&ctx).await,
-            Command::Verify(args) => args.exec(&ctx).await,
             Command::Keygen(args) => args.exec(),
+            Command::Completions(args) => args.exec(),
+            Command::Man(args) => args.exec(),
+            other => other.exec_in(&global.context()?, global).await,
+        }
+    }
+
+    async fn exec_in(self, ctx: &Context, global: &Global) -> Result<Exit, Error> {
+        match self {
+            Command::Run(args) => args.exec(ctx, global).await,
+            Command::Repro(args) => args.exec(ctx, global).await,
+            Command::Shell(args) => args.exec(ctx).await,
+            Command::Doctor => info::doctor(ctx).await,
+            Command::Matrix(args) => args.exec(ctx),
+            Command::Emulators(args) => info::emulators(ctx, &args).await,
+            Command::Pin(args) => args.exec(ctx).await,
+            Command::Clean(args) => args.exec(ctx).await,
+            Command::Release(args) => args.exec(ctx).await,
+            Command::Verify(args) => args.exec(ctx).await,
+            Command::Keygen(args) => args.exec(),
+            Command::Completions(args) => args.exec(),
+            Command::Man(args) => args.exec(),
         }
     }
 }

@@ -23,13 +23,17 @@ enum View {
         bars: Mutex<HashMap<String, ProgressBar>>,
     },
     Lines,
+    /// `-q`: no progress at all (the table and the report still say everything).
+    Quiet,
 }
 
 impl Progress {
-    /// Spinners when stderr is a terminal, plain lines otherwise.
-    pub fn new() -> Self {
+    /// Spinners when stderr is a terminal, plain lines otherwise; nothing when `quiet`.
+    pub fn new(quiet: bool) -> Self {
         use std::io::IsTerminal;
-        let view = if std::io::stderr().is_terminal() {
+        let view = if quiet {
+            View::Quiet
+        } else if std::io::stderr().is_terminal() {
             View::Bars {
                 multi: MultiProgress::new(),
                 bars: Mutex::default(),
@@ -102,12 +106,6 @@ impl Progress {
     }
 }
 
-impl Default for Progress {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Watch for Progress {
     fn step(&self, platform: &Platform, step: &str) {
         self.steps
@@ -116,6 +114,7 @@ impl Watch for Progress {
             .insert(platform.docker.clone(), (step.to_string(), Instant::now()));
         match self.bar(&platform.docker) {
             Some(bar) => bar.set_message(step.to_string()),
+            None if matches!(self.view, View::Quiet) => {}
             None => eprintln!(
                 "[{:>5}s] {}: {step}",
                 self.started.elapsed().as_secs(),
@@ -128,6 +127,7 @@ impl Watch for Progress {
         let line = format!("{} in {:.0?}", leg.result(), leg.elapsed);
         match self.bar(&leg.platform) {
             Some(bar) => bar.finish_with_message(line),
+            None if matches!(self.view, View::Quiet) => {}
             None => eprintln!(
                 "[{:>5}s] {}: {line}",
                 self.started.elapsed().as_secs(),

@@ -30,19 +30,26 @@ pub struct ReproArgs {
     pub trust: super::TrustArgs,
     #[command(flatten)]
     pub engines: EngineArgs,
+    /// A repro in which no check ran (every one skipped) exits 0, not 6.
+    #[arg(long)]
+    pub accept_skipped: bool,
 }
 
-/// Every step on its own line, prefixed with the platform.
-struct Steps;
+/// Every step on its own line, prefixed with the platform (none with -q).
+struct Steps {
+    quiet: bool,
+}
 
 impl Watch for Steps {
     fn step(&self, platform: &Platform, step: &str) {
-        eprintln!("[{}] == {step}", platform.slug());
+        if !self.quiet {
+            eprintln!("[{}] == {step}", platform.slug());
+        }
     }
 }
 
 impl ReproArgs {
-    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+    pub async fn exec(self, ctx: &Context, global: &super::Global) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
         options.echo = true;
         options.keep = !self.no_keep;
@@ -63,8 +70,11 @@ impl ReproArgs {
         } else {
             self.scenario.clone()
         };
+        let steps = Steps {
+            quiet: global.quiet,
+        };
         let leg = tokio::select! {
-            leg = leg::leg(h, &p, &scenarios, &Steps) => leg,
+            leg = leg::leg(h, &p, &scenarios, &steps) => leg,
             signal = interrupt() => return Ok(fleet.clean_after_interrupt(ctx.started, signal).await),
         };
         println!("\n{}\n", report::table(std::slice::from_ref(&leg)));
@@ -81,11 +91,7 @@ impl ReproArgs {
             }
         }
         println!("{}", report::closing_line(std::slice::from_ref(&leg)));
-        Ok(if leg.failed() {
-            Exit::LegsFailed
-        } else {
-            Exit::Success
-        })
+        Ok(leg::exit(std::slice::from_ref(&leg), self.accept_skipped))
     }
 }
 

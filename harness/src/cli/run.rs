@@ -43,13 +43,16 @@ pub struct RunArgs {
     pub trust: super::TrustArgs,
     #[command(flatten)]
     pub engines: EngineArgs,
+    /// A run in which no check ran (every one skipped) exits 0, not 6.
+    #[arg(long)]
+    pub accept_skipped: bool,
     /// Without a terminal, say every this many seconds which step each leg is in.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
 }
 
 impl RunArgs {
-    pub async fn exec(self, ctx: &Context, _global: &Global) -> Result<Exit, Error> {
+    pub async fn exec(self, ctx: &Context, global: &Global) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
         self.pull.apply(&mut options);
         options.image.clone_from(&self.image);
@@ -83,7 +86,7 @@ impl RunArgs {
             || std::thread::available_parallelism().map_or(2, |n| n.get()),
             usize::from,
         );
-        let progress = Progress::new();
+        let progress = Progress::new(global.quiet);
         let started = std::time::Instant::now();
         let beat = Duration::from_secs(self.heartbeat);
         let heartbeat = async {
@@ -108,7 +111,7 @@ impl RunArgs {
                 );
                 self.write(&scenarios, &legs, &pin, &commit);
                 println!("{}", report::closing_line(&legs));
-                Ok(if legs.iter().any(Leg::failed) { Exit::LegsFailed } else { Exit::Success })
+                Ok(leg::exit(&legs, self.accept_skipped))
             }
             _ = heartbeat => unreachable!("the heartbeat never ends"),
             signal = interrupt() => {

@@ -490,3 +490,86 @@ fn shell_runs_a_command_in_the_image_through_the_entry_point() {
     );
     assert!(!err.contains("privileged"), "{err}");
 }
+
+/// A run in which every check was skipped is not a pass: exit 6, unless
+/// accepted; `-q` prints no progress lines (the table still comes).
+#[test]
+fn a_run_where_nothing_ran_exits_6_and_quiet_means_no_progress() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let out = harness_run("linux/amd64", &["pulled"], dir.path())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(6), "{said}");
+    assert!(
+        said.contains("harness: 0 passed, 0 failed, 1 skipped"),
+        "{said}"
+    );
+    assert!(
+        said.contains("linux/amd64: "),
+        "progress lines without -q: {said}"
+    );
+    let out = harness_run("linux/amd64", &["pulled"], dir.path())
+        .args(["--accept-skipped", "-q"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("linux/amd64  pulled"), "{stdout}");
+    assert!(
+        !stderr.contains("linux/amd64: "),
+        "-q printed progress lines: {stderr}"
+    );
+}
+
+/// Completions and man pages come from the CLI definition, anywhere (no
+/// checkout needed), and know every command and option.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_cli() {
+    let nowhere = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bin()
+            .current_dir(nowhere.path())
+            .env_remove("GUIX_MATRIX_ROOT")
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for word in ["verify", "release", "trust-key", "require-verified"] {
+            assert!(text.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let man = nowhere.path().join("man1");
+    let out = bin()
+        .current_dir(nowhere.path())
+        .env_remove("GUIX_MATRIX_ROOT")
+        .args(["man", "--out"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_to_string(man.join("harness-run.1")).unwrap();
+    assert!(
+        run.contains("accept\\-skipped") && run.contains("from"),
+        "{run}"
+    );
+    let top = std::fs::read_to_string(man.join("harness.1")).unwrap();
+    assert!(
+        top.contains("unverified"),
+        "the exit codes are in the man page"
+    );
+}
