@@ -49,8 +49,8 @@ fn reachable(url: &str) -> Result<u16, String> {
 }
 
 /// Runs every check; never fails itself.
-pub async fn run(matrix: &Matrix) -> Vec<Finding> {
-    let (engine, root) = engine().await;
+pub async fn run(matrix: &Matrix, host: &str) -> Vec<Finding> {
+    let (engine, root) = engine(host).await;
     let mut out = vec![engine];
     out.extend(binfmt(matrix));
     out.push(mmdebstrap());
@@ -60,9 +60,9 @@ pub async fn run(matrix: &Matrix) -> Vec<Finding> {
 }
 
 /// The engine answers; also where it keeps its data.
-async fn engine() -> (Finding, String) {
+async fn engine(host: &str) -> (Finding, String) {
     let mut root = "/var/lib/docker".to_string();
-    let finding = match Engine::connect().await {
+    let finding = match Engine::connect_to(host).await {
         Ok(e) => {
             let v = e.docker.version().await.ok();
             if let Ok(info) = e.docker.info().await {

@@ -5,6 +5,8 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use bollard::Docker;
+
+pub mod context;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,9 @@ pub const LABEL_INPUTS: &str = "io.guix-matrix.inputs";
 pub const LABEL_PARTS: &str = "io.guix-matrix.inputs.parts";
 /// Label carrying the Docker platform an image or container is for.
 pub const LABEL_PLATFORM: &str = "io.guix-matrix.platform";
+
+/// The engine when nothing names one.
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
 /// What went wrong talking to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,12 @@ pub enum EngineError {
         step: String,
         source: bollard::errors::Error,
     },
+    #[error("docker context `{name}` ({from}): {why}")]
+    Context {
+        name: String,
+        from: String,
+        why: String,
+    },
 }
 
 impl EngineError {
@@ -59,6 +70,7 @@ impl EngineError {
             EngineError::Twice { platform, .. } => Some(format!("give {platform} one --engine: a platform's legs run on one engine")),
             EngineError::BadUrl { .. } => Some("give unix:///path/to/docker.sock, tcp://HOST:PORT (TLS when DOCKER_TLS_VERIFY is set, as the docker CLI does) or https://HOST:PORT".into()),
             EngineError::TlsFiles { .. } => Some("put the engine's client key.pem, cert.pem and ca.pem in DOCKER_CERT_PATH (default ~/.docker), or unset DOCKER_TLS_VERIFY for a plain tcp:// engine".into()),
+            EngineError::Context { .. } => Some("name a context `docker context ls` shows (DOCKER_CONTEXT, or `docker context use NAME`), or give the engine itself (--engine URL, DOCKER_HOST)".into()),
             EngineError::Timeout { .. } | EngineError::Api { .. } => None,
         }
     }
@@ -95,7 +107,8 @@ impl Address {
     /// `unix:///run/docker.sock`, `tcp://host:2375` (TLS when
     /// DOCKER_TLS_VERIFY is set and not empty), `https://host:2376`.
     pub fn parse(url: &str) -> Result<Self, EngineError> {
-        let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty());
+        let tls = std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
+            || context::tls_dir_for(url).is_some();
         Self::parse_with(url, tls)
     }
 
@@ -134,6 +147,7 @@ fn tls_files(host: &str) -> Result<[std::path::PathBuf; 3], EngineError> {
     let dir = std::env::var_os("DOCKER_CERT_PATH")
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
+        .or_else(|| context::tls_dir_for(host))
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
         .unwrap_or_default();
     let files = ["key.pem", "cert.pem", "ca.pem"].map(|f| dir.join(f));
@@ -159,15 +173,22 @@ pub struct Engine {
 impl Engine {
     /// The default engine's address: DOCKER_HOST, else the local socket.
     pub fn default_host() -> String {
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+        Self::resolve_default().unwrap_or_else(|_| DEFAULT_SOCKET.into())
     }
 
-    /// Connects through DOCKER_HOST or the default socket and checks the engine answers.
+    /// The engine the docker CLI would use: DOCKER_HOST, else the endpoint
+    /// of its context (DOCKER_CONTEXT, else the config's currentContext),
+    /// else the local socket. A context that does not resolve is an error.
+    pub fn resolve_default() -> Result<String, EngineError> {
+        if let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+            return Ok(host);
+        }
+        Ok(context::current()?.map_or_else(|| DEFAULT_SOCKET.into(), |e| e.host))
+    }
+
+    /// Connects to the engine the docker CLI would use and checks it answers.
     pub async fn connect() -> Result<Self, EngineError> {
-        Self::connect_to(&Self::default_host()).await
+        Self::connect_to(&Self::resolve_default()?).await
     }
 
     /// Connects to `host` (`unix:///path` or `tcp://…`) and checks the engine answers.

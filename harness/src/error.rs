@@ -148,7 +148,7 @@ impl Error {
 fn engine_exit(e: &engine::EngineError) -> Exit {
     use engine::EngineError as E;
     match e {
-        E::BadUrl { .. } | E::Twice { .. } | E::TlsFiles { .. } => Exit::Usage,
+        E::BadUrl { .. } | E::Twice { .. } | E::TlsFiles { .. } | E::Context { .. } => Exit::Usage,
         E::Unavailable { .. } | E::Timeout { .. } | E::Lost { .. } | E::Api { .. } => Exit::Setup,
     }
 }

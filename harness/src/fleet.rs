@@ -6,10 +6,11 @@ use crate::harness::{Harness, Options};
 use crate::matrix::{Matrix, Platform};
 use std::collections::BTreeMap;
 
-/// `PLATFORM=URL`: the legs of PLATFORM run on the engine at URL.
+/// `PLATFORM=URL`: the legs of PLATFORM run on the engine at URL; `URL`
+/// alone: the engine of every command and of the platforms no other names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineArg {
-    pub platform: String,
+    pub platform: Option<String>,
     pub url: String,
 }
 
@@ -19,11 +20,15 @@ impl std::str::FromStr for EngineArg {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once('=') {
             Some((p, u)) if !p.trim().is_empty() && !u.trim().is_empty() => Ok(EngineArg {
-                platform: p.trim().to_string(),
+                platform: Some(p.trim().to_string()),
                 url: u.trim().to_string(),
             }),
+            None if s.contains("://") => Ok(EngineArg {
+                platform: None,
+                url: s.trim().to_string(),
+            }),
             _ => Err(format!(
-                "`{s}` is not PLATFORM=URL (e.g. linux/arm64/v8=tcp://arm-box:2376)"
+                "`{s}` is not PLATFORM=URL or URL (e.g. linux/arm64/v8=tcp://arm-box:2376, or unix:///run/user/1000/docker.sock)"
             )),
         }
     }
@@ -50,7 +55,10 @@ impl Fleet {
     ) -> Result<Self, Error> {
         let mut assigned: BTreeMap<String, String> = BTreeMap::new();
         for e in engines {
-            let p = matrix.find(&e.platform)?;
+            let Some(platform) = &e.platform else {
+                continue;
+            };
+            let p = matrix.find(platform)?;
             Address::parse(&e.url)?;
             if let Some(first) = assigned.insert(p.docker.clone(), e.url.clone()) {
                 return Err(EngineError::Twice {
@@ -61,7 +69,7 @@ impl Fleet {
                 .into());
             }
         }
-        let default_url = Engine::default_host();
+        let default_url = options.engine.clone();
         let mut urls: Vec<String> = vec![];
         let mut of = BTreeMap::new();
         for p in selected {
@@ -136,11 +144,13 @@ mod tests {
     #[test]
     fn engine_arguments_are_platform_equals_url() {
         let e: EngineArg = "linux/arm64/v8=tcp://arm:2376".parse().unwrap();
-        assert_eq!(e.platform, "linux/arm64/v8");
+        assert_eq!(e.platform.as_deref(), Some("linux/arm64/v8"));
         assert_eq!(e.url, "tcp://arm:2376");
-        for bad in ["tcp://arm:2376", "=tcp://arm:2376", "linux/386="] {
+        let e: EngineArg = "tcp://arm:2376".parse().unwrap();
+        assert_eq!((e.platform, e.url.as_str()), (None, "tcp://arm:2376"));
+        for bad in ["arm", "=tcp://arm:2376", "linux/386="] {
             let msg = bad.parse::<EngineArg>().unwrap_err();
-            assert!(msg.contains("is not PLATFORM=URL"), "{bad}: {msg}");
+            assert!(msg.contains("is not PLATFORM=URL or URL"), "{bad}: {msg}");
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct Options {
     pub require_verified: bool,
     /// The pull stage: skipped (offline), the real `guix pull`, or its stand-in.
     pub pull: pull::Want,
+    /// The engine of every command (and of the legs no `--engine P=URL`
+    /// places elsewhere): `--engine URL`, else DOCKER_HOST, else the docker
+    /// CLI's context, else the local socket.
+    pub engine: String,
 }
 
 impl Options {
@@ -77,6 +81,7 @@ impl Options {
             keys: Keys::default(),
             require_verified: false,
             pull: pull::Want::offline(),
+            engine: Engine::default_host(),
         }
     }
 }
@@ -109,9 +114,9 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Connects to the default engine (DOCKER_HOST, else the local socket).
+    /// Connects to the options' engine.
     pub async fn new(matrix: Matrix, options: Options) -> Result<Self, Error> {
-        let engine = Engine::connect().await?;
+        let engine = Engine::connect_to(&options.engine).await?;
         Ok(Self::on(engine, matrix, options))
     }
 

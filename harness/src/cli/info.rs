@@ -8,7 +8,7 @@ use crate::harness::Harness;
 use crate::pin;
 
 pub async fn doctor(ctx: &Context) -> Result<Exit, Error> {
-    let findings = doctor::run(&ctx.matrix).await;
+    let findings = doctor::run(&ctx.matrix, &ctx.options.engine).await;
     println!("{}", doctor::render(&findings));
     let problems = findings
         .iter()
@@ -73,11 +73,11 @@ impl MatrixArgs {
 }
 
 /// Per engine: how it runs each platform and why, the handlers registered.
-pub async fn emulators(ctx: &Context, args: &super::EngineArgs) -> Result<Exit, Error> {
+pub async fn emulators(ctx: &Context, global: &super::Global) -> Result<Exit, Error> {
     let fleet = crate::fleet::Fleet::connect(
         &ctx.matrix,
         &ctx.options,
-        &args.engines,
+        &global.engines,
         &ctx.matrix.platforms,
     )
     .await?;

@@ -76,6 +76,19 @@ pub struct Global {
     /// Colour in the log: auto (a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    /// The engine: URL (unix:///…, tcp://HOST:PORT with TLS when
+    /// DOCKER_TLS_VERIFY is set, https://HOST:PORT) for every command, or
+    /// PLATFORM=URL for that platform's legs; repeatable. Default: DOCKER_HOST,
+    /// else the docker CLI's context (DOCKER_CONTEXT, or its current one),
+    /// else the local socket.
+    #[arg(
+        long = "engine",
+        global = true,
+        value_name = "[PLATFORM=]URL",
+        env = "GUIX_MATRIX_ENGINES",
+        value_delimiter = ','
+    )]
+    pub engines: Vec<crate::fleet::EngineArg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,7 +113,7 @@ pub enum Command {
     Matrix(info::MatrixArgs),
     /// Decide how each engine runs each platform (natively, or through
     /// which emulator, and why), register the emulators that needs, show it.
-    Emulators(EngineArgs),
+    Emulators,
     /// Show or move the guix channel pin in channels/channels.scm.
     Pin(info::PinArgs),
     /// Remove every container the harness labelled and every image it tagged.
@@ -190,21 +203,6 @@ impl PullArgs {
     }
 }
 
-/// Which engine runs which platform's legs.
-#[derive(Debug, Clone, Args)]
-pub struct EngineArgs {
-    /// Run PLATFORM's legs on the engine at URL (unix:///…, tcp://HOST:PORT
-    /// with TLS when DOCKER_TLS_VERIFY is set, https://HOST:PORT); repeatable;
-    /// the other platforms use DOCKER_HOST or the local socket.
-    #[arg(
-        long = "engine",
-        value_name = "PLATFORM=URL",
-        env = "GUIX_MATRIX_ENGINES",
-        value_delimiter = ','
-    )]
-    pub engines: Vec<crate::fleet::EngineArg>,
-}
-
 /// What every command starts from: the checkout, its matrix, the options.
 pub struct Context {
     pub checkout: Checkout,
@@ -224,6 +222,27 @@ impl Global {
         let matrix = Matrix::load(path)?;
         let mut options = Options::new(checkout.clone());
         options.allow_pull = !self.offline;
+        let defaults: Vec<&String> = self
+            .engines
+            .iter()
+            .filter(|e| e.platform.is_none())
+            .map(|e| &e.url)
+            .collect();
+        match defaults.as_slice() {
+            [] => options.engine = crate::engine::Engine::resolve_default()?,
+            [url] => {
+                crate::engine::Address::parse(url)?;
+                options.engine = (*url).clone();
+            }
+            [first, second, ..] => {
+                return Err(crate::engine::EngineError::Twice {
+                    platform: "every command".into(),
+                    first: (*first).clone(),
+                    second: (*second).clone(),
+                }
+                .into())
+            }
+        }
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -284,7 +303,7 @@ impl Command {
             Command::Shell(args) => args.exec(ctx).await,
             Command::Doctor => info::doctor(ctx).await,
             Command::Matrix(args) => args.exec(ctx),
-            Command::Emulators(args) => info::emulators(ctx, &args).await,
+            Command::Emulators => info::emulators(ctx, global).await,
             Command::Pin(args) => args.exec(ctx).await,
             Command::Clean(args) => args.exec(ctx).await,
             Command::Release(args) => args.exec(ctx).await,
@@ -395,15 +414,28 @@ mod tests {
             "riscv64=unix:///run/rv.sock",
         ])
         .unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!("run")
-        };
-        let urls: Vec<_> = run.engines.engines.iter().map(|e| e.url.as_str()).collect();
+        let urls: Vec<_> = cli.global.engines.iter().map(|e| e.url.as_str()).collect();
         assert_eq!(urls, ["tcp://arm:2376", "unix:///run/rv.sock"]);
         let e = Cli::try_parse_from(["harness", "repro", "--platform", "386", "--engine", "386"])
             .unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("is not PLATFORM=URL"), "{e}");
+        assert!(e.to_string().contains("is not PLATFORM=URL or URL"), "{e}");
+        // One engine for every command, release and clean included.
+        for cmd in ["release", "clean", "doctor", "shell", "emulators"] {
+            let cli = Cli::try_parse_from(["harness", cmd, "--engine", "tcp://other:2376"])
+                .or_else(|_| {
+                    Cli::try_parse_from([
+                        "harness",
+                        cmd,
+                        "--platform",
+                        "amd64",
+                        "--engine",
+                        "tcp://other:2376",
+                    ])
+                })
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            assert_eq!(cli.global.engines[0].platform, None, "{cmd}");
+        }
     }
 
     #[test]

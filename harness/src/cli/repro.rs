@@ -1,6 +1,6 @@
 //! `harness repro`: one leg with its full output; the containers of failing checks kept, with the commands to look inside.
 
-use super::{interrupt, Context, EngineArgs};
+use super::{interrupt, Context};
 use crate::error::{Error, Exit};
 use crate::fleet::Fleet;
 use crate::leg::{self, Watch};
@@ -28,8 +28,6 @@ pub struct ReproArgs {
     pub from: Option<crate::source::Source>,
     #[command(flatten)]
     pub trust: super::TrustArgs,
-    #[command(flatten)]
-    pub engines: EngineArgs,
     /// A repro in which no check ran (every one skipped) exits 0, not 6.
     #[arg(long)]
     pub accept_skipped: bool,
@@ -60,7 +58,7 @@ impl ReproArgs {
         let fleet = Fleet::connect(
             &ctx.matrix,
             &options,
-            &self.engines.engines,
+            &global.engines,
             std::slice::from_ref(&p),
         )
         .await?;

@@ -1,7 +1,7 @@
 //! `harness run`: the main job, with reports that are written whatever happens.
 
 use super::progress::Progress;
-use super::{interrupt, Context, EngineArgs, Global};
+use super::{interrupt, Context, Global};
 use crate::error::{Error, Exit};
 use crate::fleet::Fleet;
 use crate::leg;
@@ -41,8 +41,6 @@ pub struct RunArgs {
     pub from: Option<crate::source::Source>,
     #[command(flatten)]
     pub trust: super::TrustArgs,
-    #[command(flatten)]
-    pub engines: EngineArgs,
     /// A run in which no check ran (every one skipped) exits 0, not 6.
     #[arg(long)]
     pub accept_skipped: bool,
@@ -72,16 +70,15 @@ impl RunArgs {
         } else {
             self.scenarios.clone()
         };
-        let fleet =
-            match Fleet::connect(&ctx.matrix, &options, &self.engines.engines, &selected).await {
-                Ok(fleet) => fleet,
-                Err(e) => {
-                    // The uploaded artifact is never empty: the report names the step.
-                    let legs = [setup_failure("connect to the Docker engines", &e)];
-                    self.write(&scenarios, &legs, &pin, &commit);
-                    return Err(e);
-                }
-            };
+        let fleet = match Fleet::connect(&ctx.matrix, &options, &global.engines, &selected).await {
+            Ok(fleet) => fleet,
+            Err(e) => {
+                // The uploaded artifact is never empty: the report names the step.
+                let legs = [setup_failure("connect to the Docker engines", &e)];
+                self.write(&scenarios, &legs, &pin, &commit);
+                return Err(e);
+            }
+        };
         let jobs = self.jobs.map_or_else(
             || std::thread::available_parallelism().map_or(2, |n| n.get()),
             usize::from,

@@ -573,3 +573,69 @@ fn completions_and_man_pages_are_generated_from_the_cli() {
         "the exit codes are in the man page"
     );
 }
+
+/// Every command takes the engine (`--engine URL`) and, as the docker CLI
+/// does, the current docker context; a context that does not exist is a
+/// usage error naming it.
+#[test]
+fn every_command_takes_the_engine_option_and_the_docker_context() {
+    let out = bin()
+        .args(["doctor", "--engine", "unix:///nonexistent/docker.sock"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("no Docker engine answers at unix:///nonexistent/docker.sock"),
+        "{said}"
+    );
+    let out = bin()
+        .args([
+            "clean",
+            "--containers-only",
+            "--engine",
+            "unix:///nonexistent/docker.sock",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/docker.sock"));
+
+    // A context of the docker CLI's own config, pointing at this engine.
+    let config = tempfile::tempdir().unwrap();
+    let host = harness().engine.host.clone();
+    use sha2::Digest as _;
+    let id = hex::encode(sha2::Sha256::digest(b"here"));
+    let meta = config.path().join("contexts/meta").join(id);
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join("meta.json"),
+        serde_json::json!({"Name": "here", "Endpoints": {"docker": {"Host": host}}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        r#"{"currentContext":"here"}"#,
+    )
+    .unwrap();
+    let out = bin()
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", config.path())
+        .args(["doctor"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("{host} answers")), "{said}");
+    let out = bin()
+        .env_remove("DOCKER_HOST")
+        .env("DOCKER_CONFIG", config.path())
+        .env("DOCKER_CONTEXT", "gone")
+        .args(["clean", "--containers-only"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("docker context `gone` (DOCKER_CONTEXT)"),
+        "{err}"
+    );
+}

@@ -121,7 +121,7 @@ fn an_engine_that_goes_away_fails_only_its_own_legs() {
         .select(&["linux/amd64".into(), "linux/386".into()])
         .unwrap();
     let engines = [EngineArg {
-        platform: "amd64".into(),
+        platform: Some("amd64".into()),
         url: private.host(),
     }];
     let fleet = block_on(Fleet::connect(&h.matrix, &h.options, &engines, &selected)).unwrap();
