@@ -352,6 +352,22 @@ impl Harness {
             .await
     }
 
+    /// The option that fetches exactly the release this run used, pinned to
+    /// the digest that was vouched for (`--image DIR@sha256:…`, `--from
+    /// REF@sha256:…`): what a failure bundle's reproduce line carries.
+    pub fn reproduce_with(&self) -> Option<String> {
+        let release = self.release.get()?.as_ref().ok()?;
+        let option = if self.options.image.is_some() {
+            "--image"
+        } else {
+            "--from"
+        };
+        Some(format!(
+            "{option} {}",
+            release.source.pinned(&release.vouched.digest)
+        ))
+    }
+
     /// The release `source` vouched for (its pin, or a signature by a
     /// trusted key), once per run. Unverified or unreachable, it is Ok(Err(why))
     /// for `--from` (the run builds instead) and an error for `--image` or

@@ -39,6 +39,7 @@ fn failed(h: &Harness, platform: &Platform, error: String, elapsed: Duration) ->
     leg.engine = h.engine.host.clone();
     // Which engine, when there may be several: the first thing to look at.
     leg.error = Some(format!("engine {}: {error}", h.engine.host));
+    leg.release = h.reproduce_with();
     leg
 }
 
@@ -110,6 +111,7 @@ async fn body(
     leg.image_id = p.image.id.clone();
     leg.rebuilt = p.image.rebuilt;
     leg.start = p.start.to_string();
+    leg.release = h.reproduce_with();
     leg.pull = Some(p.pull.clone());
     for s in scenarios {
         progress(&format!("check {}", s.name()));

@@ -218,6 +218,10 @@ pub struct Leg {
     /// Where the image came from: "built", "up to date", "reused v…",
     /// "rebuilt from v… (changed: …)", "built cold (…)", "published …".
     pub start: String,
+    /// The release the leg's image came from, as the option that fetches
+    /// it again pinned (`--from REF@sha256:…`), when it came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
     /// What the pull stage did (none when the leg failed before it).
     pub pull: Option<pull::Stage>,
     /// Set when the leg failed before its checks could run.
@@ -243,6 +247,7 @@ impl Leg {
             image_id: String::new(),
             rebuilt: false,
             start: String::new(),
+            release: None,
             pull: None,
             error: None,
             outcomes: vec![],

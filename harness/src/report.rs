@@ -182,7 +182,7 @@ pub fn junit(legs: &[Leg]) -> Report {
 /// command that reproduces exactly this leg.
 pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
     let mut out = format!(
-        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}{}\n\ncheckout: {}\nengine: {}\nruns: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
+        "guix-matrix failure bundle: {}\n\nreproduce: cargo run -p harness -- repro --platform {}{}{}{}\n\ncheckout: {}\nengine: {}\nruns: {}\nemulator: {}\nbase: {}\nimage: {} ({})\nchannel pin: {pin}\n",
         leg.platform,
         leg.platform,
         match leg.outcomes.iter().filter(|o| o.verdict.is_failure()).count() {
@@ -192,6 +192,8 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
             ),
             _ => String::new(),
         },
+        // The same release, pinned to what was vouched for: no rebuild.
+        leg.release.as_ref().map_or_else(String::new, |r| format!(" {r}")),
         // A leg of another engine than the default reproduces there.
         if leg.engine.is_empty() || leg.engine == crate::engine::Engine::default_host() {
             String::new()

@@ -180,6 +180,20 @@ impl Source {
         })
     }
 
+    /// The same source pinned to `digest`.
+    pub fn pinned(&self, digest: &Digest) -> Source {
+        match self {
+            Source::Dir { path, .. } => Source::Dir {
+                path: path.clone(),
+                pin: Some(digest.clone()),
+            },
+            Source::Registry { reference, .. } => Source::Registry {
+                reference: reference.clone(),
+                pin: Some(digest.clone()),
+            },
+        }
+    }
+
     pub fn pin(&self) -> Option<&Digest> {
         match self {
             Source::Dir { pin, .. } | Source::Registry { pin, .. } => pin.as_ref(),

@@ -132,6 +132,35 @@ pub enum Command {
     Man(completions::ManArgs),
 }
 
+/// Where the image comes from instead of a build, and what vouches for it.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Check this published image instead of building: a registry reference
+    /// (REGISTRY/REPO:TAG, pulled per platform by digest) or a release
+    /// directory (`harness release --dist`), vouched for by a pinned digest
+    /// (REF@sha256:…, DIR@sha256:…) or a trusted signature, else exit 5.
+    #[arg(long, value_name = "REF|DIR", conflicts_with = "from", value_parser = crate::source::parse_arg)]
+    pub image: Option<crate::source::Source>,
+    /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
+    /// directory, either @sha256:… pinned): a platform whose inputs did not
+    /// change reuses the release's image (verified, no build); one whose
+    /// inputs changed builds on its base and layers. An unreachable or
+    /// unverified release means a build, said so (--require-verified: exit 5).
+    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::source::parse_arg)]
+    pub from: Option<crate::source::Source>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+impl SourceArgs {
+    /// Sets the run's source and trusted keys, checking up front what must be vouched for.
+    pub async fn apply(&self, ctx: &Context, options: &mut Options) -> Result<(), Error> {
+        options.image.clone_from(&self.image);
+        options.from.clone_from(&self.from);
+        self.trust.apply(ctx, options).await
+    }
+}
+
 /// Which releases are taken: those vouched for by a pinned digest
 /// (`DIR@sha256:…`, `REF@sha256:…`) or signed by a trusted key.
 #[derive(Debug, Clone, Args)]

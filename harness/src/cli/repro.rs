@@ -22,12 +22,8 @@ pub struct ReproArgs {
     pub no_keep: bool,
     #[command(flatten)]
     pub pull: super::PullArgs,
-    /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
-    /// directory) instead of building the image (see `run --from`).
-    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::source::parse_arg)]
-    pub from: Option<crate::source::Source>,
     #[command(flatten)]
-    pub trust: super::TrustArgs,
+    pub source: super::SourceArgs,
     /// A repro in which no check ran (every one skipped) exits 0, not 6.
     #[arg(long)]
     pub accept_skipped: bool,
@@ -52,8 +48,7 @@ impl ReproArgs {
         options.echo = true;
         options.keep = !self.no_keep;
         self.pull.apply(&mut options);
-        options.from.clone_from(&self.from);
-        self.trust.apply(ctx, &mut options).await?;
+        self.source.apply(ctx, &mut options).await?;
         let p = ctx.matrix.find(&self.platform)?.clone();
         let fleet = Fleet::connect(
             &ctx.matrix,

@@ -26,21 +26,8 @@ pub struct RunArgs {
     pub report: PathBuf,
     #[command(flatten)]
     pub pull: super::PullArgs,
-    /// Check this published image instead of building: a registry reference
-    /// (REGISTRY/REPO:TAG, pulled per platform by digest) or a release
-    /// directory (`harness release --dist`), vouched for by a pinned digest
-    /// (REF@sha256:…, DIR@sha256:…) or a trusted signature, else exit 5.
-    #[arg(long, value_name = "REF|DIR", conflicts_with = "from", value_parser = crate::source::parse_arg)]
-    pub image: Option<crate::source::Source>,
-    /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
-    /// directory, either @sha256:… pinned): a platform whose inputs did not
-    /// change reuses the release's image (verified, no build); one whose
-    /// inputs changed builds on its base and layers. An unreachable or
-    /// unverified release means a build, said so (--require-verified: exit 5).
-    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::source::parse_arg)]
-    pub from: Option<crate::source::Source>,
     #[command(flatten)]
-    pub trust: super::TrustArgs,
+    pub source: super::SourceArgs,
     /// A run in which no check ran (every one skipped) exits 0, not 6.
     #[arg(long)]
     pub accept_skipped: bool,
@@ -53,9 +40,7 @@ impl RunArgs {
     pub async fn exec(self, ctx: &Context, global: &Global) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
         self.pull.apply(&mut options);
-        options.image.clone_from(&self.image);
-        options.from.clone_from(&self.from);
-        self.trust.apply(ctx, &mut options).await?;
+        self.source.apply(ctx, &mut options).await?;
         let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
         let commit = ctx.checkout.commit();
         // Which checkout's matrix.toml, Dockerfile and scripts this run uses.

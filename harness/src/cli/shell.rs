@@ -12,6 +12,8 @@ pub struct ShellArgs {
     /// Put Guix's cache on tmpfs (default: what matrix.toml says for the platform).
     #[arg(long)]
     pub tmpfs: Option<bool>,
+    #[command(flatten)]
+    pub source: super::SourceArgs,
     /// The command (default: bash, with /entry-point.sh available).
     #[arg(trailing_var_arg = true)]
     pub command: Vec<String>,
@@ -19,7 +21,9 @@ pub struct ShellArgs {
 
 impl ShellArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
-        let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+        let mut options = ctx.options.clone();
+        self.source.apply(ctx, &mut options).await?;
+        let h = Harness::new(ctx.matrix.clone(), options).await?;
         let p = h.matrix.find(&self.platform)?.clone();
         let prepared = h.prepare(&p).await?;
         let mut spec = RunSpec::new(prepared.image.tag.clone(), "shell").platform(&p.docker);

@@ -215,6 +215,37 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     );
     let from_dist = check_image(&dist, &work.path().join("r2"));
     assert!(from_dist.status.success(), "{}", said(&from_dist));
+    // The same release, one leg with full output, and a shell on its image:
+    // from the release, no build.
+    let pinned = crate::common::pinned(&dist);
+    let repro = harness(&[
+        "repro",
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--image",
+        &pinned,
+    ]);
+    assert!(repro.status.success(), "{}", said(&repro));
+    assert!(said(&repro).contains("published "), "{}", said(&repro));
+    let shell = harness(&[
+        "shell",
+        "--platform",
+        "linux/amd64",
+        "--image",
+        &pinned,
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(shell.status.code(), Some(7), "{}", said(&shell));
+    assert!(
+        said(&shell).contains("guix-matrix-published:amd64"),
+        "{}",
+        said(&shell)
+    );
 
     // A damaged tarball is refused, never loaded.
     let broken = work.path().join("broken");
@@ -230,6 +261,14 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     assert!(
         bundle.contains("SHA256SUMS says") && bundle.contains("it was not loaded"),
         "{text}\n{bundle}"
+    );
+    // Its reproduce line fetches the same release, pinned.
+    assert!(
+        bundle.contains(&format!(
+            "reproduce: cargo run -p harness -- repro --platform linux/amd64 --image {}",
+            crate::common::pinned(&broken)
+        )),
+        "{bundle}"
     );
 
     // The same release pushed again is a no-op: the same index, no refusal;
