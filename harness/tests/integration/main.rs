@@ -6,6 +6,7 @@
 mod amd64;
 mod cli;
 mod common;
+mod docs;
 mod engine_faults;
 mod engines;
 mod failure_modes;
