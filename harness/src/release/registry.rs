@@ -245,9 +245,18 @@ fn in_clear(host: &str) -> bool {
     )
 }
 
+/// The login for the engine's push: the harness's variables, else what
+/// `docker login` left (a credential helper, or the config's `auths`).
 fn credentials(registry: &Registry) -> Option<bollard::auth::DockerCredentials> {
-    let user = std::env::var("GUIX_MATRIX_REGISTRY_USER").ok()?;
-    let token = std::env::var("GUIX_MATRIX_REGISTRY_TOKEN").ok()?;
+    use base64::Engine as _;
+    let basic = crate::registry::basic_login(&registry.host)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic)
+        .ok()?;
+    let (user, token) = String::from_utf8(decoded)
+        .ok()?
+        .split_once(':')
+        .map(|(u, t)| (u.to_string(), t.to_string()))?;
     Some(bollard::auth::DockerCredentials {
         username: Some(user),
         password: Some(token),
