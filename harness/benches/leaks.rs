@@ -64,7 +64,7 @@ fn harness_run(matrix: &Path, report: &Path) -> Command {
     cmd.arg("--matrix")
         .arg(matrix)
         .args([
-            "--offline",
+            "--build-base",
             "run",
             "--platform",
             "linux/amd64",

@@ -133,7 +133,7 @@ fn main() {
     }
     let all = ["", "-guix", "-unpulled", "-pulled", "-release", "-base"];
     let run = |report: &str, more: &[&str]| {
-        let mut args = vec!["--root", &t, "--offline", "run", "--report", report];
+        let mut args = vec!["--root", &t, "--build-base", "run", "--report", report];
         for p in &platforms {
             args.extend(["--platform", p.as_str()]);
         }

@@ -215,7 +215,7 @@ async fn network(matrix: &Matrix) -> Vec<Finding> {
             "registry",
             "https://registry-1.docker.io/v2/".into(),
             Level::Note,
-            "none needed: bases are built from the Debian mirror (--offline skips the pull attempt)",
+            "none needed: bases are built from the Debian mirror (--build-base skips the pull attempt)",
         ),
         (
             "guix infrastructure",

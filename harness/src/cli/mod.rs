@@ -35,7 +35,7 @@ Exit codes:
        platform); --accept-skipped makes such a run exit 0
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
-Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_OFFLINE, GUIX_MATRIX_ONLINE,
+Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_BUILD_BASE, GUIX_MATRIX_ONLINE,
 GUIX_MATRIX_ENGINES, GUIX_MATRIX_FROM, GUIX_MATRIX_TRUST_KEYS, GUIX_MATRIX_REQUIRE_VERIFIED,
 GUIX_MATRIX_SIGNING_KEY (the options they stand for are shown with them), GUIX_MATRIX_LOG
 (log filter), NO_COLOR, DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (as the docker
@@ -64,9 +64,11 @@ pub struct Global {
     /// The matrix file (default: the checkout's matrix.toml).
     #[arg(long, global = true, env = "GUIX_MATRIX_FILE")]
     pub matrix: Option<PathBuf>,
-    /// Never try to pull the base image: build it from the Debian mirror.
-    #[arg(long, global = true, env = "GUIX_MATRIX_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub offline: bool,
+    /// Build the Debian base from the mirror (mmdebstrap), never try to pull
+    /// it from a registry. (The internet checks and the real `guix pull` are
+    /// --online, the one option for network use.)
+    #[arg(long, global = true, env = "GUIX_MATRIX_BUILD_BASE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub build_base: bool,
     /// More log lines (-v debug, -vv trace); GUIX_MATRIX_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -250,7 +252,7 @@ impl Global {
         let path = self.matrix.clone().unwrap_or_else(|| checkout.matrix());
         let matrix = Matrix::load(path)?;
         let mut options = Options::new(checkout.clone());
-        options.allow_pull = !self.offline;
+        options.allow_pull = !self.build_base;
         let defaults: Vec<&String> = self
             .engines
             .iter()
@@ -394,7 +396,7 @@ mod tests {
             "  4    refused: `release` found an image",
             "GUIX_MATRIX_ROOT",
             "GUIX_MATRIX_FILE",
-            "GUIX_MATRIX_OFFLINE",
+            "GUIX_MATRIX_BUILD_BASE",
             "GUIX_MATRIX_ENGINES",
             "DOCKER_TLS_VERIFY",
             "DOCKER_CERT_PATH",
@@ -468,9 +470,10 @@ mod tests {
     }
 
     #[test]
-    fn offline_and_online_come_from_flags_or_the_environment() {
-        let cli = Cli::try_parse_from(["harness", "--offline", "run", "--online"]).unwrap();
-        assert!(cli.global.offline);
+    fn build_base_and_online_come_from_flags_or_the_environment() {
+        let cli = Cli::try_parse_from(["harness", "--build-base", "run", "--online"]).unwrap();
+        assert!(cli.global.build_base);
+        assert!(Cli::try_parse_from(["harness", "--offline", "run"]).is_err());
         let Command::Run(run) = cli.command else {
             panic!("run")
         };

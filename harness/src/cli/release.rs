@@ -12,9 +12,10 @@ pub struct ReleaseArgs {
     /// Write the tarballs, the OCI layout and SHA256SUMS here.
     #[arg(long, default_value = "dist")]
     pub dist: PathBuf,
-    /// The report of the run that proved the images; repeatable (a release
-    /// fanned out over runners has one report per platform).
-    #[arg(long, default_value = "reports/report.json")]
+    /// The reports directory of the run that proved the images (its
+    /// report.json; the file itself is taken too); repeatable (a release
+    /// fanned out over runners has one per platform).
+    #[arg(long, value_name = "DIR", default_value = "reports")]
     pub report: Vec<PathBuf>,
     /// The release tag (default: today's date, vYYYYMMDD, UTC).
     #[arg(long, value_parser = parse_tag)]
@@ -170,7 +171,17 @@ impl ReleaseArgs {
             &h.engine,
             &h.matrix,
             &h.options.checkout.root,
-            &self.report,
+            &self
+                .report
+                .iter()
+                .map(|r| {
+                    if r.is_dir() {
+                        r.join("report.json")
+                    } else {
+                        r.clone()
+                    }
+                })
+                .collect::<Vec<_>>(),
             release::Gate {
                 require_all: self.require_all,
                 unpulled: self.unpulled,

@@ -24,6 +24,10 @@ pub struct ReproArgs {
     pub pull: super::PullArgs,
     #[command(flatten)]
     pub source: super::SourceArgs,
+    /// Write the leg's report.json, junit.xml and failure bundle in this
+    /// directory (default: reports/repro/, never the run's reports/).
+    #[arg(long, value_name = "DIR", default_value = "reports/repro")]
+    pub report: std::path::PathBuf,
     /// A repro in which no check ran (every one skipped) exits 0, not 6.
     #[arg(long)]
     pub accept_skipped: bool,
@@ -84,6 +88,20 @@ impl ReproArgs {
             }
         }
         println!("{}", report::closing_line(std::slice::from_ref(&leg)));
+        let pin = crate::pin::read(&ctx.checkout.channels()).unwrap_or_else(|e| e.to_string());
+        let run = report::RunReport::new(
+            &pin,
+            ctx.checkout.commit(),
+            &scenarios,
+            std::slice::from_ref(&leg),
+        );
+        match report::write(&self.report, &run) {
+            Ok(()) => println!("reports: {}/report.json", self.report.display()),
+            Err(e) => eprintln!(
+                "error: cannot write the reports to {}: {e}",
+                self.report.display()
+            ),
+        }
         Ok(leg::exit(std::slice::from_ref(&leg), self.accept_skipped))
     }
 }

@@ -21,9 +21,11 @@ pub struct RunArgs {
     /// Legs at a time (default: the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
-    /// Write report.json and junit.xml here.
-    #[arg(long, default_value = "reports")]
-    pub report: PathBuf,
+    /// Write report.json, junit.xml and failure bundles in this directory
+    /// (default: reports/, and reports/image/ for --image, so that checking a
+    /// published image never overwrites the report of the run that proved it).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub pull: super::PullArgs,
     #[command(flatten)]
@@ -110,10 +112,21 @@ impl RunArgs {
         }
     }
 
+    /// Where this run's reports go.
+    fn report_dir(&self) -> PathBuf {
+        self.report.clone().unwrap_or_else(|| {
+            if self.source.image.is_some() {
+                PathBuf::from("reports/image")
+            } else {
+                PathBuf::from("reports")
+            }
+        })
+    }
+
     /// report.json, junit.xml, failure bundles and, in GitHub Actions, the
     /// step summary; a report that cannot be written is said, never fatal.
     fn write(&self, scenarios: &[Scenario], legs: &[Leg], pin: &str, commit: &Option<String>) {
-        let dir = &self.report;
+        let dir = &self.report_dir();
         let run = report::RunReport::new(pin, commit.clone(), scenarios, legs);
         match report::write(dir, &run) {
             Ok(()) => println!(

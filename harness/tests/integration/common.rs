@@ -38,7 +38,7 @@ pub fn harness() -> &'static Harness {
         if std::env::var("GUIX_MATRIX_ONLINE").is_ok_and(|v| v == "1") {
             options.pull = harness::pull::Want::Pull(harness::pull::By::GuixPull);
         }
-        options.allow_pull = std::env::var_os("GUIX_MATRIX_OFFLINE").is_none();
+        options.allow_pull = std::env::var_os("GUIX_MATRIX_BUILD_BASE").is_none();
         block_on(Harness::new(matrix, options)).unwrap_or_else(|e| panic!("{}", e.report()))
     })
 }

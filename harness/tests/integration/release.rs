@@ -534,7 +534,7 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
         ("unpulled", &[][..], "carries no pull: it is Debian's guix"),
     ] {
         let reports = work.path().join(what);
-        let mut args = vec!["--matrix", m, "--offline"];
+        let mut args = vec!["--matrix", m, "--build-base"];
         args.extend(more);
         let report = proving_run_with(&["linux/amd64"], &reports, &args);
         let dist = work.path().join(format!("dist-{what}"));
