@@ -16,7 +16,7 @@ use crate::recipe;
 use crate::run;
 use crate::source::Source;
 use crate::trust::{Keys, TrustError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -98,6 +98,28 @@ struct Generation {
 }
 
 /// The pipeline's state: one engine, one matrix, and each expensive step done once.
+///
+/// The expensive steps are lazy, each a cell filled at most once per
+/// process, and each asks only for those before it:
+/// 1. `arch`: the engine's architecture (one API call);
+/// 2. `native`: the platform of that architecture and its Debian base
+///    (pulled, or built by mmdebstrap);
+/// 3. `helper`: the emulator helper image, on the native base;
+/// 4. `compat`: whether 32-bit platforms run natively (a probe on the
+///    native base, and the helper's view of the registered handlers) —
+///    only when a platform of the matrix could;
+/// 5. `handlers`: the qemu handlers the placements need, registered by the
+///    helper — only when some platform is emulated;
+/// 6. `probes`: the readdir() probes, cross-compiled on the native base of
+///    the probe suite (`recipe::probe_spec`) — only for the tmpfs and
+///    chroot checks;
+/// 7. `release`: the `--image`/`--from` release, vouched for once;
+/// 8. `prepared`: per platform, its base and image (built, up to date, or
+///    from the release), with the pull stage.
+///
+/// So a native leg whose image is up to date builds nothing before its
+/// checks; an emulated one needs the native base, the helper and its
+/// handlers; the probes come only with the checks that use them.
 pub struct Harness {
     pub engine: Engine,
     pub matrix: Matrix,
@@ -270,35 +292,8 @@ impl Harness {
                     self.options.allow_pull,
                 )
                 .await?;
-                let mut ccs: Vec<String> = self
-                    .matrix
-                    .platforms
-                    .iter()
-                    .filter_map(|p| p.probe_cc.clone())
-                    .collect();
-                ccs.sort();
-                ccs.dedup();
-                let spec = image::BuildSpec {
-                    tag: names::probe(&self.matrix.defaults),
-                    platform: native.docker.clone(),
-                    dockerfile: "fixtures/probe.Dockerfile".into(),
-                    context: vec![
-                        "fixtures/probe.Dockerfile".into(),
-                        "fixtures/readdir-probe.c".into(),
-                    ],
-                    build_args: BTreeMap::from([
-                        ("BASE_IMAGE".to_string(), base.reference.clone()),
-                        ("PROBE_CCS".to_string(), ccs.join(" ")),
-                    ]),
-                    unhashed_args: BTreeMap::new(),
-                    depends_on: vec![base.id.clone()],
-                    extra_parts: BTreeMap::new(),
-                    labels: BTreeMap::new(),
-                    cache_from: vec![],
-                    timeout: Duration::from_secs(1200),
-                    step: format!("{}: readdir probe image", native.docker),
-                    root: self.options.checkout.root.clone(),
-                };
+                let spec =
+                    recipe::probe_spec(&self.matrix, &self.options.checkout.root, native, &base);
                 let built = image::build(&self.engine, &spec, &|_| {}).await?;
                 let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
                 let mut probes = HashMap::new();

@@ -8,6 +8,44 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The readdir() probe image: every `probe_cc` of the matrix, on the native
+/// platform's `base` (of the probe suite), static probes under /probes.
+pub fn probe_spec(
+    matrix: &Matrix,
+    root: &Path,
+    native: &Platform,
+    base: &crate::base::Base,
+) -> BuildSpec {
+    let mut ccs: Vec<String> = matrix
+        .platforms
+        .iter()
+        .filter_map(|p| p.probe_cc.clone())
+        .collect();
+    ccs.sort();
+    ccs.dedup();
+    BuildSpec {
+        tag: names::probe(&matrix.defaults),
+        platform: native.docker.clone(),
+        dockerfile: "fixtures/probe.Dockerfile".into(),
+        context: vec![
+            "fixtures/probe.Dockerfile".into(),
+            "fixtures/readdir-probe.c".into(),
+        ],
+        build_args: BTreeMap::from([
+            ("BASE_IMAGE".to_string(), base.reference.clone()),
+            ("PROBE_CCS".to_string(), ccs.join(" ")),
+        ]),
+        unhashed_args: BTreeMap::new(),
+        depends_on: vec![base.id.clone()],
+        extra_parts: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        cache_from: vec![],
+        timeout: Duration::from_secs(1200),
+        step: format!("{}: readdir probe image", native.docker),
+        root: root.to_path_buf(),
+    }
+}
+
 /// The Dockerfiles of the image, bottom first: the Guix layer, then the scripts.
 pub const DOCKERFILES: [&str; 2] = ["Dockerfile", "scripts/Dockerfile"];
 
