@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::names;
 use crate::source::Digest;
 use crate::trust::{self, Signer};
+use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{ImageIndexBuilder, MediaType};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -20,6 +21,41 @@ pub struct Dist {
     pub files: BTreeMap<String, (String, u64)>,
     /// The sha256 of SHA256SUMS: what a user pins (`--from DIR@sha256:…`).
     pub sums_digest: Digest,
+}
+
+/// One platform's tarballs (its image, and its base when it has one) under
+/// their final names, and its image's OCI manifest in the layout's blobs.
+async fn one_platform(
+    engine: &Engine,
+    p: &Proved,
+    dist: &Path,
+    work: &Path,
+    blobs: &Path,
+    tag: &str,
+) -> Result<(Vec<(String, (String, u64))>, oci_spec::image::Descriptor), ReleaseError> {
+    let mut files = vec![];
+    let archive = work.join(format!("{}.tar", p.platform.slug()));
+    let name = names::tarball(tag, &p.platform);
+    let part = work.join(&name);
+    let (sum, len) = export(engine, &p.platform.docker, &p.image, Some(&archive), &part).await?;
+    tracing::info!("{}: {name}: {} MiB", p.platform.docker, len >> 20);
+    if let Some(base) = &p.base {
+        let base_name = names::base_tarball(tag, &p.platform);
+        let base_part = work.join(&base_name);
+        let (sum, len) = export(engine, &p.platform.docker, base, None, &base_part).await?;
+        let final_path = dist.join(&base_name);
+        std::fs::rename(&base_part, &final_path).map_err(io(&final_path))?;
+        files.push((base_name, (sum, len)));
+    }
+    let (archive2, blobs2, platform) = (archive.clone(), blobs.to_path_buf(), p.platform.clone());
+    let manifest = tokio::task::spawn_blocking(move || oci_manifest(&archive2, &blobs2, &platform))
+        .await
+        .expect("oci task")?;
+    std::fs::remove_file(&archive).ok();
+    let final_path = dist.join(&name);
+    std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
+    files.push((name, (sum, len)));
+    Ok((files, manifest))
 }
 
 /// Writes into `dist`: each image as a gzip'd docker-archive (`docker load`
@@ -39,34 +75,21 @@ pub async fn write_dist(
         .prefix(".guix-matrix-release-")
         .tempdir_in(dist)
         .map_err(io(dist))?;
-    let mut files = BTreeMap::new();
-    let mut manifests = vec![];
     let blobs = work.path().join("oci/blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
-    for p in proved {
-        let archive = work.path().join(format!("{}.tar", p.platform.slug()));
-        let name = names::tarball(tag, &p.platform);
-        let part = work.path().join(&name);
-        let (sum, len) =
-            export(engine, &p.platform.docker, &p.image, Some(&archive), &part).await?;
-        tracing::info!("{}: {name}: {} MiB", p.platform.docker, len >> 20);
-        if let Some(base) = &p.base {
-            let base_name = names::base_tarball(tag, &p.platform);
-            let base_part = work.path().join(&base_name);
-            let (sum, len) = export(engine, &p.platform.docker, base, None, &base_part).await?;
-            let final_path = dist.join(&base_name);
-            std::fs::rename(&base_part, &final_path).map_err(io(&final_path))?;
-            files.insert(base_name, (sum, len));
-        }
-        let (archive2, blobs2, platform) = (archive.clone(), blobs.clone(), p.platform.clone());
-        let manifest =
-            tokio::task::spawn_blocking(move || oci_manifest(&archive2, &blobs2, &platform))
-                .await
-                .expect("oci task")?;
-        std::fs::remove_file(&archive).ok();
-        let final_path = dist.join(&name);
-        std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
-        files.insert(name, (sum, len));
+    // Platforms at once (each a `docker save`, a gzip and an OCI
+    // conversion), as many as there are cores up to three; in the matrix's
+    // order in the index.
+    let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(3));
+    let done: Vec<_> = futures::stream::iter(proved)
+        .map(|p| one_platform(engine, p, dist, work.path(), &blobs, tag))
+        .buffered(lanes)
+        .try_collect()
+        .await?;
+    let mut files = BTreeMap::new();
+    let mut manifests = vec![];
+    for (written, manifest) in done {
+        files.extend(written);
         manifests.push(manifest);
     }
     // The multi-platform image is an index blob; index.json names it by the

@@ -112,19 +112,21 @@ pub(super) fn oci_manifest(
             entry.read_to_end(&mut bytes).map_err(io(archive))?;
             config = Some(blob(blobs, &bytes, MediaType::ImageConfig)?);
         } else if layer_paths.contains(&path) {
-            let tmp = blobs.join(format!(".layer-{}", std::process::id()));
+            // A name of its own: platforms are converted at the same time.
+            let tmp = tempfile::NamedTempFile::new_in(blobs).map_err(io(blobs))?;
             let mut gz = flate2::write::GzEncoder::new(
                 Hashing::new(std::io::BufWriter::new(
-                    std::fs::File::create(&tmp).map_err(io(&tmp))?,
+                    tmp.reopen().map_err(io(tmp.path()))?,
                 )),
                 flate2::Compression::fast(),
             );
-            std::io::copy(&mut entry, &mut gz).map_err(io(&tmp))?;
-            let mut hashed = gz.finish().map_err(io(&tmp))?;
-            hashed.flush().map_err(io(&tmp))?;
+            std::io::copy(&mut entry, &mut gz).map_err(io(tmp.path()))?;
+            let mut hashed = gz.finish().map_err(io(tmp.path()))?;
+            hashed.flush().map_err(io(tmp.path()))?;
             let (digest, size) = (hashed.digest(), hashed.len);
             drop(hashed);
-            std::fs::rename(&tmp, blobs.join(&digest)).map_err(io(&tmp))?;
+            let target = blobs.join(&digest);
+            tmp.persist(&target).map_err(|e| io(&target)(e.error))?;
             layers.insert(path, descriptor(MediaType::ImageLayerGzip, &digest, size));
         }
     }
@@ -158,7 +160,10 @@ pub(super) fn blob(
 ) -> Result<Descriptor, ReleaseError> {
     let digest = hex::encode(Sha256::digest(bytes));
     let path = blobs.join(&digest);
-    std::fs::write(&path, bytes).map_err(io(&path))?;
+    // Written whole, then named: another platform may write the same blob.
+    let mut tmp = tempfile::NamedTempFile::new_in(blobs).map_err(io(blobs))?;
+    tmp.write_all(bytes).map_err(io(&path))?;
+    tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
     Ok(descriptor(media_type, &digest, bytes.len() as u64))
 }
 

@@ -8,7 +8,7 @@ use crate::registry::Client;
 use crate::source::{Digest, Reference};
 use crate::trust::Signer;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::MediaType;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -66,53 +66,15 @@ pub async fn push(
     force: bool,
     signer: Option<&Signer>,
 ) -> Result<Pushed, ReleaseError> {
-    let mut manifests = vec![];
-    let mut platforms = vec![];
-    for p in proved {
-        let base = match &p.base {
-            Some(base) => Some(
-                push_one(
-                    engine,
-                    base,
-                    registry,
-                    &crate::names::registry_base_tag(tag, &p.platform),
-                )
-                .await?
-                .0,
-            ),
-            None => None,
-        };
-        let (digest, size) = push_one(
-            engine,
-            &p.id,
-            registry,
-            &format!("{tag}-{}", p.platform.slug()),
-        )
+    // Platforms at once (the engine pushes their layers in parallel too);
+    // in the matrix's order in the index.
+    let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(3));
+    let pushed: Vec<_> = futures::stream::iter(proved)
+        .map(|p| push_platform(engine, p, registry, tag))
+        .buffered(lanes)
+        .try_collect()
         .await?;
-        let mut d = descriptor(
-            MediaType::Other(DOCKER_MANIFEST.into()),
-            digest.trim_start_matches("sha256:"),
-            size,
-        );
-        d.set_platform(Some(oci_platform(&p.platform)));
-        platforms.push((
-            p.platform.docker.clone(),
-            Digest::parse(&digest).map_err(|why| ReleaseError::Registry {
-                registry: registry.host.clone(),
-                reference: registry.reference(tag),
-                message: format!("the engine reported a digest that is not one: {why}"),
-            })?,
-        ));
-        // The base it was built on, vouched for with the index (what a
-        // build from this release starts from).
-        if let Some(base) = base {
-            d.set_annotations(Some(std::collections::HashMap::from([(
-                crate::published::BASE_DIGEST.to_string(),
-                base,
-            )])));
-        }
-        manifests.push(d);
-    }
+    let (manifests, platforms): (Vec<_>, Vec<_>) = pushed.into_iter().unzip();
     let body = multi_platform_index(manifests, annotations);
     let want = Digest::of(body.as_bytes());
     let client = registry.client();
@@ -168,6 +130,56 @@ pub struct Pushed {
     pub platforms: Vec<(String, Digest)>,
     /// Whether the index and its images carry a signature.
     pub signed: bool,
+}
+
+/// One platform's base (when it has one) and image, pushed; the index
+/// entry of the image, with its platform and its base's digest.
+async fn push_platform(
+    engine: &Engine,
+    p: &Proved,
+    registry: &Registry,
+    tag: &str,
+) -> Result<(oci_spec::image::Descriptor, (String, Digest)), ReleaseError> {
+    let base = match &p.base {
+        Some(base) => Some(
+            push_one(
+                engine,
+                base,
+                registry,
+                &crate::names::registry_base_tag(tag, &p.platform),
+            )
+            .await?
+            .0,
+        ),
+        None => None,
+    };
+    let (digest, size) = push_one(
+        engine,
+        &p.id,
+        registry,
+        &format!("{tag}-{}", p.platform.slug()),
+    )
+    .await?;
+    let mut d = descriptor(
+        MediaType::Other(DOCKER_MANIFEST.into()),
+        digest.trim_start_matches("sha256:"),
+        size,
+    );
+    d.set_platform(Some(oci_platform(&p.platform)));
+    let parsed = Digest::parse(&digest).map_err(|why| ReleaseError::Registry {
+        registry: registry.host.clone(),
+        reference: registry.reference(tag),
+        message: format!("the engine reported a digest that is not one: {why}"),
+    })?;
+    // The base it was built on, vouched for with the index (what a build
+    // from this release starts from).
+    if let Some(base) = base {
+        d.set_annotations(Some(std::collections::HashMap::from([(
+            crate::published::BASE_DIGEST.to_string(),
+            base,
+        )])));
+    }
+    Ok((d, (p.platform.docker.clone(), parsed)))
 }
 
 async fn push_one(
