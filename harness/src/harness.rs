@@ -757,15 +757,15 @@ impl Harness {
         };
         let name = release.name();
         let d = &self.matrix.defaults;
-        let seed = incremental::seed(
-            &self.engine,
+        let seed = incremental::seed(&incremental::Seeding {
+            engine: &self.engine,
             release,
             platform,
             wants,
-            d,
-            &self.options.checkout.root,
+            defaults: d,
+            root: &self.options.checkout.root,
             progress,
-        )
+        })
         .await?;
         Ok(match seed {
             Seed::Reuse(img, hash) => {

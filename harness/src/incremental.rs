@@ -100,21 +100,34 @@ pub enum Seed {
     Cold(String),
 }
 
+/// A build of one platform from a vouched-for release: what seeding it needs.
+#[derive(Clone, Copy)]
+pub struct Seeding<'a> {
+    pub engine: &'a Engine,
+    pub release: &'a Release,
+    pub platform: &'a Platform,
+    /// The inputs the build accepts, the build's own first.
+    pub wants: &'a [Inputs],
+    pub defaults: &'a Defaults,
+    /// The checkout whose files a reused image must hold.
+    pub root: &'a Path,
+    pub progress: &'a (dyn Fn(&str) + Sync),
+}
+
 /// Fetches `platform`'s image from the release `from` (checksums verified)
 /// and decides what it can do for a tree whose inputs are one of `wants`
 /// (the first is the build's, the others images it accepts). A release
 /// that cannot be reached is a cold build, said so; a release that is not
 /// what its labels or checksums say is an error, never used.
-#[allow(clippy::too_many_arguments)]
-pub async fn seed(
-    engine: &Engine,
-    release_: &Release,
-    platform: &Platform,
-    wants: &[Inputs],
-    defaults: &Defaults,
-    root: &Path,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<Seed, IncrementalError> {
+pub async fn seed(s: &Seeding<'_>) -> Result<Seed, IncrementalError> {
+    let Seeding {
+        engine,
+        release: release_,
+        platform,
+        defaults,
+        progress,
+        ..
+    } = *s;
     let release = release_.name();
     progress(&format!("fetch release {release}"));
     let tag = names::from_release(defaults, platform);
@@ -132,10 +145,7 @@ pub async fn seed(
         }
         Err(e) => return Err(e.into()),
     };
-    let decided = decide(
-        engine, release_, platform, wants, defaults, root, progress, img,
-    )
-    .await;
+    let decided = decide(s, img).await;
     // The fetched image is kept only for what uses it (reused, or the
     // build's layer cache); refused or of no use, it leaves no name.
     if !matches!(decided, Ok(Seed::Reuse(..) | Seed::Layers { .. })) {
@@ -146,17 +156,16 @@ pub async fn seed(
 
 /// What the fetched release image `img` (under its `-release` tag) does
 /// for the build.
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    engine: &Engine,
-    release_: &Release,
-    platform: &Platform,
-    wants: &[Inputs],
-    defaults: &Defaults,
-    root: &Path,
-    progress: &(dyn Fn(&str) + Sync),
-    img: LocalImage,
-) -> Result<Seed, IncrementalError> {
+async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, IncrementalError> {
+    let Seeding {
+        engine,
+        release: release_,
+        platform,
+        wants,
+        defaults,
+        root,
+        progress,
+    } = *s;
     let release = release_.name();
     let tag = names::from_release(defaults, platform);
     let base_tag = names::from_release_base(defaults, platform);

@@ -100,3 +100,20 @@ pub fn fetch(
     let release = block_on(harness::published::open(source, keys)).unwrap();
     block_on(release.fetch(&h.engine, platform, tag, harness::published::Part::Image)).unwrap()
 }
+
+/// `harness ARGS` as a user types it: the one way the tests drive the CLI.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Everything a command printed, stdout then stderr.
+pub fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

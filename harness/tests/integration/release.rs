@@ -7,20 +7,7 @@ use crate::common::{prepared, Registry};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::common::{cli as harness, said};
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker").args(args).output().unwrap()

@@ -10,20 +10,7 @@ use harness::source::{Digest, Reference};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn said(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::common::{cli as harness, said};
 
 fn verify(source: &str, keys: &[&Path]) -> Output {
     let mut args = vec!["verify".to_string(), source.to_string()];
