@@ -254,18 +254,7 @@ impl Harness {
     pub async fn native(&self) -> Result<&(Platform, base::Base), Error> {
         self.native
             .get_or_try_init(|| async {
-                let arch = self.arch().await?.clone();
-                let platform = self
-                    .matrix
-                    .platforms
-                    .iter()
-                    .find(|p| p.arch() == arch)
-                    .cloned()
-                    .ok_or_else(|| Error::NoNativePlatform {
-                        path: self.matrix.path.clone(),
-                        engine: self.engine.host.clone(),
-                        arch,
-                    })?;
+                let platform = self.native_platform().await?;
                 let base = base::ensure(
                     &self.engine,
                     &self.matrix.defaults,
@@ -278,43 +267,67 @@ impl Harness {
             .await
     }
 
-    /// The readdir() probe for every `probe_cc` of the matrix, built on the native base.
+    /// The readdir() probe for every `probe_cc` of the matrix: shipped with
+    /// the run's release when it carries this tree's (no base, no cross
+    /// compilers to fetch), else built on the native base of the probe suite.
     pub async fn probes(&self) -> Result<&HashMap<String, Vec<u8>>, Error> {
         self.probes
             .get_or_try_init(|| async {
-                let (native, _) = self.native().await?;
+                let native = self.native_platform().await?;
+                let spec = recipe::probe_spec(&self.matrix, &self.options.checkout.root, &native);
+                let want = image::inputs(&spec)?.hash;
+                if let Some(release) = self.vouched().await? {
+                    if let Some((inputs, probes)) = release.probes()? {
+                        if inputs == want {
+                            tracing::info!("readdir probes: from release {}", release.name());
+                            return Ok(probes);
+                        }
+                        tracing::info!(
+                            "readdir probes: release {}'s are of other inputs; building",
+                            release.name()
+                        );
+                    }
+                }
                 let d = &self.matrix.defaults;
-                let base = base::ensure_suite(
+                base::ensure_suite(
                     &self.engine,
                     d,
-                    native,
+                    &native,
                     &d.probe_suite,
                     self.options.allow_pull,
                 )
                 .await?;
-                let spec =
-                    recipe::probe_spec(&self.matrix, &self.options.checkout.root, native, &base);
                 let built = image::build(&self.engine, &spec, &|_| {}).await?;
                 let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
-                let mut probes = HashMap::new();
-                let mut archive = tar::Archive::new(tar.as_slice());
-                for entry in archive.entries().map_err(Error::ProbeArchive)? {
-                    let mut entry = entry.map_err(Error::ProbeArchive)?;
-                    let path = entry.path().map_err(Error::ProbeArchive)?.into_owned();
-                    let name = path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    if entry.header().entry_type().is_file() {
-                        let mut bytes = Vec::new();
-                        std::io::Read::read_to_end(&mut entry, &mut bytes)
-                            .map_err(Error::ProbeArchive)?;
-                        probes.insert(name, bytes);
-                    }
-                }
-                Ok(probes)
+                crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
             })
             .await
+    }
+
+    /// The release of `--image`/`--from` when one was given and is vouched
+    /// for (an unverified `--from` is no release: the run builds).
+    async fn vouched(&self) -> Result<Option<&published::Release>, Error> {
+        let (source, required) = match (&self.options.image, &self.options.from) {
+            (Some(image), _) => (image, true),
+            (None, Some(from)) => (from, self.options.require_verified),
+            (None, None) => return Ok(None),
+        };
+        Ok(self.release(source, required).await?.ok())
+    }
+
+    /// The platform this engine runs natively (no base needed).
+    pub async fn native_platform(&self) -> Result<Platform, Error> {
+        let arch = self.arch().await?.clone();
+        self.matrix
+            .platforms
+            .iter()
+            .find(|p| p.arch() == arch)
+            .cloned()
+            .ok_or_else(|| Error::NoNativePlatform {
+                path: self.matrix.path.clone(),
+                engine: self.engine.host.clone(),
+                arch,
+            })
     }
 
     /// The emulator helper image.

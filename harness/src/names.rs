@@ -73,6 +73,17 @@ pub fn base_tarball(tag: &str, p: &Platform) -> String {
     format!("guix-matrix-base-{tag}-{}.docker.tar.gz", p.slug())
 }
 
+/// A release's readdir() probes (static, one per cross compiler) with the
+/// content hash of the recipe that built them.
+pub fn probes_archive(tag: &str) -> String {
+    format!("guix-matrix-probes-{tag}.tar")
+}
+
+/// Whether `name` is a release's probes archive.
+pub fn is_probes_archive(name: &str) -> bool {
+    name.starts_with("guix-matrix-probes-") && name.ends_with(".tar")
+}
+
 /// The OCI image layout archive of every platform of a release.
 pub fn oci_archive(tag: &str) -> String {
     format!("guix-matrix-{tag}-oci.tar")

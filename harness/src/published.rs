@@ -9,6 +9,7 @@ use bollard::query_parameters::{
 };
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -165,6 +166,48 @@ impl Release {
         Ok(img)
     }
 
+    /// The readdir() probes a release directory carries, with the content
+    /// hash of their recipe: read once from a bounded regular file, checked
+    /// against the vouched SHA256SUMS. None: it carries none (or is a
+    /// registry release).
+    pub fn probes(&self) -> Result<Option<(String, Probes)>, PublishedError> {
+        let Source::Dir { path, .. } = &self.source else {
+            return Ok(None);
+        };
+        let sums = String::from_utf8_lossy(&self.vouched.content).into_owned();
+        let Some((want, name)) = sums.lines().find_map(|l| {
+            l.split_once("  ")
+                .filter(|(_, n)| crate::names::is_probes_archive(n))
+        }) else {
+            return Ok(None);
+        };
+        let file = path.join(name);
+        let io = |source| PublishedError::Io {
+            path: file.clone(),
+            source,
+        };
+        let mut bytes = vec![];
+        std::io::Read::read_to_end(
+            &mut trust::regular(&file, 64 << 20).map_err(io)?,
+            &mut bytes,
+        )
+        .map_err(io)?;
+        let have = hex::encode(Sha256::digest(&bytes));
+        if have != want {
+            return Err(PublishedError::Checksum {
+                file,
+                want: want.to_string(),
+                have,
+            });
+        }
+        let mut probes = probes_of(bytes.as_slice()).map_err(io)?;
+        let inputs = probes
+            .remove("inputs")
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        Ok(Some((inputs, probes)))
+    }
+
     /// The manifest digest of `part` for `platform` in the vouched index.
     fn digest_of(&self, platform: &Platform, part: Part) -> Result<Digest, PublishedError> {
         let missing = || PublishedError::NotInRelease {
@@ -202,6 +245,28 @@ impl Release {
             message: why,
         })
     }
+}
+
+/// The readdir() probes, by file name.
+pub type Probes = HashMap<String, Vec<u8>>;
+
+/// The regular files of a tar archive, by file name (the probes).
+pub fn probes_of(tar: impl std::io::Read) -> std::io::Result<Probes> {
+    let mut probes = HashMap::new();
+    for entry in tar::Archive::new(tar).entries()? {
+        let mut entry = entry?;
+        let name = entry
+            .path()?
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+            probes.insert(name, bytes);
+        }
+    }
+    Ok(probes)
 }
 
 /// `docker tag ID TAG`.

@@ -9,13 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The readdir() probe image: every `probe_cc` of the matrix, on the native
-/// platform's `base` (of the probe suite), static probes under /probes.
-pub fn probe_spec(
-    matrix: &Matrix,
-    root: &Path,
-    native: &Platform,
-    base: &crate::base::Base,
-) -> BuildSpec {
+/// platform's base of the probe suite, static probes under /probes. Its
+/// content hash comes from the tree alone (the base's recipe, not its id),
+/// so probes shipped with a release are known to be this tree's.
+pub fn probe_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec {
+    let d = &matrix.defaults;
+    let base = if d.probe_suite == d.suite {
+        names::base(d, native)
+    } else {
+        names::base_of_suite(d, native, &d.probe_suite)
+    };
     let mut ccs: Vec<String> = matrix
         .platforms
         .iter()
@@ -32,11 +35,14 @@ pub fn probe_spec(
             "fixtures/readdir-probe.c".into(),
         ],
         build_args: BTreeMap::from([
-            ("BASE_IMAGE".to_string(), base.reference.clone()),
+            ("BASE_IMAGE".to_string(), base),
             ("PROBE_CCS".to_string(), ccs.join(" ")),
         ]),
         unhashed_args: BTreeMap::new(),
-        depends_on: vec![base.id.clone()],
+        depends_on: vec![format!(
+            "debian {} {} {}",
+            d.probe_suite, d.mirror, native.debian_arch
+        )],
         extra_parts: BTreeMap::new(),
         labels: BTreeMap::new(),
         cache_from: vec![],

@@ -55,6 +55,24 @@ pub struct ReleaseArgs {
     pub json: bool,
 }
 
+/// The readdir() probes of this tree, when the engine has them (the run
+/// that proved the images built them for its tmpfs and chroot checks):
+/// shipped with the release so that a repro from it needs no probe image.
+async fn shipped_probes(h: &Harness) -> Result<Option<(String, crate::published::Probes)>, Error> {
+    let native = h.native_platform().await?;
+    let spec = crate::recipe::probe_spec(&h.matrix, &h.options.checkout.root, &native);
+    let want = crate::image::inputs(&spec)?.hash;
+    let Some(img) = h.engine.local_image(&spec.tag).await? else {
+        return Ok(None);
+    };
+    if img.labels.get(crate::engine::LABEL_INPUTS) != Some(&want) {
+        return Ok(None);
+    }
+    let tar = crate::run::copy_out(&h.engine, &spec.tag, "/probes").await?;
+    let probes = crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)?;
+    Ok(Some((want, probes)))
+}
+
 /// What a release wrote and pushed: `--json`, and $GITHUB_OUTPUT.
 #[derive(Debug, serde::Serialize)]
 struct Shipped {
@@ -195,6 +213,7 @@ impl ReleaseArgs {
             .map(crate::trust::Signer::load)
             .transpose()?;
         let annotations = self.annotations(&tag, &proved, &h.options.checkout.root);
+        let probes = shipped_probes(&h).await?;
         let dist = release::write_dist(
             &h.engine,
             &proved,
@@ -202,6 +221,7 @@ impl ReleaseArgs {
             &tag,
             &annotations,
             signer.as_ref(),
+            probes.as_ref().map(|(i, p)| (i.as_str(), p)),
         )
         .await?;
         let left: Vec<String> = h

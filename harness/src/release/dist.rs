@@ -23,6 +23,41 @@ pub struct Dist {
     pub sums_digest: Digest,
 }
 
+/// The probes archive: `inputs` (the recipe's content hash) and one file
+/// per probe, under its final name only when complete.
+fn write_probes(
+    dist: &Path,
+    work: &Path,
+    name: &str,
+    inputs: &str,
+    probes: &HashMap<String, Vec<u8>>,
+) -> Result<(String, u64), ReleaseError> {
+    let part = work.join(name);
+    let mut out = Hashing::new(std::io::BufWriter::new(
+        std::fs::File::create(&part).map_err(io(&part))?,
+    ));
+    {
+        let mut tar = tar::Builder::new(&mut out);
+        let mut entries: Vec<(&str, &[u8])> = vec![("inputs", inputs.as_bytes())];
+        let mut sorted: Vec<_> = probes.iter().collect();
+        sorted.sort();
+        entries.extend(sorted.iter().map(|(n, b)| (n.as_str(), b.as_slice())));
+        for (n, bytes) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o755);
+            tar.append_data(&mut h, n, bytes).map_err(io(&part))?;
+        }
+        tar.finish().map_err(io(&part))?;
+    }
+    out.flush().map_err(io(&part))?;
+    let (sum, len) = (out.digest(), out.len);
+    drop(out);
+    let final_path = dist.join(name);
+    std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
+    Ok((sum, len))
+}
+
 /// One platform's tarballs (its image, and its base when it has one) under
 /// their final names, and its image's OCI manifest in the layout's blobs.
 async fn one_platform(
@@ -69,6 +104,7 @@ pub async fn write_dist(
     tag: &str,
     annotations: &BTreeMap<String, String>,
     signer: Option<&Signer>,
+    probes: Option<(&str, &HashMap<String, Vec<u8>>)>,
 ) -> Result<Dist, ReleaseError> {
     std::fs::create_dir_all(dist).map_err(io(dist))?;
     let work = tempfile::Builder::new()
@@ -87,6 +123,13 @@ pub async fn write_dist(
         .try_collect()
         .await?;
     let mut files = BTreeMap::new();
+    if let Some((inputs, probes)) = probes {
+        let name = names::probes_archive(tag);
+        files.insert(
+            name.clone(),
+            write_probes(dist, work.path(), &name, inputs, probes)?,
+        );
+    }
     let mut manifests = vec![];
     for (written, manifest) in done {
         files.extend(written);

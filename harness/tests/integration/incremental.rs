@@ -101,6 +101,7 @@ fn release_into(dist: &Path) -> String {
         TAG,
         &Default::default(),
         None,
+        None,
     ))
     .unwrap();
     // A new machine: neither the image, its Guix layer, its base, nor their build cache.
@@ -318,6 +319,7 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
         spoiled.path(),
         "v20990102",
         &Default::default(),
+        None,
         None,
     ))
     .unwrap();

@@ -274,6 +274,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
         "v20990303",
         &Default::default(),
         Some(&signer),
+        None,
     ))
     .unwrap();
     // The same release in a registry of the test's own.

@@ -60,6 +60,8 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let _shared = crate::common::shared();
     prepared("linux/amd64");
     prepared("linux/arm/v7");
+    // The probes the run's tmpfs and chroot checks use: shipped with it.
+    crate::common::block_on(crate::common::harness().probes()).unwrap();
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let report = proving_run(
@@ -105,12 +107,13 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         [
             "guix-matrix-base-v20260101-amd64.docker.tar.gz",
             "guix-matrix-base-v20260101-arm-v7.docker.tar.gz",
+            "guix-matrix-probes-v20260101.tar",
             "guix-matrix-v20260101-amd64.docker.tar.gz",
             "guix-matrix-v20260101-arm-v7.docker.tar.gz",
             "guix-matrix-v20260101-oci.tar"
         ]
     );
-    let names = names.split_off(2);
+    let names = names.split_off(3);
     // `docker load` takes a tarball back.
     let load = docker(&["load", "-i", dist.join(&names[1]).to_str().unwrap()]);
     assert!(
@@ -210,12 +213,18 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "--platform",
         "linux/amd64",
         "--scenario",
-        "smoke",
+        "tmpfs",
         "--image",
         &pinned,
     ]);
     assert!(repro.status.success(), "{}", said(&repro));
     assert!(said(&repro).contains("published "), "{}", said(&repro));
+    // The readdir probes came with the release: no probe image needed.
+    assert!(
+        said(&repro).contains("readdir probes: from release v20260101"),
+        "{}",
+        said(&repro)
+    );
     let shell = harness(&[
         "shell",
         "--platform",
@@ -292,7 +301,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         );
     }
     let files = json["files"].as_array().unwrap();
-    assert_eq!(files.len(), 5, "{json}");
+    assert_eq!(files.len(), 6, "{json}");
     assert!(files
         .iter()
         .all(|f| f["size"].as_u64().unwrap() > 0 && f["sha256"].as_str().unwrap().len() == 64));
