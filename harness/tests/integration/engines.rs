@@ -188,7 +188,7 @@ fn wrong_engine_arguments_are_refused_with_a_fix() {
             &["--engine", "linux/386"],
             &[],
             2,
-            &["is not PLATFORM=URL (e.g. linux/arm64/v8=tcp://arm-box:2376)"],
+            &["is not PLATFORM=URL or URL (e.g. linux/arm64/v8=tcp://arm-box:2376"],
         ),
         (
             &["--engine", "linux/386=tcp://127.0.0.1:2376"],
