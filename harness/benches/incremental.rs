@@ -187,6 +187,8 @@ fn main() {
             "--scenario",
             "tmpfs",
             "--no-keep",
+            "--report",
+            &d("repro"),
             "--from",
             &d("dist"),
         ]);

@@ -253,10 +253,18 @@ async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
     }
 }
 
-/// Runs `spec` in the engine and records its output in the check.
+/// Runs `spec` in the engine and records its output in the check. A check
+/// keeps one container (its last, which `repro` points at): one it kept
+/// before is removed, so a check of several containers leaves no other.
 pub async fn run_fixture(h: &Harness, c: &mut Check, spec: &RunSpec) -> Result<RunOutput, Error> {
     let out = run::run(&h.engine, spec).await?;
+    let before = c.kept_container.clone();
     c.output(&out);
+    if let (Some(before), Some(now)) = (before, &out.kept_container) {
+        if before != *now {
+            h.engine.remove_container(&before).await;
+        }
+    }
     Ok(out)
 }
 

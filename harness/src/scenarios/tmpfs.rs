@@ -20,7 +20,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         .upload(tar, "/")
         .env("TMPFS_SEED=1")
         .tmpfs("/root/.cache/guix", "rw,exec,size=64m");
-    let seed = crate::run::run(&h.engine, &seed).await?;
+    let seed = super::run_fixture(h, c, &seed).await?;
     let xdg = super::run_fixture(h, c, &xdg).await?;
     let text = format!("{}{}", xdg.stdout, seed.stdout);
     let get = |k: &str| kv(&text, k).unwrap_or_default();

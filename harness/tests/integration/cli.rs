@@ -248,8 +248,20 @@ fn repro_streams_the_output_and_removes_containers_of_passing_checks() {
     let _serial = crate::common::exclusive();
     prepared("linux/amd64");
     let before = labelled_containers();
+    let reports = tempfile::tempdir().unwrap();
+    // Checks of one container and of several (tmpfs: two, usage: four).
     let out = bin()
-        .args(["repro", "--platform", "amd64", "--scenario", "smoke"])
+        .args(["repro", "--platform", "amd64"])
+        .args([
+            "--scenario",
+            "smoke",
+            "--scenario",
+            "tmpfs",
+            "--scenario",
+            "usage",
+        ])
+        .arg("--report")
+        .arg(reports.path())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -261,7 +273,11 @@ fn repro_streams_the_output_and_removes_containers_of_passing_checks() {
     assert_eq!(
         labelled_containers(),
         before,
-        "a passing check keeps nothing"
+        "a passing check keeps nothing, however many containers it ran"
+    );
+    assert!(
+        reports.path().join("report.json").is_file(),
+        "repro writes its report"
     );
 }
 

@@ -216,6 +216,8 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "tmpfs",
         "--image",
         &pinned,
+        "--report",
+        work.path().join("repro").to_str().unwrap(),
     ]);
     assert!(repro.status.success(), "{}", said(&repro));
     assert!(said(&repro).contains("published "), "{}", said(&repro));
