@@ -1,8 +1,10 @@
-//! Figures for shipping: `harness release --push` (export, gzip, OCI layout,
-//! push, one index) against the serial docker CLI doing the same
-//! (`docker save | gzip` per platform, `docker push`, `docker manifest
-//! create/push`), both to a local registry; and each tarball's size against
-//! the image's size in the engine. Not a test:
+//! Figures for shipping: `harness release --push` (export, gzip once, the
+//! tarballs and the push from the same blobs, one index) against the serial
+//! docker CLI doing the same (`docker save | gzip` per platform, `docker
+//! push`, `docker manifest create/push`), each into a local registry of its
+//! own, step by step; each tarball's size against the image's size in the
+//! engine; and what a second release uploads when one script changed
+//! (amd64; its image is rebuilt from a copy of the tree). Not a test:
 //!   cargo bench -p harness --bench release
 //! Needs the images built and a report that proves them (it runs the smoke
 //! check first, untimed). Platforms: GUIX_MATRIX_BENCH_PLATFORMS (comma
@@ -60,32 +62,45 @@ fn main() {
     // The harness: one command.
     let dist = work.path().join("dist");
     let repo = reg.repo();
+    let repo_ours = repo.clone();
     let started = Instant::now();
-    ok(
-        Command::new(harness)
-            .args(["release", "--unpulled", "--report"])
-            .arg(reports.join("report.json"))
-            .arg("--dist")
-            .arg(&dist)
-            .args(["--tag", "vbench", "--push", &repo])
-            .output()
-            .expect("release"),
-        "harness release",
-    );
+    let out = Command::new(harness)
+        .args(["release", "--unpulled", "--json", "--report"])
+        .arg(reports.join("report.json"))
+        .arg("--dist")
+        .arg(&dist)
+        .args(["--tag", "vbench", "--push", &repo])
+        .output()
+        .expect("release");
     let ours = started.elapsed();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "harness release: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let step = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let (export, tarballs, push) = (
+        step(&json["seconds"]["export"]),
+        step(&json["seconds"]["dist"]),
+        step(&json["pushed"]["seconds"]),
+    );
 
     // The docker CLI, serially, the same work (one .tar.gz per platform,
     // push, manifest list), into a registry of its own: into the same one
     // its pushes would find every layer there already.
-    let reg = registry::Registry::start();
-    let repo = reg.repo();
+    let reg_cli = registry::Registry::start();
+    let repo = reg_cli.repo();
     let cli = work.path().join("cli");
     std::fs::create_dir_all(&cli).expect("dir");
     let started = Instant::now();
     let mut refs = vec![];
+    let (mut save, mut pushing) = (0.0, 0.0);
     for p in &platforms {
         let image = format!("guix-matrix:{}", slug(p));
         let out = cli.join(format!("{}.tar.gz", slug(p)));
+        let t = Instant::now();
         ok(
             sh(
                 "sh",
@@ -96,11 +111,15 @@ fn main() {
             ),
             "docker save | gzip",
         );
+        save += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let r = format!("{repo}:cli-{}", slug(p));
         ok(sh("docker", &["tag", &image, &r]), "docker tag");
         ok(sh("docker", &["push", "-q", &r]), "docker push");
+        pushing += t.elapsed().as_secs_f64();
         refs.push(r);
     }
+    let t = Instant::now();
     let list = format!("{repo}:cli");
     let mut create = vec!["manifest", "create", "--insecure", &list];
     create.extend(refs.iter().map(String::as_str));
@@ -109,6 +128,7 @@ fn main() {
         sh("docker", &["manifest", "push", "--insecure", &list]),
         "docker manifest push",
     );
+    let manifest = t.elapsed().as_secs_f64();
     let theirs = started.elapsed();
     for r in &refs {
         let _ = sh("docker", &["rmi", r]);
@@ -116,12 +136,29 @@ fn main() {
 
     println!("platforms: {}", platforms.join(", "));
     println!(
-        "harness release --push (export, gzip -1, OCI layout, push, index): {:>6.1}s",
-        ours.as_secs_f64()
+        "\n{:44} {:>9} {:>11} {:>7}",
+        "step", "harness", "docker CLI", "ratio"
+    );
+    let row = |what: &str, ours: f64, theirs: f64| {
+        println!(
+            "{what:44} {ours:>8.1}s {theirs:>10.1}s {:>6.2}x",
+            ours / theirs.max(0.001)
+        )
+    };
+    row("tarballs (export, gzip -1, write)", export + tarballs, save);
+    row(
+        "push (harness: blobs by HTTP, with tarballs)",
+        push,
+        pushing,
+    );
+    row("multi-platform index", 0.0, manifest);
+    row(
+        "total, wall clock",
+        ours.as_secs_f64(),
+        theirs.as_secs_f64(),
     );
     println!(
-        "docker CLI, serial (save | gzip -1, push, manifest create/push):    {:>6.1}s  (no OCI layout)",
-        theirs.as_secs_f64()
+        "(harness steps: export and compress {export:.1}s, then tarballs {tarballs:.1}s and push {push:.1}s at the same time)"
     );
     println!(
         "\n{:16} {:>12} {:>14} {:>7}",
@@ -135,7 +172,7 @@ fn main() {
         .trim()
         .parse()
         .unwrap_or(0);
-        let file = dist.join(format!("guix-matrix-vbench-{}.docker.tar.gz", slug(p)));
+        let file = dist.join(format!("guix-matrix-vbench-{}.tar", slug(p)));
         let tar = std::fs::metadata(&file).map_or(0, |m| m.len());
         println!(
             "{:16} {:>12} {:>14} {:>6.0}%",
@@ -145,9 +182,83 @@ fn main() {
             100.0 * tar as f64 / size.max(1) as f64
         );
     }
-    let oci = dist.join("guix-matrix-vbench-oci.tar");
+    second_release(harness, &work.path().join("changed"), &repo_ours);
+}
+
+/// A copy of the tree with one script changed, its amd64 image built and
+/// proved, released to the registry that holds the first release: what it
+/// uploads (only the changed layers should go).
+fn second_release(harness: &str, work: &Path, repo: &str) {
+    if std::env::var_os("GUIX_MATRIX_BENCH_SECOND").is_none() {
+        println!("\nsecond release: skipped (GUIX_MATRIX_BENCH_SECOND=1 to measure it)");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree).expect("dir");
+    ok(
+        sh(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "git -C {} archive HEAD | tar -x -C {}",
+                    root.display(),
+                    tree.display()
+                ),
+            ],
+        ),
+        "copy of the tree",
+    );
+    let script = tree.join("scripts/entry-point.sh");
+    let mut text = std::fs::read_to_string(&script).expect("entry point");
+    text.push_str("\n# changed for the second-release benchmark\n");
+    std::fs::write(&script, text).expect("entry point");
+    let reports = work.join("reports");
+    let root_arg = tree.display().to_string();
+    ok(
+        Command::new(harness)
+            .args([
+                "--root",
+                &root_arg,
+                "run",
+                "--scenario",
+                "smoke",
+                "--platform",
+                "linux/amd64",
+                "--report",
+            ])
+            .arg(&reports)
+            .output()
+            .expect("run"),
+        "proving run of the changed tree",
+    );
+    let out = Command::new(harness)
+        .args([
+            "--root",
+            &root_arg,
+            "release",
+            "--unpulled",
+            "--json",
+            "--report",
+        ])
+        .arg(reports.join("report.json"))
+        .arg("--dist")
+        .arg(work.join("dist"))
+        .args(["--tag", "vbench2", "--push", repo])
+        .output()
+        .expect("release");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "second release: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let up = &json["pushed"]["uploaded"];
     println!(
-        "OCI layout, all platforms: {} MiB",
-        std::fs::metadata(Path::new(&oci)).map_or(0, |m| m.len()) >> 20
+        "\nsecond release, one script changed (amd64): uploaded {} blobs, {} KiB; {} blobs already in the registry",
+        up["blobs"],
+        up["bytes"].as_u64().unwrap_or(0) >> 10,
+        up["present"]
     );
 }

@@ -190,7 +190,7 @@ fn release_exit(e: &release::ReleaseError) -> Exit {
         | R::Stale { .. }
         | R::Missing { .. }
         | R::TagTaken { .. } => Exit::Usage,
-        R::Io { .. } | R::Archive { .. } | R::Build(_) | R::Registry { .. } => Exit::Setup,
+        R::Io { .. } | R::Export { .. } | R::Build(_) | R::Registry { .. } => Exit::Setup,
         R::Engine(e) => engine_exit(e),
     }
 }

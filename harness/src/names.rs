@@ -57,20 +57,16 @@ pub fn binfmt_helper(image: &str) -> String {
     format!("{image}-binfmt:latest")
 }
 
-/// The registry tag of the base an image of release `tag` was built on.
-pub fn registry_base_tag(tag: &str, p: &Platform) -> String {
-    format!("{tag}-base-{}", p.slug())
-}
-
-/// A release's tarball of one platform's image.
+/// A release's tarball of one platform's image: its OCI image layout,
+/// which `docker load` also takes.
 pub fn tarball(tag: &str, p: &Platform) -> String {
-    format!("guix-matrix-{tag}-{}.docker.tar.gz", p.slug())
+    format!("guix-matrix-{tag}-{}.tar", p.slug())
 }
 
 /// The base an image was built on, released beside it (for builds from the
 /// release, not for users: `docker load` of it gives the base alone).
 pub fn base_tarball(tag: &str, p: &Platform) -> String {
-    format!("guix-matrix-base-{tag}-{}.docker.tar.gz", p.slug())
+    format!("guix-matrix-base-{tag}-{}.tar", p.slug())
 }
 
 /// A release's readdir() probes (static, one per cross compiler) with the
@@ -84,12 +80,14 @@ pub fn is_probes_archive(name: &str) -> bool {
     name.starts_with("guix-matrix-probes-") && name.ends_with(".tar")
 }
 
-/// The OCI image layout archive of every platform of a release.
-pub fn oci_archive(tag: &str) -> String {
-    format!("guix-matrix-{tag}-oci.tar")
+/// A release's multi-platform index: the bytes the registry holds under
+/// the tag.
+pub fn index_file(tag: &str) -> String {
+    format!("guix-matrix-{tag}.index.json")
 }
 
-/// The release tag in an OCI archive's file name, if it is one.
-pub fn tag_of_oci_archive(name: &str) -> Option<&str> {
-    name.strip_prefix("guix-matrix-")?.strip_suffix("-oci.tar")
+/// The release tag in an index file's name, if it is one.
+pub fn tag_of_index_file(name: &str) -> Option<&str> {
+    name.strip_prefix("guix-matrix-")?
+        .strip_suffix(".index.json")
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishedError {
-    #[error("{dir} has no image for {platform} (no *-{slug}.docker.tar.gz)")]
+    #[error("{dir} has no image for {platform} (no guix-matrix-*-{slug}.tar in its SHA256SUMS)")]
     NotInRelease {
         dir: PathBuf,
         platform: String,
@@ -291,20 +291,25 @@ async fn load(
     platform: &Platform,
     part: Part,
 ) -> Result<String, PublishedError> {
-    let suffix = format!("-{}.docker.tar.gz", platform.slug());
-    let is_base = |n: &str| n.starts_with("guix-matrix-base-");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PublishedError::Io { path, source }
     };
-    let file = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.ends_with(&suffix) && is_base(&n) == (part == Part::Base)
+    let sums = dir.join(trust::SUMS);
+    // The file is the one the vouched SHA256SUMS names for this platform.
+    let (want, name) = listed
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .find_map(|(_, n)| crate::names::tag_of_index_file(n))
+        .and_then(|tag| {
+            let name = match part {
+                Part::Image => crate::names::tarball(tag, platform),
+                Part::Base => crate::names::base_tarball(tag, platform),
+            };
+            listed.lines().find_map(|l| {
+                l.split_once("  ")
+                    .filter(|(_, n)| *n == name)
+                    .map(|(s, n)| (s.to_string(), n.to_string()))
             })
         })
         .ok_or_else(|| PublishedError::NotInRelease {
@@ -312,23 +317,10 @@ async fn load(
             platform: platform.docker.clone(),
             slug: platform.slug(),
         })?;
-    let sums = dir.join(trust::SUMS);
-    let name = file
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let want = listed
-        .lines()
-        .find_map(|l| {
-            l.split_once("  ")
-                .filter(|(_, n)| *n == name)
-                .map(|(s, _)| s.to_string())
-        })
-        .ok_or_else(|| PublishedError::Unlisted {
-            file: file.clone(),
-            sums: sums.clone(),
-        })?;
+    let file = dir.join(&name);
+    if !file.exists() {
+        return Err(PublishedError::Unlisted { file, sums });
+    }
     let file2 = file.clone();
     let (opened, have, names) = tokio::task::spawn_blocking(move || inspect(&file2))
         .await
@@ -430,12 +422,13 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// The gzip'd docker-archive `file` as an uncompressed one whose images
-/// carry no name: RepoTags emptied in manifest.json, `repositories` left out.
+/// The release tarball `file` as a docker-archive whose images carry no
+/// name: RepoTags emptied in manifest.json; `repositories` and the OCI
+/// layout's `index.json` (which names it too) left out, so that every
+/// engine loads it through manifest.json.
 fn without_names(file: std::fs::File, out: impl std::io::Write) -> std::io::Result<()> {
     use std::io::Read;
-    let mut archive =
-        tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, file));
     let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, out));
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -443,7 +436,7 @@ fn without_names(file: std::fs::File, out: impl std::io::Write) -> std::io::Resu
         let name = path.to_string_lossy().trim_start_matches("./").to_string();
         let mut header = entry.header().clone();
         match name.as_str() {
-            "repositories" => continue,
+            "repositories" | "index.json" | "oci-layout" => continue,
             "manifest.json" => {
                 let mut bytes = vec![];
                 (&mut entry).take(1 << 20).read_to_end(&mut bytes)?;
@@ -486,7 +479,7 @@ impl<R: std::io::Read> std::io::Read for Hashed<R> {
     }
 }
 
-/// One pass over a gzip'd docker-archive: its sha256, and the names its
+/// One pass over a release tarball: its sha256, and the names its
 /// manifest.json (and a legacy `repositories` file) would give the images
 /// it holds — or why it is not a docker-archive of images with names.
 type Inspected = (std::fs::File, String, Result<Vec<String>, String>);
@@ -499,10 +492,10 @@ fn inspect(file: &Path) -> std::io::Result<Inspected> {
         sha: Sha256::new(),
     };
     let names = {
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&mut hashed));
+        let mut archive = tar::Archive::new(&mut hashed);
         archive_names(&mut archive)
     };
-    // The rest of the file (after the gzip stream, or after an error) is hashed too.
+    // The rest of the file (after the archive's end, or an error) is hashed too.
     std::io::copy(&mut hashed, &mut std::io::sink())?;
     let mut opened = opened;
     opened.rewind()?;
@@ -602,19 +595,16 @@ async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(
 mod tests {
     use super::*;
 
-    /// A gzip'd docker-archive of `entries`.
+    /// A release tarball of `entries`.
     fn archive(entries: &[(&str, &[u8])]) -> std::fs::File {
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-            tempfile::tempfile().unwrap(),
-            flate2::Compression::fast(),
-        ));
+        let mut tar = tar::Builder::new(tempfile::tempfile().unwrap());
         for (path, bytes) in entries {
             let mut h = tar::Header::new_gnu();
             h.set_size(bytes.len() as u64);
             h.set_mode(0o644);
             tar.append_data(&mut h, path, *bytes).unwrap();
         }
-        let mut file = tar.into_inner().unwrap().finish().unwrap();
+        let mut file = tar.into_inner().unwrap();
         std::io::Seek::rewind(&mut file).unwrap();
         file
     }
@@ -625,6 +615,7 @@ mod tests {
         let file = archive(&[
             ("manifest.json", manifest),
             ("repositories", br#"{"debian":{"sid":"abc"}}"#),
+            ("index.json", br#"{"manifests":[]}"#),
             ("c.json", b"{}"),
             ("l/layer.tar", b"layer bytes"),
         ]);

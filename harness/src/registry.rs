@@ -23,6 +23,9 @@ pub struct RegistryError {
 pub struct Client {
     pub host: String,
     pub repo: String,
+    /// The Authorization header that last worked, by the actions asked for
+    /// (a release's many requests log in once).
+    logins: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 type Response = ureq::http::Response<ureq::Body>;
@@ -32,6 +35,7 @@ impl Client {
         Client {
             host: reference.host.clone(),
             repo: reference.repo.clone(),
+            logins: Default::default(),
         }
     }
 
@@ -75,11 +79,7 @@ impl Client {
         ));
         let mut resp = self
             .send("pull", |auth| {
-                let mut req = agent().get(&url).header("Accept", ACCEPT);
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.call()
+                authorized(agent().get(&url).header("Accept", ACCEPT), auth).call()
             })
             .map_err(&failed)?;
         match resp.status().as_u16() {
@@ -110,13 +110,7 @@ impl Client {
         let url = self.url("blobs", &digest.to_string());
         let failed = self.failed(format!("GET {}/{} blob {digest}", self.host, self.repo));
         let mut resp = self
-            .send("pull", |auth| {
-                let mut req = agent().get(&url);
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.call()
-            })
+            .send("pull", |auth| authorized(agent().get(&url), auth).call())
             .map_err(&failed)?;
         match resp.status().as_u16() {
             200 => {
@@ -138,28 +132,41 @@ impl Client {
     /// Uploads `bytes` as a blob unless the registry has it; its digest.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
+        self.upload(&digest, || Ok(bytes))?;
+        Ok(digest)
+    }
+
+    /// Uploads the file at `path` as the blob `digest` unless the registry
+    /// has it (streamed, never held in memory); whether it was uploaded.
+    pub fn put_blob_file(
+        &self,
+        path: &std::path::Path,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        self.upload(digest, || std::fs::File::open(path))
+    }
+
+    /// HEAD, then (when the registry lacks it) POST and one PUT of the
+    /// body `open` gives (again for each attempt); whether it was uploaded.
+    fn upload<B: ureq::AsSendBody>(
+        &self,
+        digest: &Digest,
+        open: impl Fn() -> std::io::Result<B>,
+    ) -> Result<bool, RegistryError> {
         let failed = self.failed(format!("PUT {}/{} blob {digest}", self.host, self.repo));
         let head = self.url("blobs", &digest.to_string());
         let have = self
             .send("pull,push", |auth| {
-                let mut req = agent().head(&head);
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.call()
+                authorized(agent().head(&head), auth).call()
             })
             .map_err(&failed)?;
         if have.status().as_u16() == 200 {
-            return Ok(digest);
+            return Ok(false);
         }
         let start = self.url("blobs", "uploads/");
         let resp = self
             .send("pull,push", |auth| {
-                let mut req = agent().post(&start);
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.send_empty()
+                authorized(agent().post(&start), auth).send_empty()
             })
             .map_err(&failed)?;
         if resp.status().as_u16() != 202 {
@@ -182,17 +189,18 @@ impl Client {
         location.push_str(&format!("digest={digest}"));
         let resp = self
             .send("pull,push", |auth| {
-                let mut req = agent()
-                    .put(&location)
-                    .header("Content-Type", "application/octet-stream");
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.send(bytes)
+                let body = open().map_err(ureq::Error::Io)?;
+                authorized(
+                    upload_agent()
+                        .put(&location)
+                        .header("Content-Type", "application/octet-stream"),
+                    auth,
+                )
+                .send(body)
             })
             .map_err(&failed)?;
         match resp.status().as_u16() {
-            201 => Ok(digest),
+            201 => Ok(true),
             code => Err(failed(format!("HTTP {code}"))),
         }
     }
@@ -211,11 +219,7 @@ impl Client {
         ));
         let resp = self
             .send("pull,push", |auth| {
-                let mut req = agent().put(&url).header("Content-Type", media_type);
-                if let Some(a) = auth {
-                    req = req.header("Authorization", a);
-                }
-                req.send(body)
+                authorized(agent().put(&url).header("Content-Type", media_type), auth).send(body)
             })
             .map_err(&failed)?;
         match resp.status().as_u16() {
@@ -224,44 +228,46 @@ impl Client {
         }
     }
 
-    /// Sends a request anonymously; on 401, answers the registry's
-    /// challenge (Basic with the login, or a Bearer token for this
-    /// repository) and sends it again. 429 and 5xx are retried with
+    /// Sends a request with the login that last worked (anonymously at
+    /// first); on 401, answers the registry's challenge (Basic with the
+    /// login, or a Bearer token for this repository) and sends it again.
+    /// 429, 5xx and a connection that failed or broke are retried with
     /// back-off; other answers are the caller's.
     fn send(
         &self,
         actions: &str,
         send: impl Fn(Option<&str>) -> Result<Response, ureq::Error>,
     ) -> Result<Response, String> {
-        let mut auth: Option<String> = None;
+        let logins = || self.logins.lock().unwrap_or_else(|e| e.into_inner());
+        let mut auth: Option<String> = logins().get(actions).cloned();
+        let mut answered = false;
         let mut delay = Duration::from_millis(500);
-        for attempt in 1..=4 {
-            let resp = send(auth.as_deref()).map_err(|e| e.to_string())?;
+        for attempt in 1..=ATTEMPTS {
+            let resp = match send(auth.as_deref()) {
+                Ok(resp) => resp,
+                Err(e) if transient(&e) && attempt < ATTEMPTS => {
+                    tracing::warn!("{}: {e}; again in {delay:?}", self.host);
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             let code = resp.status().as_u16();
-            if code == 401 && auth.is_none() {
+            if code == 401 && !answered {
                 let challenge = resp
                     .headers()
                     .get("www-authenticate")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string();
-                auth = Some(match auth_for(&challenge)? {
-                    Auth::Basic => {
-                        let basic = basic_login(&self.host).ok_or_else(|| {
-                            format!("{} asks for a login: `docker login {}`, or set GUIX_MATRIX_REGISTRY_USER and GUIX_MATRIX_REGISTRY_TOKEN", self.host, self.host)
-                        })?;
-                        format!("Basic {basic}")
-                    }
-                    Auth::Bearer { realm, service } => {
-                        format!(
-                            "Bearer {}",
-                            self.token(&realm, service.as_deref(), actions)?
-                        )
-                    }
-                });
+                let login = self.login(&challenge, actions)?;
+                logins().insert(actions.to_string(), login.clone());
+                auth = Some(login);
+                answered = true;
                 continue;
             }
-            if (code == 429 || code >= 500) && attempt < 4 {
+            if (code == 429 || code >= 500) && attempt < ATTEMPTS {
                 tracing::warn!("{}: HTTP {code}; again in {delay:?}", self.host);
                 std::thread::sleep(delay);
                 delay *= 2;
@@ -270,6 +276,24 @@ impl Client {
             return Ok(resp);
         }
         Err(format!("{} kept failing", self.host))
+    }
+
+    /// The Authorization header that answers `challenge`.
+    fn login(&self, challenge: &str, actions: &str) -> Result<String, String> {
+        Ok(match auth_for(challenge)? {
+            Auth::Basic => {
+                let basic = basic_login(&self.host).ok_or_else(|| {
+                    format!("{} asks for a login: `docker login {}`, or set GUIX_MATRIX_REGISTRY_USER and GUIX_MATRIX_REGISTRY_TOKEN", self.host, self.host)
+                })?;
+                format!("Basic {basic}")
+            }
+            Auth::Bearer { realm, service } => {
+                format!(
+                    "Bearer {}",
+                    self.token(&realm, service.as_deref(), actions)?
+                )
+            }
+        })
     }
 
     /// The token `realm` gives for the repository (with the login when set).
@@ -303,6 +327,35 @@ impl Client {
             .map(str::to_string)
             .ok_or_else(|| "the registry's token answer has no token".into())
     }
+}
+
+/// How often a request is sent before its failure is the caller's.
+const ATTEMPTS: u32 = 5;
+
+/// Whether a failure is of the connection (worth sending again), not of
+/// the request.
+fn transient(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Timeout(_)
+    )
+}
+
+/// The request with the login, when there is one.
+fn authorized<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("Authorization", a),
+        None => req,
+    }
+}
+
+/// An agent for blob uploads: a layer is hundreds of MiB.
+fn upload_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3600)))
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 fn agent() -> ureq::Agent {

@@ -210,7 +210,7 @@ impl Source {
                     .flatten()
                     .filter_map(Result::ok)
                     .filter_map(|e| e.file_name().into_string().ok())
-                    .find_map(|n| crate::names::tag_of_oci_archive(&n).map(str::to_string));
+                    .find_map(|n| crate::names::tag_of_index_file(&n).map(str::to_string));
                 sums.unwrap_or_else(|| path.display().to_string())
             }
             Source::Registry { reference, pin } => match (&reference.tag, pin) {

@@ -1,4 +1,4 @@
-//! `harness release`: publish what a run proved, as tarballs with checksums and an OCI layout, and optionally to a registry under a dated tag.
+//! `harness release`: publish what a run proved, as tarballs with checksums and optionally to a registry under a dated tag, from one set of blobs.
 
 use super::Context;
 use crate::error::{Error, Exit};
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct ReleaseArgs {
-    /// Write the tarballs, the OCI layout and SHA256SUMS here.
+    /// Write the tarballs (one OCI image layout per platform, which `docker
+    /// load` also takes), the index and SHA256SUMS here.
     #[arg(long, default_value = "dist")]
     pub dist: PathBuf,
     /// The reports directory of the run that proved the images (its
@@ -29,9 +30,10 @@ pub struct ReleaseArgs {
     /// Without it such an image is refused (exit 4).
     #[arg(long)]
     pub unpulled: bool,
-    /// Also push to REGISTRY/REPO: each platform, then one multi-platform
-    /// index under the tag and `latest` (GUIX_MATRIX_REGISTRY_USER and
-    /// GUIX_MATRIX_REGISTRY_TOKEN for a registry that needs a login).
+    /// Also push to REGISTRY/REPO the same blobs: each platform's image by
+    /// digest, then one multi-platform index under the tag and `latest`
+    /// (the login of `docker login`, or GUIX_MATRIX_REGISTRY_USER and
+    /// GUIX_MATRIX_REGISTRY_TOKEN).
     #[arg(long, value_name = "REGISTRY/REPO", value_parser = parse_registry)]
     pub push: Option<String>,
     /// Overwrite a tag that already holds other content.
@@ -81,9 +83,26 @@ struct Shipped {
     files: Vec<File>,
     /// The sha256 of SHA256SUMS: `--from DIST@sha256:…` pins the release.
     sums_digest: crate::source::Digest,
+    /// The multi-platform index (the file, and the registry's tag).
+    index: crate::source::Digest,
+    /// Each platform's image manifest: the same in the tarball, the index
+    /// and the registry.
+    platforms: BTreeMap<String, crate::source::Digest>,
     signed: bool,
     not_released: Vec<String>,
     pushed: Option<Pushed>,
+    seconds: Seconds,
+}
+
+/// How long each step took.
+#[derive(Debug, serde::Serialize)]
+struct Seconds {
+    export: f64,
+    dist: f64,
+}
+
+fn round(s: f64) -> f64 {
+    (s * 10.0).round() / 10.0
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -100,6 +119,9 @@ struct Pushed {
     index: crate::source::Digest,
     platforms: BTreeMap<String, crate::source::Digest>,
     signed: bool,
+    /// The blobs sent (those the registry had are not sent again).
+    uploaded: release::Uploaded,
+    seconds: f64,
 }
 
 impl Shipped {
@@ -117,6 +139,10 @@ impl Shipped {
         if self.signed {
             println!("{dist}/{}", crate::trust::SUMS_SIG);
         }
+        for (platform, digest) in &self.platforms {
+            println!("{platform}: {digest}");
+        }
+        println!("index: {}", self.index);
         println!("pin this release: --from {dist}@{}", self.sums_digest);
         if !self.not_released.is_empty() {
             println!(
@@ -134,6 +160,12 @@ impl Shipped {
                 p.latest,
                 p.index,
                 if p.signed { ", signed" } else { "" }
+            );
+            println!(
+                "uploaded {} blobs, {} MiB ({} already in the registry)",
+                p.uploaded.blobs,
+                p.uploaded.bytes >> 20,
+                p.uploaded.present
             );
             println!("pin this release: --from {}@{}", p.reference, p.index);
         }
@@ -213,17 +245,26 @@ impl ReleaseArgs {
             .map(crate::trust::Signer::load)
             .transpose()?;
         let annotations = self.annotations(&tag, &proved, &h.options.checkout.root);
+        let registry = self
+            .push
+            .as_deref()
+            .map(|t| Registry::parse(t).expect("checked by clap"));
         let probes = shipped_probes(&h).await?;
-        let dist = release::write_dist(
+        let shipped = release::ship(
             &h.engine,
             &proved,
-            &self.dist,
-            &tag,
-            &annotations,
-            signer.as_ref(),
-            probes.as_ref().map(|(i, p)| (i.as_str(), p)),
+            &release::Plan {
+                dist: &self.dist,
+                tag: &tag,
+                annotations: &annotations,
+                signer: signer.as_ref(),
+                probes: probes.as_ref().map(|(i, p)| (i.as_str(), p)),
+                push: registry.as_ref(),
+                force: self.force,
+            },
         )
         .await?;
+        let (dist, pushed) = (shipped.dist, shipped.pushed);
         let left: Vec<String> = h
             .matrix
             .platforms
@@ -231,7 +272,7 @@ impl ReleaseArgs {
             .filter(|p| !proved.iter().any(|q| q.platform.docker == p.docker))
             .map(|p| p.docker.clone())
             .collect();
-        let mut shipped = Shipped {
+        let out = Shipped {
             tag: tag.clone(),
             dist: self.dist.clone(),
             files: dist
@@ -244,44 +285,48 @@ impl ReleaseArgs {
                 })
                 .collect(),
             sums_digest: dist.sums_digest.clone(),
+            index: shipped.index,
+            platforms: shipped.platforms.into_iter().collect(),
             signed: signer.is_some(),
             not_released: left,
-            pushed: None,
+            pushed: pushed.map(|pushed| {
+                let r = registry.as_ref().expect("pushed to a registry");
+                Pushed {
+                    reference: r.reference(&tag),
+                    latest: r.reference("latest"),
+                    index: pushed.index,
+                    platforms: pushed.platforms.into_iter().collect(),
+                    signed: pushed.signed,
+                    uploaded: pushed.uploaded,
+                    seconds: round(pushed.seconds),
+                }
+            }),
+            seconds: Seconds {
+                export: round(shipped.export_seconds),
+                dist: round(dist.seconds),
+            },
         };
         if !self.json {
-            shipped.print_dist();
-        }
-        if let Some(target) = &self.push {
-            let registry = Registry::parse(target).expect("checked by clap");
-            let pushed = release::push(
-                &h.engine,
-                &proved,
-                &registry,
-                &tag,
-                &annotations,
-                self.force,
-                signer.as_ref(),
-            )
-            .await?;
-            shipped.pushed = Some(Pushed {
-                reference: registry.reference(&tag),
-                latest: registry.reference("latest"),
-                index: pushed.index,
-                platforms: pushed.platforms.into_iter().collect(),
-                signed: pushed.signed,
-            });
-            if !self.json {
-                shipped.print_push();
-            }
+            out.print_dist();
+            out.print_push();
+            println!(
+                "took: export and compress {:.1} s, tarballs {:.1} s{}",
+                out.seconds.export,
+                out.seconds.dist,
+                out.pushed
+                    .as_ref()
+                    .map(|p| format!(", push {:.1} s (at the same time)", p.seconds))
+                    .unwrap_or_default()
+            );
         }
         if self.json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&shipped).expect("release json")
+                serde_json::to_string_pretty(&out).expect("release json")
             );
         }
         if let Some(path) = std::env::var_os("GITHUB_OUTPUT") {
-            shipped.github_output(std::path::Path::new(&path))?;
+            out.github_output(std::path::Path::new(&path))?;
         }
         Ok(Exit::Success)
     }

@@ -1,14 +1,16 @@
-//! Shipping what the matrix proved: what may ship (gate), the image archives (archive), the OCI layout (oci), the release directory (dist) and the registry (registry).
+//! Shipping what the matrix proved: what may ship (gate), its images as OCI blobs compressed once (oci), the release directory (dist), the registry (registry), and one release of them all (ship).
 
-mod archive;
 mod dist;
 mod gate;
+mod hashing;
 mod oci;
 mod registry;
+mod ship;
 
-pub use dist::{write_dist, Dist};
+pub use dist::Dist;
 pub use gate::{proved, Gate, Proved};
-pub use registry::{push, Pushed, Registry};
+pub use registry::{Pushed, Registry, Uploaded};
+pub use ship::{ship, Plan, Shipped};
 
 use crate::engine::EngineError;
 use crate::image::BuildError;
@@ -58,8 +60,12 @@ pub enum ReleaseError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a docker-archive the engine would write: {message}")]
-    Archive { path: PathBuf, message: String },
+    #[error("{platform}: the engine's export of {image} {message}; nothing was released")]
+    Export {
+        platform: String,
+        image: String,
+        message: String,
+    },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -100,14 +106,16 @@ impl ReleaseError {
             }
             ReleaseError::Io { .. } => "check the path and that the disk has room (a release needs about 1 GiB per platform)".into(),
             ReleaseError::Registry { registry, .. } => format!(
-                "check that {registry} answers and accepts pushes (GUIX_MATRIX_REGISTRY_USER / GUIX_MATRIX_REGISTRY_TOKEN for one that needs a login); nothing was tagged, rerun when it does"
+                "check that {registry} answers and accepts pushes (`docker login {registry}`, or GUIX_MATRIX_REGISTRY_USER and GUIX_MATRIX_REGISTRY_TOKEN, for one that needs a login); nothing was tagged: run the same release again when it does, and only what is missing is uploaded"
             ),
             ReleaseError::TagTaken { .. } => {
                 "release under another tag (--tag), or pass --force to overwrite it on purpose".into()
             }
             ReleaseError::Engine(e) => return e.fix(),
             ReleaseError::Build(e) => return e.fix(),
-            ReleaseError::Archive { .. } => return None,
+            ReleaseError::Export { .. } => {
+                "check the engine (`harness doctor`) and run the release again".into()
+            }
         })
     }
 }

@@ -94,14 +94,18 @@ fn release_into(dist: &Path) -> String {
         base: Some(format!("{IMAGE}-base:amd64")),
         pulled: None,
     };
-    block_on(harness::release::write_dist(
+    block_on(harness::release::ship(
         &h.engine,
         &[proved],
-        dist,
-        TAG,
-        &Default::default(),
-        None,
-        None,
+        &harness::release::Plan {
+            dist,
+            tag: TAG,
+            annotations: &Default::default(),
+            signer: None,
+            probes: None,
+            push: None,
+            force: false,
+        },
     ))
     .unwrap();
     // A new machine: neither the image, its Guix layer, its base, nor their build cache.
@@ -313,14 +317,18 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
         base: None,
         pulled: None,
     };
-    block_on(harness::release::write_dist(
+    block_on(harness::release::ship(
         engine,
         &[proved],
-        spoiled.path(),
-        "v20990102",
-        &Default::default(),
-        None,
-        None,
+        &harness::release::Plan {
+            dist: spoiled.path(),
+            tag: "v20990102",
+            annotations: &Default::default(),
+            signer: None,
+            probes: None,
+            push: None,
+            force: false,
+        },
     ))
     .unwrap();
     block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
@@ -352,9 +360,7 @@ fn damaged_tarball_is_refused(dist: &Path, root: &Path) {
             std::fs::copy(e.path(), damaged.path().join(e.file_name())).unwrap();
         }
     }
-    let tarball = damaged
-        .path()
-        .join(format!("guix-matrix-{TAG}-amd64.docker.tar.gz"));
+    let tarball = damaged.path().join(format!("guix-matrix-{TAG}-amd64.tar"));
     let len = std::fs::metadata(&tarball).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)

@@ -267,27 +267,21 @@ fn from_a_release_the_pull_starts_from_its_generation() {
         base: Some(format!("{IMAGE}-base:amd64")),
         pulled: None,
     };
-    block_on(harness::release::write_dist(
-        &h.engine,
-        std::slice::from_ref(&proved),
-        &dist,
-        "v20990303",
-        &Default::default(),
-        Some(&signer),
-        None,
-    ))
-    .unwrap();
     // The same release in a registry of the test's own.
     let registry = crate::common::Registry::start();
     let repo = registry.repo();
-    block_on(harness::release::push(
+    block_on(harness::release::ship(
         &h.engine,
-        &[proved],
-        &harness::release::Registry::parse(&repo).unwrap(),
-        "v20990303",
-        &Default::default(),
-        false,
-        Some(&signer),
+        std::slice::from_ref(&proved),
+        &harness::release::Plan {
+            dist: &dist,
+            tag: "v20990303",
+            annotations: &Default::default(),
+            signer: Some(&signer),
+            probes: None,
+            push: Some(&harness::release::Registry::parse(&repo).unwrap()),
+            force: false,
+        },
     ))
     .unwrap();
     let from_source = |root: &Path, source: String| {

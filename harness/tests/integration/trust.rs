@@ -27,7 +27,7 @@ fn code(out: &Output) -> Option<i32> {
 /// A release directory of one (small) file, SHA256SUMS, signed by `key`.
 fn signed_dir(key: Option<&Path>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let file = "guix-matrix-v1-amd64.docker.tar.gz";
+    let file = "guix-matrix-v1-amd64.tar";
     std::fs::write(dir.path().join(file), b"an image").unwrap();
     let sums = format!("{}  {file}\n", Digest::of(b"an image").hex());
     std::fs::write(dir.path().join("SHA256SUMS"), &sums).unwrap();
@@ -415,7 +415,7 @@ fn a_published_image_that_nothing_vouches_for_is_refused_before_any_leg() {
 #[test]
 fn sigterm_during_a_long_read_ends_the_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let name = "guix-matrix-v1-amd64.docker.tar.gz";
+    let name = "guix-matrix-v1-amd64.tar";
     let tarball = dir.path().join(name);
     std::fs::File::create(&tarball)
         .unwrap()
@@ -423,7 +423,11 @@ fn sigterm_during_a_long_read_ends_the_run_at_once() {
         .unwrap();
     std::fs::write(
         dir.path().join("SHA256SUMS"),
-        format!("{}  {name}\n", Digest::of(b"not it").hex()),
+        format!(
+            "{}  {name}\n{}  guix-matrix-v1.index.json\n",
+            Digest::of(b"not it").hex(),
+            Digest::of(b"{}").hex()
+        ),
     )
     .unwrap();
     let report = tempfile::tempdir().unwrap();
