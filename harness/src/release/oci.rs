@@ -388,7 +388,7 @@ fn gzip_layer(layer: &mut impl Read, blobs: &Path) -> Result<Layer, Failure> {
         let mut tar = HashingReader::new(layer);
         let mut gz =
             flate2::write::GzEncoder::new(HashingWriter::new(file), flate2::Compression::fast());
-        std::io::copy(&mut tar, &mut gz).map_err(at(tmp.path()))?;
+        copy_in_blocks(&mut tar, &mut gz).map_err(at(tmp.path()))?;
         let mut out = gz.finish().map_err(at(tmp.path()))?;
         out.flush().map_err(at(tmp.path()))?;
         (out.digest(), out.len, tar.digest())
@@ -400,6 +400,28 @@ fn gzip_layer(layer: &mut impl Read, blobs: &Path) -> Result<Layer, Failure> {
         diff_id: format!("sha256:{diff_id}"),
         blob: descriptor(MediaType::ImageLayerGzip, &blob, size),
     })
+}
+
+/// Copies in blocks of one size whatever sizes the reader gives: the
+/// compressor's output depends on how its input is cut, and a layer must
+/// gzip to the same bytes (the same digest) every time it is released.
+fn copy_in_blocks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let mut filled = 0;
+        while filled < block.len() {
+            match from.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        to.write_all(&block[..filled])?;
+        if filled < block.len() {
+            return Ok(());
+        }
+    }
 }
 
 /// The OCI image of one manifest.json entry: its layers (gzip'd once), its
@@ -585,6 +607,37 @@ mod tests {
             assert_eq!(multi_platform_index(vec![], &annotations), first);
         }
         assert!(first.find("key.0").unwrap() < first.find("key.19").unwrap());
+    }
+
+    /// A reader that gives at most `cut` bytes a time.
+    struct Cut<'a>(&'a [u8], usize);
+
+    impl Read for Cut<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// The same layer, however the export's stream cuts it, is the same blob.
+    #[test]
+    fn a_layer_gzips_to_the_same_bytes_however_it_arrives() {
+        let layer: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
+            .collect();
+        let blobs = tempfile::tempdir().unwrap();
+        let digests: Vec<String> = [7, 4096, 65_537, 1 << 20, 3 << 20]
+            .into_iter()
+            .map(|cut| {
+                let Ok(l) = gzip_layer(&mut Cut(&layer, cut), blobs.path()) else {
+                    panic!("not gzip'd")
+                };
+                l.blob.digest().to_string()
+            })
+            .collect();
+        assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
     }
 
     fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {

@@ -114,13 +114,30 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         ]
     );
     let names = names.split_off(3);
-    // `docker load` takes a tarball back.
+    // `docker load` takes a tarball back: the image with the release's
+    // labels on its config (so another ID; the proved one is tagged back).
+    let proved_id = String::from_utf8_lossy(
+        &docker(&["image", "inspect", "-f", "{{.Id}}", "guix-matrix:arm-v7"]).stdout,
+    )
+    .trim()
+    .to_string();
     let load = docker(&["load", "-i", dist.join(&names[1]).to_str().unwrap()]);
     assert!(
         String::from_utf8_lossy(&load.stdout).contains("guix-matrix:arm-v7"),
         "{}",
         said(&load)
     );
+    let loaded = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"org.opencontainers.image.version\"}}",
+        "guix-matrix:arm-v7",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&loaded.stdout).trim(), "v20260101");
+    assert!(docker(&["tag", &proved_id, "guix-matrix:arm-v7"])
+        .status
+        .success());
     // The index: both platforms, our annotations.
     let index_bytes = std::fs::read(dist.join(&names[2])).unwrap();
     let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
@@ -408,38 +425,118 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     }
 }
 
+/// A registry that is not there, or answers garbage: the error names the
+/// registry, the platform and the fix; nothing is tagged, and `dist/` holds
+/// no file (the release's files are named only once all are complete).
 #[test]
-fn a_registry_that_does_not_answer_is_named_with_the_fix_and_nothing_is_tagged() {
+fn a_registry_that_does_not_answer_or_answers_garbage_is_named_with_the_fix() {
     let _shared = crate::common::shared();
     prepared("linux/amd64");
     let work = tempfile::tempdir().unwrap();
     let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
+    // A "registry" that answers every request with garbage.
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = garbage.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in garbage.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.2 not a registry\r\n\r\n");
+        }
+    });
+    for (i, host) in ["127.0.0.1:1".to_string(), format!("127.0.0.1:{port}")]
+        .iter()
+        .enumerate()
+    {
+        let dist = work.path().join(format!("dist{i}"));
+        let out = harness(&[
+            "release",
+            "--unpulled",
+            "--report",
+            report.to_str().unwrap(),
+            "--dist",
+            dist.to_str().unwrap(),
+            "--tag",
+            "v20260102",
+            "--push",
+            &format!("{host}/guix-matrix"),
+        ]);
+        let text = said(&out);
+        assert_eq!(out.status.code(), Some(3), "{host}: {text}");
+        assert!(
+            text.contains(&format!(
+                "registry {host}: pushing {host}/guix-matrix:v20260102 (linux/amd64) failed"
+            )) && text.contains(&format!("fix: check that {host} answers"))
+                && text.contains("only what is missing is uploaded"),
+            "{host}: {text}"
+        );
+        let tags = docker(&["images", "-q", &format!("{host}/guix-matrix")]);
+        assert!(tags.stdout.is_empty(), "{host}: a push tag was left behind");
+        // No work left behind, and a file under a final name is complete
+        // (the directory may have finished before the push failed).
+        let left: Vec<String> = std::fs::read_dir(&dist)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            !left.iter().any(|n| n.starts_with(".guix-matrix-release-")),
+            "{host}: {left:?}"
+        );
+        if let Ok(sums) = std::fs::read_to_string(dist.join("SHA256SUMS")) {
+            for line in sums.lines() {
+                let (sum, name) = line.split_once("  ").unwrap();
+                assert_eq!(sha256(&dist.join(name)), sum, "{host}: {name}");
+            }
+        } else {
+            assert!(left.is_empty(), "{host}: {left:?}");
+        }
+    }
+}
+
+/// A disk that fills up under `dist/`: the error names the file and the
+/// fix, no file is left under a final name, and the work is removed.
+#[test]
+fn a_full_disk_under_dist_leaves_no_release_file() {
+    let _shared = crate::common::shared();
+    prepared("linux/amd64");
+    let work = tempfile::tempdir().unwrap();
+    let report = proving_run(&["linux/amd64"], &work.path().join("reports"));
+    let dist = work.path().join("dist");
+    std::fs::create_dir(&dist).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&dist)
+        .output()
+        .unwrap();
+    assert!(mount.status.success(), "{}", said(&mount));
     let out = harness(&[
         "release",
         "--unpulled",
         "--report",
         report.to_str().unwrap(),
         "--dist",
-        work.path().join("dist").to_str().unwrap(),
+        dist.to_str().unwrap(),
         "--tag",
-        "v20260102",
-        "--push",
-        "127.0.0.1:1/guix-matrix",
+        "v20260107",
     ]);
+    let left: Vec<_> = std::fs::read_dir(&dist)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let _ = Command::new("umount").arg(&dist).output();
     let text = said(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(
-        text.contains(
-            "registry 127.0.0.1:1: pushing 127.0.0.1:1/guix-matrix:v20260102 (linux/amd64) failed"
-        ) && text.contains("fix: check that 127.0.0.1:1 answers"),
+        text.contains("No space left on device")
+            && text.contains(dist.to_str().unwrap())
+            && text.contains("fix: check the path and that the disk has room"),
         "{text}"
     );
-    let tags = docker(&["images", "-q", "127.0.0.1:1/guix-matrix"]);
-    assert!(tags.stdout.is_empty(), "a push tag was left behind");
-    // Nothing half-written under a final name, no work left behind.
-    let left: Vec<_> = std::fs::read_dir(work.path().join("dist"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
 
