@@ -120,7 +120,11 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
     let _shared = shared();
     let _cleanup = Cleanup;
     let dist = tempfile::tempdir().unwrap();
-    let released = release_into(dist.path());
+    let built = release_into(dist.path());
+    // The release's image is the built one with the release's labels on its
+    // config: its ID is the config digest the tarball's manifest names.
+    let released = released_id(dist.path());
+    assert_ne!(released, built);
     let root = harness().options.checkout.root.clone();
 
     // Unchanged tree: the release's image, verified, no build.
@@ -350,6 +354,23 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
             .is_none(),
         "the refused image was tagged for use"
     );
+}
+
+/// The ID `docker load` gives the amd64 image of the release in `dist`.
+fn released_id(dist: &Path) -> String {
+    let tarball = dist.join(format!("guix-matrix-{TAG}-amd64.tar"));
+    let mut tar = tar::Archive::new(std::fs::File::open(tarball).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == "manifest.json" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let config = m[0]["Config"].as_str().unwrap();
+            return format!("sha256:{}", config.trim_start_matches("blobs/sha256/"));
+        }
+    }
+    panic!("no manifest.json")
 }
 
 fn damaged_tarball_is_refused(dist: &Path, root: &Path) {
