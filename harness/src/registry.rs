@@ -18,6 +18,16 @@ pub struct RegistryError {
     pub message: String,
 }
 
+/// How a blob got to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// It was there already.
+    Present,
+    /// Mounted from another repository of the registry: nothing sent.
+    Mounted,
+    Uploaded,
+}
+
 /// One repository of one registry.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -132,27 +142,32 @@ impl Client {
     /// Uploads `bytes` as a blob unless the registry has it; its digest.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
-        self.upload(&digest, || Ok(bytes))?;
+        self.upload(&digest, None, || Ok(bytes))?;
         Ok(digest)
     }
 
-    /// Uploads the file at `path` as the blob `digest` unless the registry
-    /// has it (streamed, never held in memory); whether it was uploaded.
+    /// Puts the file at `path` as the blob `digest` unless the registry
+    /// has it: mounted from the repository `mount_from` of the same
+    /// registry when it has it there, else streamed (never held in memory).
     pub fn put_blob_file(
         &self,
         path: &std::path::Path,
         digest: &Digest,
-    ) -> Result<bool, RegistryError> {
-        self.upload(digest, || std::fs::File::open(path))
+        mount_from: Option<&str>,
+    ) -> Result<Sent, RegistryError> {
+        self.upload(digest, mount_from, || std::fs::File::open(path))
     }
 
-    /// HEAD, then (when the registry lacks it) POST and one PUT of the
-    /// body `open` gives (again for each attempt); whether it was uploaded.
+    /// HEAD, then (when the registry lacks it) POST — a cross-repository
+    /// mount when `mount_from` is given, which the registry may answer with
+    /// an upload instead — and one PUT of the body `open` gives (again for
+    /// each attempt).
     fn upload<B: ureq::AsSendBody>(
         &self,
         digest: &Digest,
+        mount_from: Option<&str>,
         open: impl Fn() -> std::io::Result<B>,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<Sent, RegistryError> {
         let failed = self.failed(format!("PUT {}/{} blob {digest}", self.host, self.repo));
         let head = self.url("blobs", &digest.to_string());
         let have = self
@@ -161,14 +176,25 @@ impl Client {
             })
             .map_err(&failed)?;
         if have.status().as_u16() == 200 {
-            return Ok(false);
+            return Ok(Sent::Present);
         }
-        let start = self.url("blobs", "uploads/");
+        let mut start = self.url("blobs", "uploads/");
+        let actions = match mount_from {
+            Some(from) => {
+                start.push_str(&format!("?mount={digest}&from={from}"));
+                // The token must also let this repository read the other.
+                format!("pull,push {from}:pull")
+            }
+            None => "pull,push".to_string(),
+        };
         let resp = self
-            .send("pull,push", |auth| {
+            .send(&actions, |auth| {
                 authorized(agent().post(&start), auth).send_empty()
             })
             .map_err(&failed)?;
+        if resp.status().as_u16() == 201 && mount_from.is_some() {
+            return Ok(Sent::Mounted);
+        }
         if resp.status().as_u16() != 202 {
             return Err(failed(format!(
                 "starting the upload: HTTP {}",
@@ -200,7 +226,7 @@ impl Client {
             })
             .map_err(&failed)?;
         match resp.status().as_u16() {
-            201 => Ok(true),
+            201 => Ok(Sent::Uploaded),
             code => Err(failed(format!("HTTP {code}"))),
         }
     }
@@ -297,8 +323,14 @@ impl Client {
     }
 
     /// The token `realm` gives for the repository (with the login when set).
+    /// `actions` are this repository's (`pull,push`), then, after a space,
+    /// another repository's (`other/repo:pull`).
     fn token(&self, realm: &str, service: Option<&str>, actions: &str) -> Result<String, String> {
-        let mut url = format!("{realm}?scope=repository:{}:{actions}", self.repo);
+        let (ours, other) = actions.split_once(' ').unwrap_or((actions, ""));
+        let mut url = format!("{realm}?scope=repository:{}:{ours}", self.repo);
+        if !other.is_empty() {
+            url.push_str(&format!("&scope=repository:{other}"));
+        }
         if let Some(service) = service {
             url.push_str(&format!("&service={service}"));
         }

@@ -39,6 +39,10 @@ pub struct ReleaseArgs {
     /// Overwrite a tag that already holds other content.
     #[arg(long, requires = "push")]
     pub force: bool,
+    /// Mount the blobs REPO of the same registry already has instead of
+    /// uploading them (a release moved to another repository, a fork).
+    #[arg(long, value_name = "REPO", requires = "push")]
+    pub mount_from: Option<String>,
     /// org.opencontainers.image.source of the release (default: none).
     #[arg(long, env = "GUIX_MATRIX_SOURCE")]
     pub source: Option<String>,
@@ -162,10 +166,11 @@ impl Shipped {
                 if p.signed { ", signed" } else { "" }
             );
             println!(
-                "uploaded {} blobs, {} MiB ({} already in the registry)",
+                "uploaded {} blobs, {} MiB ({} already in the registry, {} mounted)",
                 p.uploaded.blobs,
                 p.uploaded.bytes >> 20,
-                p.uploaded.present
+                p.uploaded.present,
+                p.uploaded.mounted
             );
             println!("pin this release: --from {}@{}", p.reference, p.index);
         }
@@ -261,6 +266,13 @@ impl ReleaseArgs {
                 probes: probes.as_ref().map(|(i, p)| (i.as_str(), p)),
                 push: registry.as_ref(),
                 force: self.force,
+                // The repository's path (a full REGISTRY/REPO is taken too).
+                mount_from: self.mount_from.as_deref().map(|m| {
+                    registry
+                        .as_ref()
+                        .and_then(|r| m.strip_prefix(&format!("{}/", r.host)))
+                        .unwrap_or(m)
+                }),
             },
         )
         .await?;

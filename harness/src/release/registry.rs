@@ -2,7 +2,7 @@
 
 use super::oci::{blob_path, Staging, OCI_INDEX, OCI_MANIFEST};
 use super::ReleaseError;
-use crate::registry::Client;
+use crate::registry::{Client, Sent};
 use crate::source::{Digest, Reference};
 use crate::trust::Signer;
 use futures::{StreamExt, TryStreamExt};
@@ -54,6 +54,7 @@ pub async fn push(
     tag: &str,
     force: bool,
     signer: Option<&Signer>,
+    mount_from: Option<&str>,
 ) -> Result<Pushed, ReleaseError> {
     let started = std::time::Instant::now();
     let client = registry.client();
@@ -85,14 +86,16 @@ pub async fn push(
             }
         }
     }
-    let uploads: Vec<(bool, u64)> = futures::stream::iter(blobs)
+    let uploads: Vec<(Sent, u64)> = futures::stream::iter(blobs)
         .map(|(platform, digest, path, size)| {
             let client = client.clone();
             let fail = &fail;
+            let from = mount_from.map(str::to_string);
             async move {
-                let uploaded =
-                    tokio::task::spawn_blocking(move || client.put_blob_file(&path, &digest))
-                        .await
+                let uploaded = tokio::task::spawn_blocking(move || {
+                    client.put_blob_file(&path, &digest, from.as_deref())
+                })
+                .await
                         .expect("upload task")
                         .map_err(|e| fail(Some(&platform), e))?;
                 Ok::<_, ReleaseError>((uploaded, size))
@@ -101,10 +104,16 @@ pub async fn push(
         .buffer_unordered(UPLOADS)
         .try_collect()
         .await?;
+    let count = |how: Sent| uploads.iter().filter(|(s, _)| *s == how).count();
     let uploaded = Uploaded {
-        blobs: uploads.iter().filter(|(u, _)| *u).count(),
-        bytes: uploads.iter().filter(|(u, _)| *u).map(|(_, s)| s).sum(),
-        present: uploads.iter().filter(|(u, _)| !*u).count(),
+        blobs: count(Sent::Uploaded),
+        bytes: uploads
+            .iter()
+            .filter(|(s, _)| *s == Sent::Uploaded)
+            .map(|(_, size)| size)
+            .sum(),
+        present: count(Sent::Present),
+        mounted: count(Sent::Mounted),
     };
     let manifests: Vec<(String, Digest, Vec<u8>)> = staging
         .platforms
@@ -198,6 +207,8 @@ pub struct Uploaded {
     pub blobs: usize,
     pub bytes: u64,
     pub present: usize,
+    /// Mounted from `--mount-from`, nothing sent.
+    pub mounted: usize,
 }
 
 #[cfg(test)]

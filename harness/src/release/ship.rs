@@ -24,6 +24,8 @@ pub struct Plan<'a> {
     pub push: Option<&'a Registry>,
     /// Overwrite a tag that holds other content.
     pub force: bool,
+    /// Another repository of the same registry to mount blobs from.
+    pub mount_from: Option<&'a str>,
 }
 
 /// What a release wrote and pushed.
@@ -65,7 +67,14 @@ pub async fn ship(
     let write = write_dist(&staging, plan.dist, plan.tag, plan.signer, plan.probes);
     let pushed = async {
         match plan.push {
-            Some(r) => push(&staging, r, plan.tag, plan.force, plan.signer)
+            Some(r) => push(
+                &staging,
+                r,
+                plan.tag,
+                plan.force,
+                plan.signer,
+                plan.mount_from,
+            )
                 .await
                 .map(Some),
             None => Ok(None),

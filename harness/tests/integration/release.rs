@@ -416,6 +416,30 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     assert!(text.contains("--force"), "{text}");
     assert!(again(true).status.success());
 
+    // Another repository of the same registry mounts what the first holds:
+    // nothing is uploaded.
+    let (host, first) = repo.split_once('/').unwrap();
+    let out = harness(&[
+        "release",
+        "--unpulled",
+        "--json",
+        "--report",
+        amd64_only.to_str().unwrap(),
+        "--dist",
+        work.path().join("dist3").to_str().unwrap(),
+        "--tag",
+        "v20260101",
+        "--push",
+        &format!("{host}/moved"),
+        "--mount-from",
+        first,
+    ]);
+    assert!(out.status.success(), "{}", said(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uploaded = &json["pushed"]["uploaded"];
+    assert_eq!(uploaded["blobs"], 0, "{json}");
+    assert!(uploaded["mounted"].as_u64().unwrap() > 0, "{json}");
+
     for r in [
         reference.as_str(),
         "guix-matrix-published:arm-v7",
