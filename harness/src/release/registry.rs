@@ -96,8 +96,8 @@ pub async fn push(
                     client.put_blob_file(&path, &digest, from.as_deref())
                 })
                 .await
-                        .expect("upload task")
-                        .map_err(|e| fail(Some(&platform), e))?;
+                .expect("upload task")
+                .map_err(|e| fail(Some(&platform), e))?;
                 Ok::<_, ReleaseError>((uploaded, size))
             }
         })

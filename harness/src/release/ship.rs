@@ -75,8 +75,8 @@ pub async fn ship(
                 plan.signer,
                 plan.mount_from,
             )
-                .await
-                .map(Some),
+            .await
+            .map(Some),
             None => Ok(None),
         }
     };

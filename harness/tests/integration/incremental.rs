@@ -105,6 +105,7 @@ fn release_into(dist: &Path) -> String {
             probes: None,
             push: None,
             force: false,
+            mount_from: None,
         },
     ))
     .unwrap();
@@ -332,6 +333,7 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
             probes: None,
             push: None,
             force: false,
+            mount_from: None,
         },
     ))
     .unwrap();

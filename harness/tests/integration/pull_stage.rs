@@ -281,6 +281,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
             probes: None,
             push: Some(&harness::release::Registry::parse(&repo).unwrap()),
             force: false,
+            mount_from: None,
         },
     ))
     .unwrap();
