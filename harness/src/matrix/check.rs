@@ -1,6 +1,5 @@
 //! Every check of a loaded matrix, all problems at once, each with its line, platform, field and fix.
 
-use super::known::{self, Known};
 use super::{Defaults, Matrix, Platform};
 use std::collections::{HashMap, HashSet};
 use toml::de::{DeTable, DeValue};
@@ -112,10 +111,7 @@ pub fn problems(m: &Matrix, text: &str) -> Vec<Problem> {
                 .and_then(|(l, f)| f.get(field).copied().or(Some(*l)))
         };
         let table = format!("[[runner]] {}", r.arch);
-        if !known::KNOWN
-            .iter()
-            .any(|k| k.docker.split('/').nth(1) == Some(&r.arch))
-        {
+        if !ENGINE_ARCHES.contains(&r.arch.as_str()) {
             say(
                 at("arch"),
                 &table,
@@ -124,7 +120,7 @@ pub fn problems(m: &Matrix, text: &str) -> Vec<Problem> {
                     "`{}` is not an engine architecture the harness knows",
                     r.arch
                 ),
-                "use Docker's name of one: amd64, 386, arm, arm64, ppc64le or riscv64".into(),
+                format!("use Docker's name of one: {}", ENGINE_ARCHES.join(", ")),
             );
         } else if !arches.insert(r.arch.clone()) {
             say(
@@ -225,60 +221,90 @@ fn platform(p: &Platform) -> Vec<Found> {
             "give the pull's limit on a native engine, e.g. 3600 (under qemu it is multiplied by slowdown)".into(),
         ));
     }
-    let Some(k) = known::find(&p.docker) else {
-        out.push((
-            "docker",
-            format!("`{}` is not a platform the harness knows", p.docker),
-            format!("use one of: {}", known::names()),
-        ));
-        return out;
-    };
-    out.extend(agrees(p, k));
+    out.extend(form(p));
     out
 }
 
-/// The fields of a known platform's row all describe that one machine.
-fn agrees(p: &Platform, k: &Known) -> Vec<Found> {
+/// Docker's names of engine architectures (Go's GOARCH): the vocabulary of
+/// `docker` platforms, `compat` and `[[runner]] arch`. Not a platform
+/// table: what each platform is lives in matrix.toml alone, and every leg's
+/// smoke check measures it (`uname -m`, `dpkg --print-architecture`, Guix's
+/// `%current-system`, the emulator that ran it).
+const ENGINE_ARCHES: &[&str] = &[
+    "amd64", "386", "arm", "arm64", "ppc64le", "riscv64", "s390x", "mips64le", "loong64",
+];
+
+/// Each field of a platform's row has the form of what it names.
+fn form(p: &Platform) -> Vec<Found> {
     let mut out: Vec<Found> = vec![];
-    let mut expect = |field, have: &str, want: &str| {
-        if have != want {
-            out.push((
-                field,
-                format!("`{have}` does not describe {}", k.docker),
-                format!("{field} = \"{want}\""),
-            ));
+    let docker = regex::Regex::new(r"^linux/([a-z0-9]+)(/v[0-9]+)?$").expect("regex");
+    let arch_ok = docker
+        .captures(&p.docker)
+        .is_some_and(|c| ENGINE_ARCHES.contains(&&c[1]));
+    if !arch_ok {
+        out.push((
+            "docker",
+            format!(
+                "`{}` is not a Docker platform such as linux/arm/v7",
+                p.docker
+            ),
+            format!(
+                "docker = \"linux/ARCH[/VARIANT]\", ARCH one of {}",
+                ENGINE_ARCHES.join(", ")
+            ),
+        ));
+    }
+    let mut shaped = |field, have: &str, pattern: &str, what: &str, fix: &str| {
+        if !regex::Regex::new(pattern).expect("regex").is_match(have) {
+            out.push((field, format!("`{have}` is not {what}"), fix.to_string()));
         }
     };
-    expect("guix_system", &p.guix_system, k.guix_system);
-    expect("debian_arch", &p.debian_arch, k.debian_arch);
+    shaped(
+        "guix_system",
+        &p.guix_system,
+        r"^[a-z0-9_]+-linux$",
+        "a Guix system such as \"armhf-linux\"",
+        "the system `guix build --system` takes for it",
+    );
+    shaped(
+        "debian_arch",
+        &p.debian_arch,
+        r"^[a-z0-9]+$",
+        "a Debian architecture such as \"armhf\"",
+        "what `dpkg --print-architecture` says on it",
+    );
+    shaped(
+        "emulator",
+        &p.emulator,
+        r"^qemu-[a-z0-9_]+$",
+        "a qemu-user handler such as \"qemu-arm\"",
+        "the handler's name in Debian's qemu-user-static (/usr/lib/binfmt.d/qemu-*.conf)",
+    );
+    shaped(
+        "uname_m",
+        &p.uname_m,
+        r"^[a-z0-9_]+$",
+        "a machine such as \"armv7l\"",
+        "what `uname -m` says on it",
+    );
     if let Some(cc) = &p.probe_cc {
-        expect("probe_cc", cc, k.probe_cc);
+        shaped(
+            "probe_cc",
+            cc,
+            r"^[a-z0-9_.-]+-gcc$",
+            "a cross compiler such as \"arm-linux-gnueabihf-gcc\"",
+            "Debian's gcc for its multiarch triplet",
+        );
     }
-    expect("emulator", &p.emulator, k.qemu);
-    expect("uname_m", &p.uname_m, k.uname_m);
-    let want: std::collections::BTreeMap<String, String> = k
-        .compat
-        .iter()
-        .map(|(a, u)| (a.to_string(), u.to_string()))
-        .collect();
-    if p.compat != want {
-        let table = |m: &std::collections::BTreeMap<String, String>| {
-            let rows: Vec<String> = m.iter().map(|(a, u)| format!("{a} = \"{u}\"")).collect();
-            format!("{{ {} }}", rows.join(", "))
-        };
-        out.push((
-            "compat",
-            format!(
-                "{} does not describe the engines that run {} natively",
-                table(&p.compat),
-                k.docker
-            ),
-            if want.is_empty() {
-                "remove `compat`: only its own architecture runs it natively".into()
-            } else {
-                format!("compat = {}", table(&want))
-            },
-        ));
+    for (arch, uname) in &p.compat {
+        if !ENGINE_ARCHES.contains(&arch.as_str()) || *arch == p.arch() || uname.is_empty() {
+            out.push((
+                "compat",
+                format!("`{arch} = \"{uname}\"` is not another engine architecture that runs it"),
+                "compat = { ARCH = \"UNAME_M\" } for each other engine whose CPU runs it natively"
+                    .into(),
+            ));
+        }
     }
     out
 }
