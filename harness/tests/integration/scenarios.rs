@@ -119,6 +119,32 @@ fn tmpfs_check_fails_when_matrix_drops_the_workaround_on_armhf() {
     }
 }
 
+/// matrix.toml is the only platform table: a row that describes another
+/// machine passes its form check, and the smoke check sees what it got
+/// wrong on the real container.
+#[test]
+fn smoke_fails_when_a_matrix_row_describes_another_machine() {
+    let _shared = crate::common::shared();
+    let h = harness();
+    let mut p = prepared("linux/amd64");
+    p.platform.guix_system = "i686-linux".into();
+    p.platform.debian_arch = "i386".into();
+    p.placement.uname_m = "i686".into();
+    let outcome = block_on(scenarios::run_one(h, &p, Scenario::Smoke));
+    match &outcome.verdict {
+        Verdict::Failed(why) => {
+            for want in [
+                "uname-m: expected `i686`, got `x86_64`",
+                "dpkg-arch: expected `i386`, got `amd64`",
+                "current-system: expected `i686-linux`, got `x86_64-linux`",
+            ] {
+                assert!(why.contains(want), "{want}: {why}");
+            }
+        }
+        other => panic!("the smoke check did not notice: {other:?}"),
+    }
+}
+
 #[test]
 fn online_pull_says_skipped_offline_when_offline() {
     let _shared = crate::common::shared();
