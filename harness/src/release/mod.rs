@@ -1,6 +1,7 @@
-//! Shipping what the matrix proved: what may ship (gate), its images as OCI blobs compressed once (oci), the release directory (dist), the registry (registry), and one release of them all (ship).
+//! Shipping what the matrix proved: what may ship (gate), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the registry (registry), and one release of them all (ship).
 
 mod dist;
+mod export;
 mod gate;
 mod hashing;
 mod oci;

@@ -1,7 +1,7 @@
 //! The OCI images of a release: each platform's export read once, every layer gzip'd once into content-addressed blobs (its image and base share them), the release's labels on the image's config, and the multi-platform index.
 
+use super::export::{gzip_layer, read_export, ArchiveEntry, Export, Failure};
 use super::gate::Proved;
-use super::hashing::{HashingReader, HashingWriter};
 use super::{io, ReleaseError};
 use crate::engine::{timeout, Engine};
 use crate::matrix::Platform;
@@ -12,17 +12,13 @@ use oci_spec::image::{
     PlatformBuilder,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The media types a release writes.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// Entries of an export up to this size are held in memory (manifests,
-/// configs, tiny layers); larger ones are layers, gzip'd as they stream by.
-const SMALL: u64 = 1 << 20;
 
 /// One image as OCI blobs.
 #[derive(Debug, Clone)]
@@ -259,171 +255,6 @@ async fn stage_platform(
 
 const BASE_DIGEST_LABEL: &str = "org.opencontainers.image.base.digest";
 
-/// Why an export could not be read.
-enum Failure {
-    Io(PathBuf, std::io::Error),
-    Bad(String),
-}
-
-fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Failure + '_ {
-    move |e| Failure::Io(path.to_path_buf(), e)
-}
-
-/// One image of a docker-archive's manifest.json.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct ArchiveEntry {
-    #[serde(rename = "Config")]
-    config: String,
-    #[serde(rename = "RepoTags", default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers")]
-    layers: Vec<String>,
-}
-
-/// A layer gzip'd into the blobs: its descriptor and its diff_id.
-#[derive(Debug, Clone)]
-struct Layer {
-    diff_id: String,
-    blob: Descriptor,
-}
-
-/// What one pass over a `docker save` stream left: its manifest.json, the
-/// small entries, and the layers already gzip'd into blobs, by path.
-#[derive(Debug, Clone)]
-struct Export {
-    manifest: Vec<ArchiveEntry>,
-    small: HashMap<String, Vec<u8>>,
-    layers: HashMap<String, Layer>,
-    links: HashMap<String, String>,
-}
-
-impl Export {
-    fn resolve<'a>(&'a self, path: &'a str) -> &'a str {
-        self.links.get(path).map_or(path, String::as_str)
-    }
-}
-
-fn read_export(reader: impl Read, blobs: &Path) -> Result<Export, Failure> {
-    let bad = |e: std::io::Error| Failure::Bad(format!("is not a tar archive: {e}"));
-    let mut small = HashMap::new();
-    let mut layers = HashMap::new();
-    let mut links = HashMap::new();
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let path = clean(&entry.path().map_err(bad)?);
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            if let Some(target) = entry.link_name().map_err(bad)? {
-                let target = if kind.is_symlink() {
-                    clean(
-                        &Path::new(&path)
-                            .parent()
-                            .unwrap_or(Path::new(""))
-                            .join(target),
-                    )
-                } else {
-                    clean(&target)
-                };
-                links.insert(path, target);
-            }
-        } else if kind.is_file() && entry.size() <= SMALL {
-            let mut bytes = vec![];
-            entry.read_to_end(&mut bytes).map_err(bad)?;
-            small.insert(path, bytes);
-        } else if kind.is_file() {
-            layers.insert(path, gzip_layer(&mut entry, blobs)?);
-        }
-    }
-    let manifest = small
-        .get("manifest.json")
-        .ok_or_else(|| Failure::Bad("has no manifest.json".into()))?;
-    let manifest = serde_json::from_slice(manifest)
-        .map_err(|e| Failure::Bad(format!("has a manifest.json that is not docker's: {e}")))?;
-    Ok(Export {
-        manifest,
-        small,
-        layers,
-        links,
-    })
-}
-
-/// A path inside an archive without `.` and `..`.
-fn clean(path: &Path) -> String {
-    let mut parts: Vec<String> = vec![];
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
-    }
-    parts.join("/")
-}
-
-/// A layer (a tar, or one already gzip'd) as a gzip'd blob, compressed
-/// only if it is not: its descriptor and diff_id.
-fn gzip_layer(layer: &mut impl Read, blobs: &Path) -> Result<Layer, Failure> {
-    let mut head = vec![];
-    layer.take(2).read_to_end(&mut head).map_err(at(blobs))?;
-    let mut layer = head.as_slice().chain(layer);
-    // A name of its own: platforms are staged at the same time.
-    let tmp = tempfile::NamedTempFile::new_in(blobs).map_err(at(blobs))?;
-    let file = std::io::BufWriter::with_capacity(1 << 20, tmp.reopen().map_err(at(blobs))?);
-    let (blob, size, diff_id) = if head == [0x1f, 0x8b] {
-        let mut out = HashingWriter::new(file);
-        std::io::copy(&mut layer, &mut out).map_err(at(tmp.path()))?;
-        out.flush().map_err(at(tmp.path()))?;
-        let mut unzipped = HashingWriter::new(std::io::sink());
-        let written = std::fs::File::open(tmp.path()).map_err(at(tmp.path()))?;
-        std::io::copy(
-            &mut flate2::read::GzDecoder::new(std::io::BufReader::new(written)),
-            &mut unzipped,
-        )
-        .map_err(|e| Failure::Bad(format!("has a layer that is not gzip: {e}")))?;
-        (out.digest(), out.len, unzipped.digest())
-    } else {
-        let mut tar = HashingReader::new(layer);
-        let mut gz =
-            flate2::write::GzEncoder::new(HashingWriter::new(file), flate2::Compression::fast());
-        copy_in_blocks(&mut tar, &mut gz).map_err(at(tmp.path()))?;
-        let mut out = gz.finish().map_err(at(tmp.path()))?;
-        out.flush().map_err(at(tmp.path()))?;
-        (out.digest(), out.len, tar.digest())
-    };
-    let target = blobs.join(&blob);
-    tmp.persist(&target)
-        .map_err(|e| Failure::Io(target, e.error))?;
-    Ok(Layer {
-        diff_id: format!("sha256:{diff_id}"),
-        blob: descriptor(MediaType::ImageLayerGzip, &blob, size),
-    })
-}
-
-/// Copies in blocks of one size whatever sizes the reader gives: the
-/// compressor's output depends on how its input is cut, and a layer must
-/// gzip to the same bytes (the same digest) every time it is released.
-fn copy_in_blocks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
-    let mut block = vec![0u8; 1 << 20];
-    loop {
-        let mut filled = 0;
-        while filled < block.len() {
-            match from.read(&mut block[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        to.write_all(&block[..filled])?;
-        if filled < block.len() {
-            return Ok(());
-        }
-    }
-}
-
 /// The OCI image of one manifest.json entry: its layers (gzip'd once), its
 /// config with `labels` added, and its manifest with its platform.
 fn staged(
@@ -596,6 +427,7 @@ pub(super) fn oci_platform(p: &Platform) -> oci_spec::image::Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn an_index_is_the_same_bytes_for_the_same_content() {
@@ -607,37 +439,6 @@ mod tests {
             assert_eq!(multi_platform_index(vec![], &annotations), first);
         }
         assert!(first.find("key.0").unwrap() < first.find("key.19").unwrap());
-    }
-
-    /// A reader that gives at most `cut` bytes a time.
-    struct Cut<'a>(&'a [u8], usize);
-
-    impl Read for Cut<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.1.min(buf.len()).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
-
-    /// The same layer, however the export's stream cuts it, is the same blob.
-    #[test]
-    fn a_layer_gzips_to_the_same_bytes_however_it_arrives() {
-        let layer: Vec<u8> = (0..5_000_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
-            .collect();
-        let blobs = tempfile::tempdir().unwrap();
-        let digests: Vec<String> = [7, 4096, 65_537, 1 << 20, 3 << 20]
-            .into_iter()
-            .map(|cut| {
-                let Ok(l) = gzip_layer(&mut Cut(&layer, cut), blobs.path()) else {
-                    panic!("not gzip'd")
-                };
-                l.blob.digest().to_string()
-            })
-            .collect();
-        assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
     }
 
     fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {

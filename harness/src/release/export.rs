@@ -1,0 +1,213 @@
+//! One `docker save` stream read once: every layer gzip'd into a content-addressed blob as it streams by (in fixed-size blocks, so the same layer is always the same blob), the small entries (manifest.json, configs) kept.
+
+use super::hashing::{HashingReader, HashingWriter};
+use super::oci::descriptor;
+use oci_spec::image::{Descriptor, MediaType};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// Entries of an export up to this size are held in memory (manifests,
+/// configs, tiny layers); larger ones are layers, gzip'd as they stream by.
+pub(super) const SMALL: u64 = 1 << 20;
+
+/// Why an export could not be read.
+pub(super) enum Failure {
+    Io(PathBuf, std::io::Error),
+    Bad(String),
+}
+
+pub(super) fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Failure + '_ {
+    move |e| Failure::Io(path.to_path_buf(), e)
+}
+
+/// One image of a docker-archive's manifest.json.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(super) struct ArchiveEntry {
+    #[serde(rename = "Config")]
+    pub(super) config: String,
+    #[serde(rename = "RepoTags", default)]
+    pub(super) repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    pub(super) layers: Vec<String>,
+}
+
+/// A layer gzip'd into the blobs: its descriptor and its diff_id.
+#[derive(Debug, Clone)]
+pub(super) struct Layer {
+    pub(super) diff_id: String,
+    pub(super) blob: Descriptor,
+}
+
+/// What one pass over a `docker save` stream left: its manifest.json, the
+/// small entries, and the layers already gzip'd into blobs, by path.
+#[derive(Debug, Clone)]
+pub(super) struct Export {
+    pub(super) manifest: Vec<ArchiveEntry>,
+    pub(super) small: HashMap<String, Vec<u8>>,
+    pub(super) layers: HashMap<String, Layer>,
+    links: HashMap<String, String>,
+}
+
+impl Export {
+    pub(super) fn resolve<'a>(&'a self, path: &'a str) -> &'a str {
+        self.links.get(path).map_or(path, String::as_str)
+    }
+}
+
+pub(super) fn read_export(reader: impl Read, blobs: &Path) -> Result<Export, Failure> {
+    let bad = |e: std::io::Error| Failure::Bad(format!("is not a tar archive: {e}"));
+    let mut small = HashMap::new();
+    let mut layers = HashMap::new();
+    let mut links = HashMap::new();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = clean(&entry.path().map_err(bad)?);
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            if let Some(target) = entry.link_name().map_err(bad)? {
+                let target = if kind.is_symlink() {
+                    clean(
+                        &Path::new(&path)
+                            .parent()
+                            .unwrap_or(Path::new(""))
+                            .join(target),
+                    )
+                } else {
+                    clean(&target)
+                };
+                links.insert(path, target);
+            }
+        } else if kind.is_file() && entry.size() <= SMALL {
+            let mut bytes = vec![];
+            entry.read_to_end(&mut bytes).map_err(bad)?;
+            small.insert(path, bytes);
+        } else if kind.is_file() {
+            layers.insert(path, gzip_layer(&mut entry, blobs)?);
+        }
+    }
+    let manifest = small
+        .get("manifest.json")
+        .ok_or_else(|| Failure::Bad("has no manifest.json".into()))?;
+    let manifest = serde_json::from_slice(manifest)
+        .map_err(|e| Failure::Bad(format!("has a manifest.json that is not docker's: {e}")))?;
+    Ok(Export {
+        manifest,
+        small,
+        layers,
+        links,
+    })
+}
+
+/// A path inside an archive without `.` and `..`.
+fn clean(path: &Path) -> String {
+    let mut parts: Vec<String> = vec![];
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// A layer (a tar, or one already gzip'd) as a gzip'd blob, compressed
+/// only if it is not: its descriptor and diff_id.
+pub(super) fn gzip_layer(layer: &mut impl Read, blobs: &Path) -> Result<Layer, Failure> {
+    let mut head = vec![];
+    layer.take(2).read_to_end(&mut head).map_err(at(blobs))?;
+    let mut layer = head.as_slice().chain(layer);
+    // A name of its own: platforms are staged at the same time.
+    let tmp = tempfile::NamedTempFile::new_in(blobs).map_err(at(blobs))?;
+    let file = std::io::BufWriter::with_capacity(1 << 20, tmp.reopen().map_err(at(blobs))?);
+    let (blob, size, diff_id) = if head == [0x1f, 0x8b] {
+        let mut out = HashingWriter::new(file);
+        std::io::copy(&mut layer, &mut out).map_err(at(tmp.path()))?;
+        out.flush().map_err(at(tmp.path()))?;
+        let mut unzipped = HashingWriter::new(std::io::sink());
+        let written = std::fs::File::open(tmp.path()).map_err(at(tmp.path()))?;
+        std::io::copy(
+            &mut flate2::read::GzDecoder::new(std::io::BufReader::new(written)),
+            &mut unzipped,
+        )
+        .map_err(|e| Failure::Bad(format!("has a layer that is not gzip: {e}")))?;
+        (out.digest(), out.len, unzipped.digest())
+    } else {
+        let mut tar = HashingReader::new(layer);
+        let mut gz =
+            flate2::write::GzEncoder::new(HashingWriter::new(file), flate2::Compression::fast());
+        copy_in_blocks(&mut tar, &mut gz).map_err(at(tmp.path()))?;
+        let mut out = gz.finish().map_err(at(tmp.path()))?;
+        out.flush().map_err(at(tmp.path()))?;
+        (out.digest(), out.len, tar.digest())
+    };
+    let target = blobs.join(&blob);
+    tmp.persist(&target)
+        .map_err(|e| Failure::Io(target, e.error))?;
+    Ok(Layer {
+        diff_id: format!("sha256:{diff_id}"),
+        blob: descriptor(MediaType::ImageLayerGzip, &blob, size),
+    })
+}
+
+/// Copies in blocks of one size whatever sizes the reader gives: the
+/// compressor's output depends on how its input is cut, and a layer must
+/// gzip to the same bytes (the same digest) every time it is released.
+fn copy_in_blocks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        let mut filled = 0;
+        while filled < block.len() {
+            match from.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        to.write_all(&block[..filled])?;
+        if filled < block.len() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that gives at most `cut` bytes a time.
+    struct Cut<'a>(&'a [u8], usize);
+
+    impl Read for Cut<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// The same layer, however the export's stream cuts it, is the same blob.
+    #[test]
+    fn a_layer_gzips_to_the_same_bytes_however_it_arrives() {
+        let layer: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
+            .collect();
+        let blobs = tempfile::tempdir().unwrap();
+        let digests: Vec<String> = [7, 4096, 65_537, 1 << 20, 3 << 20]
+            .into_iter()
+            .map(|cut| {
+                let Ok(l) = gzip_layer(&mut Cut(&layer, cut), blobs.path()) else {
+                    panic!("not gzip'd")
+                };
+                l.blob.digest().to_string()
+            })
+            .collect();
+        assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+    }
+}
