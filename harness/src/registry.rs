@@ -383,16 +383,17 @@ fn authorized<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::Requ
 
 /// An agent for blob uploads: a layer is hundreds of MiB.
 fn upload_agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3600)))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    agent_within(Duration::from_secs(3600))
 }
 
 fn agent() -> ureq::Agent {
+    agent_within(Duration::from_secs(120))
+}
+
+/// An agent whose requests end within `limit`; every answer is the caller's.
+fn agent_within(limit: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(120)))
+        .timeout_global(Some(limit))
         .http_status_as_error(false)
         .build()
         .into()

@@ -1,7 +1,7 @@
 //! One `docker save` stream read once: every layer gzip'd into a content-addressed blob as it streams by (in fixed-size blocks, so the same layer is always the same blob), the small entries (manifest.json, configs) kept.
 
 use super::hashing::{HashingReader, HashingWriter};
-use super::oci::descriptor;
+use oci_spec::image::DescriptorBuilder;
 use oci_spec::image::{Descriptor, MediaType};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -174,6 +174,20 @@ fn copy_in_blocks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<
             return Ok(());
         }
     }
+}
+
+/// A descriptor of `size` bytes whose sha256 is `sha256` (hex).
+pub(super) fn descriptor(media_type: MediaType, sha256: &str, size: u64) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(
+            format!("sha256:{sha256}")
+                .parse::<oci_spec::image::Digest>()
+                .expect("sha256 digest"),
+        )
+        .size(size)
+        .build()
+        .expect("descriptor")
 }
 
 #[cfg(test)]

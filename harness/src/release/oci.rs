@@ -1,6 +1,6 @@
 //! The OCI images of a release: each platform's export read once, every layer gzip'd once into content-addressed blobs (its image and base share them), the release's labels on the image's config, and the multi-platform index.
 
-use super::export::{gzip_layer, read_export, ArchiveEntry, Export, Failure};
+use super::export::{descriptor, gzip_layer, read_export, ArchiveEntry, Export, Failure};
 use super::gate::Proved;
 use super::{io, ReleaseError};
 use crate::engine::{timeout, Engine};
@@ -8,8 +8,7 @@ use crate::matrix::Platform;
 use crate::source::Digest;
 use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{
-    Descriptor, DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType,
-    PlatformBuilder,
+    Descriptor, ImageIndexBuilder, ImageManifestBuilder, MediaType, PlatformBuilder,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -398,19 +397,6 @@ pub(super) fn blob(
     tmp.write_all(bytes).map_err(io(&path))?;
     tmp.persist(&path).map_err(|e| io(&path)(e.error))?;
     Ok(descriptor(media_type, &hex, bytes.len() as u64))
-}
-
-pub(super) fn descriptor(media_type: MediaType, sha256: &str, size: u64) -> Descriptor {
-    DescriptorBuilder::default()
-        .media_type(media_type)
-        .digest(
-            format!("sha256:{sha256}")
-                .parse::<oci_spec::image::Digest>()
-                .expect("sha256 digest"),
-        )
-        .size(size)
-        .build()
-        .expect("descriptor")
 }
 
 pub(super) fn oci_platform(p: &Platform) -> oci_spec::image::Platform {
