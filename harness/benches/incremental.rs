@@ -2,7 +2,7 @@
 //! (no image, no base, no build cache) against starting from a release —
 //! its directory of tarballs, and the same release in a local registry —
 //! and the CI path on an unchanged tree (cache restore + load + verify +
-//! check), and the first repro of a platform from a release. Every timed
+//! check). (The first repro from a release: `--bench first_repro`.) Every timed
 //! command is the CLI a user types, each ending with the smoke check. Not a
 //! test:
 //!   cargo bench -p harness --bench incremental
@@ -166,46 +166,4 @@ fn main() {
         (restore + ci).as_secs_f64(),
         starts(&work.path().join("ci"))
     );
-
-    // A first repro on a machine with nothing of the platform, and no
-    // probe image nor its Debian base: the readdir probes come with the
-    // release (saved aside and put back after, for the next runs).
-    if let Some(p) = platforms.iter().find(|p| p.contains("arm/v7")) {
-        forget(&["arm-v7".to_string()]);
-        let aside = [
-            "guix-matrix-probe:latest",
-            "guix-matrix-base:amd64-bookworm",
-        ];
-        for (i, t) in aside.iter().enumerate() {
-            docker(&["tag", t, &format!("guix-matrix-bench-aside:{i}")]);
-            docker(&["rmi", t]);
-        }
-        let (repro, said) = harness(&[
-            "repro",
-            "--platform",
-            p,
-            "--scenario",
-            "tmpfs",
-            "--no-keep",
-            "--report",
-            &d("repro"),
-            "--from",
-            &d("dist"),
-        ]);
-        for (i, t) in aside.iter().enumerate() {
-            let kept = format!("guix-matrix-bench-aside:{i}");
-            docker(&["tag", &kept, t]);
-            docker(&["rmi", &kept]);
-        }
-        assert!(said.contains("reused v20990101"), "{said}");
-        println!(
-            "first repro of {p} --scenario tmpfs from the release: {:>6.1}s  (probes {})",
-            repro.as_secs_f64(),
-            if said.contains("readdir probes: from release") {
-                "from the release"
-            } else {
-                "built"
-            }
-        );
-    }
 }

@@ -1,11 +1,9 @@
 //! binfmt_misc + qemu-user: the helper image and the handlers the matrix needs.
 
 use crate::engine::Engine;
-use crate::image::{self, BuildSpec};
-use crate::matrix::Platform;
+use crate::image;
 use crate::placement::Placement;
 use crate::run::{self, Privilege, RunSpec};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One binfmt_misc handler as the kernel sees it.
@@ -79,39 +77,6 @@ impl EmulatorError {
             EmulatorError::Wrong { name, .. } => Some(format!("as root on the host, `echo -1 > /proc/sys/fs/binfmt_misc/{name}`, then run again so the harness registers qemu-user-static's handler with the F flag")),
         }
     }
-}
-
-/// The helper image's tag.
-pub fn helper_tag(image: &str) -> String {
-    format!("{image}-binfmt:latest")
-}
-
-/// Builds (or finds) the helper image from the native base.
-pub async fn helper(
-    engine: &Engine,
-    image: &str,
-    native: &Platform,
-    base_ref: &str,
-    base_id: &str,
-    root: &std::path::Path,
-) -> Result<String, EmulatorError> {
-    let spec = BuildSpec {
-        tag: helper_tag(image),
-        platform: native.docker.clone(),
-        dockerfile: "emulators/Dockerfile".into(),
-        context: vec!["emulators".into()],
-        build_args: BTreeMap::from([("BASE_IMAGE".into(), base_ref.to_string())]),
-        unhashed_args: BTreeMap::new(),
-        depends_on: vec![base_id.to_string()],
-        extra_parts: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        cache_from: vec![],
-        timeout: Duration::from_secs(900),
-        step: format!("{}: emulator helper image", native.docker),
-        root: root.to_path_buf(),
-    };
-    let built = image::build(engine, &spec, &|_| {}).await?;
-    Ok(built.tag)
 }
 
 /// Runs the helper with `action` (status, register, unregister) for `names`.

@@ -102,24 +102,28 @@ struct Generation {
 /// The expensive steps are lazy, each a cell filled at most once per
 /// process, and each asks only for those before it:
 /// 1. `arch`: the engine's architecture (one API call);
-/// 2. `native`: the platform of that architecture and its Debian base
-///    (pulled, or built by mmdebstrap);
-/// 3. `helper`: the emulator helper image, on the native base;
-/// 4. `compat`: whether 32-bit platforms run natively (a probe on the
-///    native base, and the helper's view of the registered handlers) —
+/// 2. `release`: the `--image`/`--from` release, vouched for once;
+/// 3. `helper`: the emulator helper image of this tree: the engine's when
+///    up to date, else the release's (loaded: no base, no mirror), else
+///    built on `native`;
+/// 4. `native`: the platform of that architecture and its Debian base
+///    (pulled, or built by mmdebstrap) — only to build the helper;
+/// 5. `compat`: whether 32-bit platforms run natively (`setarch linux32`
+///    in the helper, and the helper's view of the registered handlers) —
 ///    only when a platform of the matrix could;
-/// 5. `handlers`: the qemu handlers the placements need, registered by the
+/// 6. `handlers`: the qemu handlers the placements need, registered by the
 ///    helper — only when some platform is emulated;
-/// 6. `probes`: the readdir() probes, cross-compiled on the native base of
-///    the probe suite (`recipe::probe_spec`) — only for the tmpfs and
-///    chroot checks;
-/// 7. `release`: the `--image`/`--from` release, vouched for once;
+/// 7. `probes`: the readdir() probes, shipped with the release or
+///    cross-compiled on the native base of the probe suite
+///    (`recipe::probe_spec`) — only for the tmpfs and chroot checks;
 /// 8. `prepared`: per platform, its base and image (built, up to date, or
-///    from the release), with the pull stage.
+///    from the release, fetched while `handlers` registers), with the pull
+///    stage.
 ///
 /// So a native leg whose image is up to date builds nothing before its
-/// checks; an emulated one needs the native base, the helper and its
-/// handlers; the probes come only with the checks that use them.
+/// checks; an emulated one needs the helper and its handlers; a repro
+/// from a release that ships the helper and the probes builds nothing at
+/// all; the probes come only with the checks that use them.
 pub struct Harness {
     pub engine: Engine,
     pub matrix: Matrix,
@@ -208,10 +212,13 @@ impl Harness {
         self.compat
             .get_or_try_init(|| async {
                 let arch = self.arch().await?.clone();
-                let (native, base) = self.native().await?;
-                let probe = run::RunSpec::new(&base.reference, "probe the 32-bit mode")
+                // The helper is the native base with qemu: its setarch asks.
+                let helper = self.helper().await?;
+                let native = self.native_platform().await?;
+                let probe = run::RunSpec::new(helper, "probe the 32-bit mode")
+                    .entrypoint(["setarch"])
                     .platform(&native.docker)
-                    .cmd(["setarch", "linux32", "true"])
+                    .cmd(["linux32", "true"])
                     .timeout(Duration::from_secs(60));
                 let yes = run::run(&self.engine, &probe).await?.exit_code == 0;
                 let names: Vec<String> = self
@@ -221,7 +228,6 @@ impl Harness {
                     .filter(|p| placement::needs_probe(p, &arch))
                     .map(|p| p.emulator.clone())
                     .collect();
-                let helper = self.helper().await?;
                 let handlers = emulators::helper_run(&self.engine, helper, "status", &names)
                     .await?
                     .into_iter()
@@ -330,20 +336,44 @@ impl Harness {
             })
     }
 
-    /// The emulator helper image.
+    /// The emulator helper image of this tree: the engine's when up to
+    /// date, else the one shipped with the run's release (an empty engine
+    /// then needs no base and no mirror), else built on the native base.
     pub async fn helper(&self) -> Result<&String, Error> {
         self.helper
             .get_or_try_init(|| async {
-                let (native, base) = self.native().await?;
-                Ok(emulators::helper(
-                    &self.engine,
-                    &self.matrix.defaults.image,
-                    native,
-                    &base.reference,
-                    &base.id,
-                    &self.options.checkout.root,
-                )
-                .await?)
+                let native = self.native_platform().await?;
+                let spec = recipe::helper_spec(&self.matrix, &self.options.checkout.root, &native);
+                let want = image::inputs(&spec)?.hash;
+                let ours =
+                    |img: &LocalImage| img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want);
+                if self
+                    .engine
+                    .local_image(&spec.tag)
+                    .await?
+                    .is_some_and(|i| ours(&i))
+                {
+                    return Ok(spec.tag);
+                }
+                if let Some(release) = self.vouched().await? {
+                    match release
+                        .fetch(&self.engine, &native, &spec.tag, published::Part::Helper)
+                        .await
+                    {
+                        Ok(img) if ours(&img) => {
+                            tracing::info!("emulator helper: from release {}", release.name());
+                            return Ok(spec.tag);
+                        }
+                        Ok(_) => tracing::info!(
+                            "emulator helper: release {}'s is of other inputs; building",
+                            release.name()
+                        ),
+                        Err(published::PublishedError::NotInRelease { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.native().await?;
+                Ok(image::build(&self.engine, &spec, &|_| {}).await?.tag)
             })
             .await
     }
@@ -439,19 +469,26 @@ impl Harness {
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Prepared, Error> {
         let placement = self.placement(platform).await?;
-        let emulator = match placement.handler() {
-            None => None,
-            Some(name) => {
-                progress("registering emulators");
-                let handlers = self.emulators().await?;
-                handlers.iter().find(|h| h.name == name).cloned()
+        // The emulator is registered while a release's image is fetched
+        // (a build waits for it: its RUN steps need it).
+        let registering = async {
+            match placement.handler() {
+                None => Ok::<_, Error>(None),
+                Some(name) => {
+                    progress("registering emulators");
+                    let handlers = self.emulators().await?;
+                    Ok(handlers.iter().find(|h| h.name == name).cloned())
+                }
             }
         };
-        // How this engine runs the platform: its handler (if any) and the decision.
-        let runs = (emulator, placement);
         if let Some(source) = &self.options.image {
             progress("fetch the published image");
-            return self.published(platform, source, runs).await;
+            let (emulator, mut prepared) = tokio::try_join!(
+                registering,
+                self.published(platform, source, (None, placement.clone()))
+            )?;
+            prepared.emulator = emulator;
+            return Ok(prepared);
         }
         // An image of this tree (pulled as this run accepts) needs nothing
         // else, not even its base.
@@ -462,27 +499,43 @@ impl Harness {
             .into_iter()
             .map(|by| self.inputs(platform, by))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(img) = self.engine.local_image(&self.image_tag(platform)).await? {
-            let label = img.labels.get(crate::engine::LABEL_INPUTS);
-            if let Some(want) = wants.iter().find(|w| Some(&w.hash) == label) {
-                progress("image up to date");
-                tracing::info!(
-                    "{}: {} is up to date (inputs {})",
-                    platform.docker,
-                    self.image_tag(platform),
-                    &want.hash[..12]
-                );
-                let hash = want.hash.clone();
-                return self.as_is(platform, img, hash, Start::UpToDate, runs);
-            }
+        let local = self.engine.local_image(&self.image_tag(platform)).await?;
+        let label = local
+            .as_ref()
+            .and_then(|img| img.labels.get(crate::engine::LABEL_INPUTS));
+        if let (Some(img), Some(want)) = (&local, wants.iter().find(|w| Some(&w.hash) == label)) {
+            progress("image up to date");
+            tracing::info!(
+                "{}: {} is up to date (inputs {})",
+                platform.docker,
+                self.image_tag(platform),
+                &want.hash[..12]
+            );
+            let hash = want.hash.clone();
+            let emulator = registering.await?;
+            return self.as_is(
+                platform,
+                img.clone(),
+                hash,
+                Start::UpToDate,
+                (emulator, placement),
+            );
         }
         let mut start = Start::Built;
         let mut cache_from = vec![];
-        if let Some(from) = &self.options.from {
-            match self.seed(platform, from, &wants, progress).await? {
-                Ok((img, hash, start)) => return self.as_is(platform, img, hash, start, runs),
-                Err((s, cache)) => (start, cache_from) = (s, cache),
+        let (emulator, seeded) = match &self.options.from {
+            Some(from) => {
+                let (emulator, seeded) =
+                    tokio::try_join!(registering, self.seed(platform, from, &wants, progress))?;
+                (emulator, Some(seeded))
             }
+            None => (registering.await?, None),
+        };
+        let placed = (emulator, placement);
+        match seeded {
+            Some(Ok((img, hash, start))) => return self.as_is(platform, img, hash, start, placed),
+            Some(Err((s, cache))) => (start, cache_from) = (s, cache),
+            None => {}
         }
         let generation = match (&self.options.pull, cache_from.first(), &start) {
             (pull::Want::Pull(by), Some(image), Start::RebuiltFrom { release, .. }) => {
@@ -494,7 +547,7 @@ impl Harness {
         let built = self
             .build(
                 platform,
-                &runs.1,
+                &placed.1,
                 &cache_from,
                 generation.as_ref(),
                 progress,
@@ -512,8 +565,8 @@ impl Harness {
             platform: platform.clone(),
             base,
             image,
-            emulator: runs.0,
-            placement: runs.1,
+            emulator: placed.0,
+            placement: placed.1,
             start,
             pull: stage,
         })

@@ -98,7 +98,7 @@ async fn body(
     let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
     leg.checkout = h.options.checkout.root.display().to_string();
     leg.engine = h.engine.host.clone();
-    leg.runs = p.placement.summary();
+    leg.placement = p.placement.summary();
     leg.emulator = p
         .emulator
         .as_ref()

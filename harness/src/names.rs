@@ -69,6 +69,13 @@ pub fn base_tarball(tag: &str, p: &Platform) -> String {
     format!("guix-matrix-base-{tag}-{}.tar", p.slug())
 }
 
+/// The emulator helper of the platform a release was made on, released
+/// beside its images (a repro from the release on an empty engine of that
+/// architecture loads it instead of building it).
+pub fn helper_tarball(tag: &str, p: &Platform) -> String {
+    format!("guix-matrix-binfmt-{tag}-{}.tar", p.slug())
+}
+
 /// A release's readdir() probes (static, one per cross compiler) with the
 /// content hash of the recipe that built them.
 pub fn probes_archive(tag: &str) -> String {

@@ -20,7 +20,7 @@ pub struct Host {
 /// How the engine runs a platform's programs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
-pub enum Runs {
+pub enum Mode {
     Native,
     Emulated { handler: String },
 }
@@ -30,7 +30,7 @@ pub enum Runs {
 pub struct Placement {
     pub platform: String,
     pub engine_arch: String,
-    pub runs: Runs,
+    pub mode: Mode,
     /// What `uname -m` says inside its containers there.
     pub uname_m: String,
     /// 1.0 natively, the matrix's `slowdown` under an emulator.
@@ -43,14 +43,14 @@ pub struct Placement {
 
 impl Placement {
     pub fn is_native(&self) -> bool {
-        self.runs == Runs::Native
+        self.mode == Mode::Native
     }
 
     /// The binfmt_misc handler the leg needs, if any.
     pub fn handler(&self) -> Option<&str> {
-        match &self.runs {
-            Runs::Native => None,
-            Runs::Emulated { handler } => Some(handler),
+        match &self.mode {
+            Mode::Native => None,
+            Mode::Emulated { handler } => Some(handler),
         }
     }
 
@@ -100,7 +100,7 @@ pub fn decide(p: &Platform, host: &Host) -> Placement {
     let native = |uname: &str, why: String| Placement {
         platform: p.docker.clone(),
         engine_arch: arch.to_string(),
-        runs: Runs::Native,
+        mode: Mode::Native,
         uname_m: uname.to_string(),
         slowdown: 1.0,
         cache_tmpfs: false,
@@ -109,7 +109,7 @@ pub fn decide(p: &Platform, host: &Host) -> Placement {
     let emulated = |why: String| Placement {
         platform: p.docker.clone(),
         engine_arch: arch.to_string(),
-        runs: Runs::Emulated {
+        mode: Mode::Emulated {
             handler: p.emulator.clone(),
         },
         uname_m: p.uname_m.clone(),

@@ -77,11 +77,40 @@ pub enum Part {
     Image,
     /// The base it was built on (seeds a build from the release).
     Base,
+    /// The emulator helper, shipped for the platform the release was made on.
+    Helper,
+}
+
+impl Part {
+    /// What `docker load` of its tarball may name for `platform`.
+    fn names_ok(self, name: &str, platform: &Platform) -> bool {
+        let Some((repo, tag)) = name.rsplit_once(':') else {
+            return false;
+        };
+        !repo.contains('/')
+            && match self {
+                Part::Image => tag == platform.slug() && !repo.ends_with("-base"),
+                Part::Base => tag == platform.slug() && repo.ends_with("-base"),
+                Part::Helper => tag == "latest" && repo.ends_with("-binfmt"),
+            }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Part::Image => "guix-matrix",
+            Part::Base => "base",
+            Part::Helper => "emulator helper",
+        }
+    }
 }
 
 /// The annotation on each platform's entry of a registry release's index
 /// naming the base that image was built on (vouched for with the index).
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// The annotation on the entry of the platform a release was made on
+/// naming its emulator helper (vouched for with the index).
+pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
 
 /// A release whose root document (a directory's SHA256SUMS, a registry's
 /// index) was vouched for: everything fetched from it is checked against
@@ -233,10 +262,16 @@ impl Release {
             .ok_or_else(missing)?;
         let digest = match part {
             Part::Image => entry.digest().to_string(),
-            Part::Base => entry
+            Part::Base | Part::Helper => entry
                 .annotations()
                 .as_ref()
-                .and_then(|a| a.get(BASE_DIGEST))
+                .and_then(|a| {
+                    a.get(if part == Part::Base {
+                        BASE_DIGEST
+                    } else {
+                        HELPER_DIGEST
+                    })
+                })
                 .cloned()
                 .ok_or_else(missing)?,
         };
@@ -305,6 +340,7 @@ async fn load(
             let name = match part {
                 Part::Image => crate::names::tarball(tag, platform),
                 Part::Base => crate::names::base_tarball(tag, platform),
+                Part::Helper => crate::names::helper_tarball(tag, platform),
             };
             listed.lines().find_map(|l| {
                 l.split_once("  ")
@@ -330,27 +366,16 @@ async fn load(
         return Err(PublishedError::Checksum { file, want, have });
     }
     // What `docker load` would name: one image, one name, this platform's.
-    let expected = |n: &str| {
-        n.rsplit_once(':').is_some_and(|(repo, slug)| {
-            slug == platform.slug()
-                && !repo.contains('/')
-                && repo.ends_with("-base") == (part == Part::Base)
-        })
-    };
     match names {
         Err(why) => return Err(PublishedError::Foreign { file, why }),
-        Ok(names) if names.len() != 1 || !expected(&names[0]) => {
+        Ok(names) if names.len() != 1 || !part.names_ok(&names[0], platform) => {
             return Err(PublishedError::Foreign {
                 file,
                 why: format!(
                     "it names {} ({}), not one {} image of {}",
                     names.len(),
                     names.join(", "),
-                    if part == Part::Base {
-                        "base"
-                    } else {
-                        "guix-matrix"
-                    },
+                    part.what(),
                     platform.docker
                 ),
             })

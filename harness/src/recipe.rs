@@ -52,6 +52,42 @@ pub fn probe_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec 
     }
 }
 
+/// The emulator helper image: the qemu-user interpreters of the matrix's
+/// `emulator` column and binfmt.sh, on the native platform's base. Like the
+/// probes', its content hash comes from the tree alone, so a helper shipped
+/// with a release is known to be this tree's before anything is built.
+pub fn helper_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec {
+    let d = &matrix.defaults;
+    let mut emulators: Vec<&str> = matrix
+        .platforms
+        .iter()
+        .map(|p| p.emulator.as_str())
+        .collect();
+    emulators.sort();
+    emulators.dedup();
+    BuildSpec {
+        tag: names::binfmt_helper(&d.image),
+        platform: native.docker.clone(),
+        dockerfile: "emulators/Dockerfile".into(),
+        context: vec!["emulators".into()],
+        build_args: BTreeMap::from([
+            ("BASE_IMAGE".to_string(), names::base(d, native)),
+            ("EMULATORS".to_string(), emulators.join(" ")),
+        ]),
+        unhashed_args: BTreeMap::new(),
+        depends_on: vec![format!(
+            "debian {} {} {}",
+            d.suite, d.mirror, native.debian_arch
+        )],
+        extra_parts: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        cache_from: vec![],
+        timeout: Duration::from_secs(900),
+        step: format!("{}: emulator helper image", native.docker),
+        root: root.to_path_buf(),
+    }
+}
+
 /// The Dockerfiles of the image, bottom first: the Guix layer, then the scripts.
 pub const DOCKERFILES: [&str; 2] = ["Dockerfile", "scripts/Dockerfile"];
 

@@ -112,8 +112,11 @@ impl Outcome {
     }
 }
 
-/// The version of report.json this harness writes and reads.
-pub const VERSION: u32 = 2;
+/// The version of report.json this harness writes and reads (3: a leg's
+/// `runs` became `placement`).
+pub const VERSION: u32 = 3;
+/// The older version it still reads (its `runs` read as `placement`).
+const READS_ALSO: u32 = 2;
 /// The largest report.json a reader accepts.
 const MAX_REPORT: u64 = 64 << 20;
 
@@ -181,7 +184,7 @@ impl RunReport {
         let version: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
         match version.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) if v == u64::from(VERSION) || v == u64::from(READS_ALSO) => {}
             Some(v) => {
                 return Err(format(format!(
                     "version {v}, this harness reads version {VERSION}"
@@ -189,7 +192,10 @@ impl RunReport {
             }
             None => return Err(format("no version (a report of an older harness)".into())),
         }
-        serde_json::from_value(version).map_err(|e| format(e.to_string()))
+        let mut report: RunReport =
+            serde_json::from_value(version).map_err(|e| format(e.to_string()))?;
+        report.version = VERSION;
+        Ok(report)
     }
 
     /// The leg of `platform`, if the run had one.
@@ -207,7 +213,8 @@ pub struct Leg {
     /// The engine the leg ran on (its address).
     pub engine: String,
     /// How that engine ran the platform, and why: `native (…)`, `qemu-arm (…)`.
-    pub runs: String,
+    #[serde(alias = "runs")]
+    pub placement: String,
     /// "native" or the emulator's fingerprint.
     pub emulator: String,
     pub base: String,
@@ -240,7 +247,7 @@ impl Leg {
             platform: platform.to_string(),
             checkout: String::new(),
             engine: String::new(),
-            runs: String::new(),
+            placement: String::new(),
             emulator: String::new(),
             base: String::new(),
             image,
@@ -287,5 +294,40 @@ impl Leg {
         } else {
             "passed".into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(json: &serde_json::Value) -> Result<RunReport, ReportError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("report.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        RunReport::read(&path)
+    }
+
+    /// A leg's `runs` of a version-2 report is read as its placement; a
+    /// report of another version is refused, naming both versions.
+    #[test]
+    fn a_version_2_report_is_read_and_another_is_refused() {
+        let mut leg =
+            serde_json::to_value(Leg::new("linux/arm/v7", "i".into(), Duration::ZERO)).unwrap();
+        let placement = leg.as_object_mut().unwrap().remove("placement").unwrap();
+        assert_eq!(placement, "");
+        leg["runs"] = "qemu-arm (on an amd64 engine)".into();
+        let mut report = serde_json::json!({
+            "version": 2, "pin": "abc", "scenarios": [], "legs": [leg],
+        });
+        let read2 = read(&report).unwrap();
+        assert_eq!(read2.version, VERSION);
+        assert_eq!(read2.legs[0].placement, "qemu-arm (on an amd64 engine)");
+        report["version"] = 1.into();
+        let err = read(&report).unwrap_err().to_string();
+        assert!(
+            err.contains("version 1, this harness reads version 3"),
+            "{err}"
+        );
     }
 }

@@ -26,7 +26,7 @@ fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
                     "image {} ({}); {} on {}",
                     leg.image,
                     leg.start,
-                    leg.runs.split(" (").next().unwrap_or_default(),
+                    leg.placement.split(" (").next().unwrap_or_default(),
                     leg.engine
                 ),
             },
@@ -130,7 +130,7 @@ pub fn junit(legs: &[Leg]) -> Report {
     for leg in legs {
         let mut suite = TestSuite::new(leg.platform.clone());
         suite.add_property(("engine", leg.engine.as_str()));
-        suite.add_property(("runs", leg.runs.as_str()));
+        suite.add_property(("placement", leg.placement.as_str()));
         suite.add_property(("emulator", leg.emulator.as_str()));
         suite.add_property(("image", leg.image.as_str()));
         suite.add_property(("image-id", leg.image_id.as_str()));
@@ -202,7 +202,7 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
         },
         leg.checkout,
         leg.engine,
-        leg.runs,
+        leg.placement,
         leg.emulator,
         leg.base,
         leg.image,

@@ -109,6 +109,12 @@ impl RunSpec {
         self
     }
 
+    /// `program` instead of the image's entry point (`cmd` its arguments).
+    pub fn entrypoint<S: Into<String>>(mut self, program: impl IntoIterator<Item = S>) -> Self {
+        self.entrypoint = Some(program.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// `bash -c SCRIPT` instead of the entry point (the script may call /entry-point.sh).
     pub fn bash(mut self, script: impl Into<String>) -> Self {
         self.entrypoint = Some(vec!["bash".into(), "-c".into()]);

@@ -44,7 +44,7 @@ impl MatrixArgs {
                 // The CI runner its leg uses: its own architecture's, natively.
                 if let Some(r) = ctx.matrix.runner(p) {
                     row["runner"] = r.label.clone().into();
-                    row["runs"] = crate::placement::decide(
+                    row["placement"] = crate::placement::decide(
                         p,
                         &crate::placement::Host {
                             arch: r.arch.clone(),

@@ -79,6 +79,27 @@ async fn shipped_probes(h: &Harness) -> Result<Option<(String, crate::published:
     Ok(Some((want, probes)))
 }
 
+/// The emulator helper of this tree, when the engine has it: shipped with
+/// the image of the platform it runs on, so that a repro from the release
+/// on an empty engine of that architecture registers emulators at once.
+async fn ship_helper(h: &Harness, proved: &mut [release::Proved]) -> Result<(), Error> {
+    let native = h.native_platform().await?;
+    let Some(p) = proved
+        .iter_mut()
+        .find(|p| p.platform.docker == native.docker)
+    else {
+        return Ok(());
+    };
+    let spec = crate::recipe::helper_spec(&h.matrix, &h.options.checkout.root, &native);
+    let want = crate::image::inputs(&spec)?.hash;
+    if let Some(img) = h.engine.local_image(&spec.tag).await? {
+        if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want) {
+            p.helper = Some(spec.tag);
+        }
+    }
+    Ok(())
+}
+
 /// What a release wrote and pushed: `--json`, and $GITHUB_OUTPUT.
 #[derive(Debug, serde::Serialize)]
 struct Shipped {
@@ -222,7 +243,7 @@ impl ReleaseArgs {
             .tag
             .clone()
             .unwrap_or_else(|| release::dated_tag(std::time::SystemTime::now()));
-        let proved = release::proved(
+        let mut proved = release::proved(
             &h.engine,
             &h.matrix,
             &h.options.checkout.root,
@@ -255,6 +276,7 @@ impl ReleaseArgs {
             .as_deref()
             .map(|t| Registry::parse(t).expect("checked by clap"));
         let probes = shipped_probes(&h).await?;
+        ship_helper(&h, &mut proved).await?;
         let shipped = release::ship(
             &h.engine,
             &proved,

@@ -120,6 +120,9 @@ pub async fn write_dist(
         if let Some(base) = &sp.base {
             images.push((names::base_tarball(tag, &sp.platform), base.clone()));
         }
+        if let Some(helper) = &sp.helper {
+            images.push((names::helper_tarball(tag, &sp.platform), helper.clone()));
+        }
     }
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().min(3));
     let written: Vec<(String, (String, u64))> = futures::stream::iter(images)

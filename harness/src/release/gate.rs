@@ -20,6 +20,9 @@ pub struct Proved {
     /// engine still has it: released beside the image, so that a build from
     /// this release reuses the image's layers.
     pub base: Option<String>,
+    /// The emulator helper of this tree (`guix-matrix-binfmt:latest`), on
+    /// the platform the release is made on: shipped beside its image.
+    pub helper: Option<String>,
     /// Its real `guix pull` of the pin (None: shipped unpulled, as asked).
     pub pulled: Option<Pulled>,
 }
@@ -51,7 +54,7 @@ pub async fn proved(
     let commit = crate::paths::Checkout::at(root)
         .ok()
         .and_then(|c| c.commit());
-    let mut runs = vec![];
+    let mut proving = vec![];
     for path in reports {
         let run = RunReport::read(path)?;
         if gate.require_all {
@@ -67,7 +70,7 @@ pub async fn proved(
                 ),
             });
         }
-        runs.push(run);
+        proving.push(run);
     }
     let report = reports
         .iter()
@@ -76,7 +79,7 @@ pub async fn proved(
         .join(", ");
     let report = Path::new(&report);
     // --require-all: every check passed (none skipped); else no failure.
-    let passed: HashMap<&str, &str> = runs
+    let passed: HashMap<&str, &str> = proving
         .iter()
         .flat_map(|run| &run.legs)
         .filter(|l| {
@@ -96,7 +99,7 @@ pub async fn proved(
         .collect();
     if gate.require_all && !missing.is_empty() {
         let why = |platform: &str| {
-            let leg = runs.iter().find_map(|r| r.leg(platform));
+            let leg = proving.iter().find_map(|r| r.leg(platform));
             let not: Vec<String> = leg
                 .map(|l| {
                     l.outcomes
@@ -255,6 +258,7 @@ async fn check(
         image,
         id: local.id,
         base,
+        helper: None,
         pulled: pulled.filter(|got| got.by == By::GuixPull),
     })
 }

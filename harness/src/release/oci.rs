@@ -50,6 +50,16 @@ pub struct StagedPlatform {
     pub platform: Platform,
     pub image: Staged,
     pub base: Option<Staged>,
+    /// The emulator helper (only on the platform the release is made on).
+    pub helper: Option<Staged>,
+}
+
+impl StagedPlatform {
+    /// Its images, each pushed and written on its own: the base and the
+    /// helper before the image.
+    pub fn parts(&self) -> impl Iterator<Item = &Staged> {
+        self.base.iter().chain(&self.helper).chain([&self.image])
+    }
 }
 
 /// A release's images as OCI blobs in a work directory beside the release
@@ -122,12 +132,16 @@ pub async fn stage(
         .iter()
         .map(|sp| {
             let mut d = sp.image.manifest.clone();
-            if let Some(base) = &sp.base {
-                // The base it was built on, vouched for with the index.
-                d.set_annotations(Some(HashMap::from([(
-                    crate::published::BASE_DIGEST.to_string(),
-                    base.digest().to_string(),
-                )])));
+            // The base it was built on and the helper, vouched for with the index.
+            let annotations: HashMap<String, String> = [
+                (crate::published::BASE_DIGEST, &sp.base),
+                (crate::published::HELPER_DIGEST, &sp.helper),
+            ]
+            .into_iter()
+            .filter_map(|(k, s)| s.as_ref().map(|s| (k.to_string(), s.digest().to_string())))
+            .collect();
+            if !annotations.is_empty() {
+                d.set_annotations(Some(annotations));
             }
             d
         })
@@ -165,6 +179,7 @@ async fn stage_platform(
 ) -> Result<StagedPlatform, ReleaseError> {
     let names: Vec<&str> = std::iter::once(p.image.as_str())
         .chain(p.base.as_deref())
+        .chain(p.helper.as_deref())
         .collect();
     let step = format!("{}: export {}", p.platform.docker, names.join(" and "));
     let failed = |message: String| ReleaseError::Export {
@@ -196,25 +211,29 @@ async fn stage_platform(
             .ok_or_else(|| failed(format!("its manifest.json has no {name}")))
     };
     let (platform, dir) = (p.platform.clone(), blobs.to_path_buf());
-    let base = match &p.base {
-        Some(name) => {
-            let entry = tagged(name)?.clone();
-            let (export, platform, dir, name) =
-                (export.clone(), platform.clone(), dir.clone(), name.clone());
-            Some(
-                tokio::task::spawn_blocking(move || {
-                    staged(&export, &entry, &dir, &platform, &name, &BTreeMap::new())
-                })
-                .await
-                .expect("stage task")
-                .map_err(|e| match e {
-                    Failure::Io(path, source) => ReleaseError::Io { path, source },
-                    Failure::Bad(message) => failed(message),
-                })?,
-            )
+    // The base and the helper as they are; the image with the release's labels.
+    let plain = |name: &Option<String>| {
+        let entry = name.as_deref().map(tagged).transpose();
+        let (export, platform, dir, name) =
+            (export.clone(), platform.clone(), dir.clone(), name.clone());
+        async move {
+            let (Some(entry), Some(name)) = (entry?.cloned(), name) else {
+                return Ok(None);
+            };
+            tokio::task::spawn_blocking(move || {
+                staged(&export, &entry, &dir, &platform, &name, &BTreeMap::new())
+            })
+            .await
+            .expect("stage task")
+            .map(Some)
+            .map_err(|e| match e {
+                Failure::Io(path, source) => ReleaseError::Io { path, source },
+                Failure::Bad(message) => failed(message),
+            })
         }
-        None => None,
     };
+    let base = plain(&p.base).await?;
+    let helper = plain(&p.helper).await?;
     let mut image_labels: BTreeMap<String, String> = labels
         .annotations
         .iter()
@@ -249,6 +268,7 @@ async fn stage_platform(
         platform: p.platform.clone(),
         image,
         base,
+        helper,
     })
 }
 

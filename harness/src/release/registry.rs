@@ -72,7 +72,7 @@ pub async fn push(
     let mut blobs: Vec<(String, Digest, std::path::PathBuf, u64)> = vec![];
     let mut seen = std::collections::HashSet::new();
     for sp in &staging.platforms {
-        for staged in sp.base.iter().chain([&sp.image]) {
+        for staged in sp.parts() {
             for d in staged.blobs() {
                 if seen.insert(d.digest().to_string()) {
                     let digest = Digest::parse(d.digest().as_ref()).expect("sha256");
@@ -119,9 +119,7 @@ pub async fn push(
         .platforms
         .iter()
         .flat_map(|sp| {
-            sp.base
-                .iter()
-                .chain([&sp.image])
+            sp.parts()
                 .map(|s| (sp.platform.docker.clone(), s.digest(), s.bytes.clone()))
         })
         .collect();

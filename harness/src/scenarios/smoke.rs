@@ -13,7 +13,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
     // What runs the container's shell, as the kernel says: bash natively,
     // else the emulator's interpreter (qemu-arm …); the harness's decision
     // must be what happened.
-    let runs = match &p.emulator {
+    let interpreter = match &p.emulator {
         Some(hd) => hd
             .interpreter
             .rsplit('/')
@@ -24,7 +24,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
         None => p.placement.handler().unwrap_or_default().to_string(),
     };
     let facts = [
-        ("runs", runs),
+        ("interpreter", interpreter),
         ("uname-m", p.placement.uname_m.clone()),
         ("dpkg-arch", p.platform.debian_arch.clone()),
         ("guix-version", want_version),

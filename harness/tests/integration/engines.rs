@@ -80,21 +80,21 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
     assert_eq!(leg("linux/arm/v7").engine, main.as_str());
     assert!(
         leg("linux/amd64")
-            .runs
+            .placement
             .starts_with("native (the engine's own architecture)"),
         "{:?}",
         leg("linux/amd64")
     );
     assert!(
         leg("linux/386")
-            .runs
+            .placement
             .starts_with("native (an amd64 CPU runs its 32-bit programs)"),
         "{:?}",
         leg("linux/386")
     );
     assert!(
         leg("linux/arm/v7")
-            .runs
+            .placement
             .starts_with("qemu-arm (on an amd64 engine)"),
         "{:?}",
         leg("linux/arm/v7")
@@ -248,7 +248,7 @@ fn an_engine_without_an_emulator_for_a_platform_says_so() {
     };
     let mut placement = harness::placement::decide(p, &host);
     assert_eq!(placement.handler(), Some("qemu-i386"));
-    placement.runs = harness::placement::Runs::Emulated {
+    placement.mode = harness::placement::Mode::Emulated {
         handler: "qemu-i386-nonesuch".into(),
     };
     let helper = block_on(h.helper()).unwrap().clone();
@@ -336,7 +336,7 @@ fn a_registered_qemu_i386_handler_makes_386_an_emulated_leg() {
         assert_eq!(o.verdict, Verdict::Passed, "{}: {:?}", o.scenario.name(), o);
     }
     assert!(leg.error.is_none(), "{:?}", leg.error);
-    assert_eq!(fact(Scenario::Smoke, "runs"), "qemu-i386");
+    assert_eq!(fact(Scenario::Smoke, "interpreter"), "qemu-i386");
     assert_eq!(fact(Scenario::Smoke, "uname-m"), "i686");
     assert_eq!(fact(Scenario::Chroot, "chroot"), "clone");
     assert_eq!(fact(Scenario::Chroot, "auto-flags"), "--disable-chroot");
@@ -344,7 +344,11 @@ fn a_registered_qemu_i386_handler_makes_386_an_emulated_leg() {
         fact(Scenario::Tmpfs, "writable-layer"),
         "Value too large for defined data type"
     );
-    assert!(leg.runs.starts_with("qemu-i386 ("), "{}", leg.runs);
+    assert!(
+        leg.placement.starts_with("qemu-i386 ("),
+        "{}",
+        leg.placement
+    );
 }
 
 /// Ctrl-C during a run split over two engines: the run exits 130 and says

@@ -146,15 +146,15 @@ fn a_daemon_that_does_not_start_is_reported_not_waited_for() {
 /// other way round.
 #[test]
 fn a_placement_that_disagrees_with_the_engine_fails_the_chroot_check() {
-    use harness::placement::{Placement, Runs};
+    use harness::placement::{Mode, Placement};
     let _serial = crate::common::exclusive();
     let h = harness();
     let flip = |p: &Placement| Placement {
-        runs: match p.runs {
-            Runs::Native => Runs::Emulated {
+        mode: match p.mode {
+            Mode::Native => Mode::Emulated {
                 handler: "qemu-x86_64".into(),
             },
-            Runs::Emulated { .. } => Runs::Native,
+            Mode::Emulated { .. } => Mode::Native,
         },
         why: "flipped by the test".into(),
         ..p.clone()

@@ -88,6 +88,7 @@ fn release_into(dist: &Path) -> String {
     let built = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(built.start, Start::Built);
     let proved = harness::release::Proved {
+        helper: None,
         platform: built.platform.clone(),
         image: built.image.tag.clone(),
         id: built.image.id.clone(),
@@ -316,6 +317,7 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
     block_on(engine.remove_container(&id));
     let spoiled = tempfile::tempdir().unwrap();
     let proved = harness::release::Proved {
+        helper: None,
         platform: p.clone(),
         image: format!("{IMAGE}:amd64"),
         id: String::new(),

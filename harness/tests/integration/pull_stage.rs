@@ -261,6 +261,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     let signer = harness::trust::Signer::load(&private).unwrap();
     let keys = harness::trust::Keys::load(Path::new("/nonexistent"), &[public]).unwrap();
     let proved = harness::release::Proved {
+        helper: None,
         platform: first.platform.clone(),
         image: first.image.tag.clone(),
         id: first.image.id.clone(),

@@ -107,13 +107,14 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         [
             "guix-matrix-base-v20260101-amd64.tar",
             "guix-matrix-base-v20260101-arm-v7.tar",
+            "guix-matrix-binfmt-v20260101-amd64.tar",
             "guix-matrix-probes-v20260101.tar",
             "guix-matrix-v20260101-amd64.tar",
             "guix-matrix-v20260101-arm-v7.tar",
             "guix-matrix-v20260101.index.json"
         ]
     );
-    let names = names.split_off(3);
+    let names = names.split_off(4);
     // `docker load` takes a tarball back: the image with the release's
     // labels on its config (so another ID; the proved one is tagged back).
     let proved_id = String::from_utf8_lossy(
@@ -281,6 +282,41 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "{}",
         said(&repro)
     );
+    // A first repro on an engine holding nothing, with no network (so
+    // nothing can come from the mirror): the emulator helper and the probes
+    // come with the release, the arm/v7 image is loaded while the helper
+    // registers qemu-arm; nothing is built.
+    assert!(
+        index["manifests"][0]["annotations"][harness::published::HELPER_DIGEST]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "the helper is vouched for with the index: {index}"
+    );
+    let empty = crate::private_engine::PrivateEngine::start("empty", None);
+    let repro = harness(&[
+        "--engine",
+        &empty.host(),
+        "repro",
+        "--platform",
+        "linux/arm/v7",
+        "--scenario",
+        "tmpfs",
+        "--no-keep",
+        "--image",
+        &pinned,
+        "--report",
+        work.path().join("repro-empty").to_str().unwrap(),
+    ]);
+    let text = said(&repro);
+    assert!(repro.status.success(), "{text}\n{}", empty.log());
+    for line in [
+        "emulator helper: from release v20260101",
+        "readdir probes: from release v20260101",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    assert!(!text.contains("built "), "nothing is built:\n{text}");
+    drop(empty);
     let shell = harness(&[
         "shell",
         "--platform",
@@ -357,7 +393,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         );
     }
     let files = json["files"].as_array().unwrap();
-    assert_eq!(files.len(), 6, "{json}");
+    assert_eq!(files.len(), 7, "{json}");
     // The same digests in the directory and the registry.
     assert_eq!(json["index"], json["pushed"]["index"], "{json}");
     assert_eq!(json["platforms"], json["pushed"]["platforms"], "{json}");

@@ -244,7 +244,7 @@ fn matrix_json_lists_every_platform_for_the_ci_matrix() {
         format!(
             "{} {}",
             row["runner"].as_str().unwrap(),
-            row["runs"].as_str().unwrap()
+            row["placement"].as_str().unwrap()
         )
     };
     assert_eq!(runner("linux/arm64/v8"), "ubuntu-24.04-arm native");

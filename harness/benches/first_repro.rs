@@ -1,0 +1,129 @@
+//! Figures for the user's first repro of a CI leg: `harness repro --from
+//! DIR --platform linux/arm/v7 --scenario tmpfs` on an engine holding
+//! nothing (a dockerd of its own, started empty for each round, without
+//! network, so nothing can come from the Debian mirror), from a release of
+//! this tree: its preparation (image, emulator helper, readdir probes) and
+//! its checks. Not a test:
+//!   cargo bench -p harness --bench first_repro
+//! Needs amd64 and arm/v7 built (it proves them with the smoke check and
+//! releases them first, untimed). Rounds: GUIX_MATRIX_BENCH_ROUNDS
+//! (default 3).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+// The tests' dockerd of its own, and what it leans on.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/integration/common.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "../tests/integration/private_engine.rs"]
+mod private_engine;
+#[allow(dead_code)]
+#[path = "../tests/integration/registry.rs"]
+mod registry;
+
+fn harness(args: &[&str]) -> (Duration, String) {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("harness");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "harness {}:\n{said}", args.join(" "));
+    (t.elapsed(), said)
+}
+
+fn main() {
+    let rounds: usize = std::env::var("GUIX_MATRIX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let work = tempfile::tempdir().unwrap();
+    // Signed with a key of the bench's own, which the repro trusts.
+    let (private, public) = harness::trust::keygen(&work.path().join("bench")).unwrap();
+    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
+    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
+    let d = |n: &str| work.path().join(n).display().to_string();
+    harness(&[
+        "run",
+        "--scenario",
+        "smoke",
+        "--platform",
+        "linux/amd64",
+        "--platform",
+        "linux/arm/v7",
+        "--report",
+        &d("proved"),
+    ]);
+    harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        &d("proved/report.json"),
+        "--dist",
+        &d("dist"),
+        "--tag",
+        "v20990101",
+    ]);
+    let files: Vec<String> = std::fs::read_to_string(work.path().join("dist/SHA256SUMS"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(_, n)| n.to_string()))
+        .collect();
+    println!("release: {}", files.join(", "));
+    let mut prepared = vec![];
+    for round in 1..=rounds {
+        let empty = private_engine::PrivateEngine::start("bench-empty", None);
+        let report = d(&format!("repro-{round}"));
+        let (total, said) = harness(&[
+            "--engine",
+            &empty.host(),
+            "repro",
+            "--platform",
+            "linux/arm/v7",
+            "--scenario",
+            "tmpfs",
+            "--no-keep",
+            "--report",
+            &report,
+            "--from",
+            &d("dist"),
+        ]);
+        drop(empty);
+        assert!(said.contains("reused v20990101"), "{said}");
+        let leg = harness::report::RunReport::read(
+            &work.path().join(format!("repro-{round}/report.json")),
+        )
+        .unwrap()
+        .legs
+        .remove(0);
+        let from = |what: &str| {
+            if said.contains(&format!("{what}: from release")) {
+                "from the release"
+            } else {
+                "built"
+            }
+        };
+        println!(
+            "round {round}: first repro on an empty engine {:>5.1}s: preparation {:>5.1}s, checks {:>5.1}s (helper {}, probes {})",
+            total.as_secs_f64(),
+            leg.prepare_time.as_secs_f64(),
+            leg.elapsed.saturating_sub(leg.prepare_time).as_secs_f64(),
+            from("emulator helper"),
+            from("readdir probes"),
+        );
+        prepared.push(leg.prepare_time.as_secs_f64());
+    }
+    prepared.sort_by(f64::total_cmp);
+    println!(
+        "preparation on an empty engine: median {:.1}s, worst {:.1}s of {rounds} (goal: 60 s or less)",
+        prepared[prepared.len() / 2],
+        prepared[prepared.len() - 1]
+    );
+}
