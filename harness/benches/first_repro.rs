@@ -9,9 +9,6 @@
 //! releases them first, untimed). Rounds: GUIX_MATRIX_BENCH_ROUNDS
 //! (default 3).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 // The tests' dockerd of its own, and what it leans on.
 #[allow(dead_code, unused_imports)]
 #[path = "../tests/integration/common.rs"]
@@ -23,21 +20,8 @@ mod private_engine;
 #[path = "../tests/integration/registry.rs"]
 mod registry;
 
-fn harness(args: &[&str]) -> (Duration, String) {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("harness");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "harness {}:\n{said}", args.join(" "));
-    (t.elapsed(), said)
-}
+mod shared;
+use shared::harness;
 
 fn main() {
     let rounds: usize = std::env::var("GUIX_MATRIX_BENCH_ROUNDS")
@@ -45,10 +29,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
     let work = tempfile::tempdir().unwrap();
-    // Signed with a key of the bench's own, which the repro trusts.
-    let (private, public) = harness::trust::keygen(&work.path().join("bench")).unwrap();
-    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
-    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
+    shared::own_release_key(work.path());
     let d = |n: &str| work.path().join(n).display().to_string();
     harness(&[
         "run",

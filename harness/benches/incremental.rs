@@ -11,24 +11,8 @@
 //! (the cold build makes them again).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn harness(args: &[&str]) -> (Duration, String) {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("harness");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "harness {}:\n{said}", args.join(" "));
-    (t.elapsed(), said)
-}
+use std::process::Command;
+use std::time::Instant;
 
 fn docker(args: &[&str]) {
     let _ = Command::new("docker").args(args).output();
@@ -65,22 +49,13 @@ fn starts(report: &Path) -> String {
 #[path = "../tests/integration/registry.rs"]
 mod registry;
 
+mod shared;
+use shared::harness;
+
 fn main() {
-    let platforms: Vec<String> = std::env::var("GUIX_MATRIX_BENCH_PLATFORMS")
-        .unwrap_or_else(|_| "linux/amd64,linux/arm/v7".into())
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let slugs: Vec<String> = platforms
-        .iter()
-        .map(|p| p.trim_start_matches("linux/").replace('/', "-"))
-        .collect();
+    let (platforms, slugs) = shared::platforms(&["linux/amd64", "linux/arm/v7"]);
     let work = tempfile::tempdir().unwrap();
-    // Releases are signed with a key of the bench's own, which the runs
-    // trust (an unverified --from would build instead).
-    let (private, public) = harness::trust::keygen(&work.path().join("bench")).unwrap();
-    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
-    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
+    shared::own_release_key(work.path());
     let d = |n: &str| work.path().join(n).display().to_string();
     let mut run = vec!["run".to_string(), "--scenario".into(), "smoke".into()];
     for p in &platforms {

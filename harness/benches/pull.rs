@@ -11,27 +11,9 @@
 use harness::pull::Stage;
 use harness::report::RunReport;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const IMAGE: &str = "guix-matrix-b22";
-
-fn harness(args: &[&str]) -> Duration {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("harness");
-    assert!(
-        out.status.success(),
-        "harness {}:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t.elapsed()
-}
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().expect("docker");
@@ -102,22 +84,14 @@ fn copy_checkout(root: &Path, to: &Path) {
 #[path = "../tests/integration/tree.rs"]
 mod tree;
 
+mod shared;
+use shared::harness;
+
 fn main() {
     let root = harness::paths::Checkout::find().unwrap().root;
-    let matrix = harness::matrix::Matrix::load(root.join("matrix.toml")).unwrap();
-    let platforms: Vec<String> = std::env::var("GUIX_MATRIX_BENCH_PLATFORMS")
-        .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|_| matrix.platforms.iter().map(|p| p.docker.clone()).collect());
-    let slugs: Vec<String> = platforms
-        .iter()
-        .map(|p| p.trim_start_matches("linux/").replace('/', "-"))
-        .collect();
+    let (platforms, slugs) = shared::platforms(&[]);
     let work = tempfile::tempdir().unwrap();
-    // Releases are signed with a key of the bench's own, which the runs
-    // trust (an unverified --from would build instead).
-    let (private, public) = harness::trust::keygen(&work.path().join("bench")).unwrap();
-    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
-    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
+    shared::own_release_key(work.path());
     let tree = work.path().join("tree");
     copy_checkout(&root, &tree);
     let t = tree.display().to_string();
@@ -138,7 +112,7 @@ fn main() {
             args.extend(["--platform", p.as_str()]);
         }
         args.extend(more);
-        harness(&args)
+        harness(&args).0
     };
 
     println!("platforms: {}", platforms.join(", "));
