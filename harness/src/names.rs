@@ -47,14 +47,14 @@ pub fn from_release_base(d: &Defaults, p: &Platform) -> String {
     format!("{}-release-base:{}", d.image, p.slug())
 }
 
-/// The readdir() probe image (all cross compilers).
-pub fn probe(d: &Defaults) -> String {
-    format!("{}-probe:latest", d.image)
+/// The readdir() probes (one per cross compiler), made on `native`: `guix-matrix-probe:amd64`.
+pub fn probe(d: &Defaults, native: &Platform) -> String {
+    format!("{}-probe:{}", d.image, native.slug())
 }
 
-/// The binfmt_misc helper image.
-pub fn binfmt_helper(image: &str) -> String {
-    format!("{image}-binfmt:latest")
+/// The binfmt_misc helper image of an engine of `native`'s architecture: `guix-matrix-binfmt:amd64`.
+pub fn binfmt_helper(d: &Defaults, native: &Platform) -> String {
+    format!("{}-binfmt:{}", d.image, native.slug())
 }
 
 /// A release's tarball of one platform's image: its OCI image layout,

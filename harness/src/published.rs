@@ -89,9 +89,11 @@ impl Part {
         };
         !repo.contains('/')
             && match self {
-                Part::Image => tag == platform.slug() && !repo.ends_with("-base"),
+                Part::Image => {
+                    tag == platform.slug() && !repo.ends_with("-base") && !repo.ends_with("-binfmt")
+                }
                 Part::Base => tag == platform.slug() && repo.ends_with("-base"),
-                Part::Helper => tag == "latest" && repo.ends_with("-binfmt"),
+                Part::Helper => tag == platform.slug() && repo.ends_with("-binfmt"),
             }
     }
 

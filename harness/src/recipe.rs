@@ -27,7 +27,7 @@ pub fn probe_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec 
     ccs.sort();
     ccs.dedup();
     BuildSpec {
-        tag: names::probe(&matrix.defaults),
+        tag: names::probe(&matrix.defaults, native),
         platform: native.docker.clone(),
         dockerfile: "fixtures/probe.Dockerfile".into(),
         context: vec![
@@ -66,7 +66,7 @@ pub fn helper_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec
     emulators.sort();
     emulators.dedup();
     BuildSpec {
-        tag: names::binfmt_helper(&d.image),
+        tag: names::binfmt_helper(d, native),
         platform: native.docker.clone(),
         dockerfile: "emulators/Dockerfile".into(),
         context: vec!["emulators".into()],

@@ -20,7 +20,7 @@ pub struct Proved {
     /// engine still has it: released beside the image, so that a build from
     /// this release reuses the image's layers.
     pub base: Option<String>,
-    /// The emulator helper of this tree (`guix-matrix-binfmt:latest`), on
+    /// The emulator helper of this tree (`guix-matrix-binfmt:amd64`), on
     /// the platform the release is made on: shipped beside its image.
     pub helper: Option<String>,
     /// Its real `guix pull` of the pin (None: shipped unpulled, as asked).

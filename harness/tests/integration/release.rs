@@ -292,6 +292,16 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
             .is_some_and(|d| d.starts_with("sha256:")),
         "the helper is vouched for with the index: {index}"
     );
+    // ... and the registry holds it under that digest (a repro from the
+    // registry pulls it from there).
+    let helper_digest = index["manifests"][0]["annotations"][harness::published::HELPER_DIGEST]
+        .as_str()
+        .unwrap();
+    let helper_manifest = skopeo(format!("docker://{repo}@{helper_digest}"));
+    assert_eq!(
+        harness::source::Digest::of(&helper_manifest).to_string(),
+        helper_digest
+    );
     let empty = crate::private_engine::PrivateEngine::start("empty", None);
     let repro = harness(&[
         "--engine",

@@ -279,3 +279,45 @@ fn a_bad_matrix_file_is_a_clear_error_and_a_nonzero_exit() {
         "{err}"
     );
 }
+
+/// The release ships the emulator helper and the readdir probes only when
+/// the publishing engine has this tree's: the prove jobs, which made and
+/// used them, hand them on with their proved image, and the publish job
+/// loads them before `harness release` (it runs no image itself). Without
+/// that, a published release would carry neither, and a first repro from
+/// it would build both.
+#[test]
+fn the_prove_jobs_hand_the_helper_and_probes_to_the_release() {
+    let (_, release) = workflows()
+        .into_iter()
+        .find(|(f, _)| f == "release.yml")
+        .expect("release.yml");
+    let runs = |job: &str| -> Vec<String> {
+        steps(&release["jobs"][job])
+            .iter()
+            .filter_map(|s| s["run"].as_str().map(str::to_string))
+            .collect()
+    };
+    let d = harness::matrix::Matrix::load(harness::paths::Checkout::find().unwrap().matrix())
+        .unwrap()
+        .defaults;
+    let prove = runs("prove");
+    let save = prove
+        .iter()
+        .find(|r| r.contains("docker save"))
+        .expect("the prove job saves its proved image");
+    for repo in [format!("{}-binfmt", d.image), format!("{}-probe", d.image)] {
+        assert!(
+            save.contains(&repo),
+            "the prove job does not hand on {repo}: {save}"
+        );
+    }
+    let publish = runs("publish");
+    let at = |what: &str| {
+        publish
+            .iter()
+            .position(|r| r.contains(what))
+            .unwrap_or_else(|| panic!("the publish job has no step running `{what}`: {publish:?}"))
+    };
+    assert!(at("docker load") < at("harness release"), "{publish:?}");
+}
