@@ -280,11 +280,11 @@ impl Harness {
         self.probes
             .get_or_try_init(|| async {
                 let native = self.native_platform().await?;
-                let spec = recipe::probe_spec(&self.matrix, &self.options.checkout.root, &native);
-                let want = image::inputs(&spec)?.hash;
+                let root = &self.options.checkout.root;
+                let spec = recipe::probe_spec(&self.matrix, root, &native);
                 if let Some(release) = self.vouched().await? {
-                    if let Some((inputs, probes)) = release.probes()? {
-                        if inputs == want {
+                    if let Some((key, probes)) = release.probes()? {
+                        if key == recipe::probes_key(&self.matrix, root, &native)? {
                             tracing::info!("readdir probes: from release {}", release.name());
                             return Ok(probes);
                         }

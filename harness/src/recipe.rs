@@ -52,6 +52,24 @@ pub fn probe_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec 
     }
 }
 
+/// What the readdir() probes are, whatever machine built them: the content
+/// hash of `probe_spec` without the builder's platform, base tag and
+/// architecture (static binaries of the same source, cross-compilers and
+/// suite). Probes shipped with a release made on amd64 are an arm64
+/// engine's too.
+pub fn probes_key(
+    matrix: &Matrix,
+    root: &Path,
+    native: &Platform,
+) -> Result<String, image::BuildError> {
+    let d = &matrix.defaults;
+    let mut spec = probe_spec(matrix, root, native);
+    spec.build_args.remove("BASE_IMAGE");
+    spec.depends_on = vec![format!("debian {} {}", d.probe_suite, d.mirror)];
+    spec.platform = String::new();
+    Ok(image::inputs(&spec)?.hash)
+}
+
 /// The emulator helper image: the qemu-user interpreters of the matrix's
 /// `emulator` column and binfmt.sh, on the native platform's base. Like the
 /// probes', its content hash comes from the tree alone, so a helper shipped
@@ -175,4 +193,28 @@ pub fn inputs(
 ) -> Result<Inputs, image::BuildError> {
     let guix = image::inputs(&guix_spec(matrix, root, platform))?;
     image::inputs(&top_spec(matrix, root, platform, &guix, by))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probes' key is the same whichever platform built them, and not
+    /// the probe image's own content hash (which names its builder).
+    #[test]
+    fn the_probes_key_does_not_depend_on_the_machine_that_built_them() {
+        let checkout = crate::paths::Checkout::find().unwrap();
+        let matrix = Matrix::load(checkout.matrix()).unwrap();
+        let on = |docker: &str| matrix.find(docker).unwrap().clone();
+        let (amd64, arm64) = (on("linux/amd64"), on("linux/arm64/v8"));
+        let key = |p: &Platform| probes_key(&matrix, &checkout.root, p).unwrap();
+        let image = |p: &Platform| {
+            image::inputs(&probe_spec(&matrix, &checkout.root, p))
+                .unwrap()
+                .hash
+        };
+        assert_eq!(key(&amd64), key(&arm64));
+        assert_ne!(image(&amd64), image(&arm64));
+        assert_ne!(key(&amd64), image(&amd64));
+    }
 }

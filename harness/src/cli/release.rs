@@ -62,39 +62,43 @@ pub struct ReleaseArgs {
 }
 
 /// The readdir() probes of this tree, when the engine has them (the run
-/// that proved the images built them for its tmpfs and chroot checks):
-/// shipped with the release so that a repro from it needs no probe image.
+/// that proved the images, or a prove job on a runner of any architecture,
+/// made them for its tmpfs and chroot checks): shipped with the release,
+/// under the key that says what they are whatever machine built them, so
+/// that a repro from it needs no probe image.
 async fn shipped_probes(h: &Harness) -> Result<Option<(String, crate::published::Probes)>, Error> {
-    let native = h.native_platform().await?;
-    let spec = crate::recipe::probe_spec(&h.matrix, &h.options.checkout.root, &native);
-    let want = crate::image::inputs(&spec)?.hash;
-    let Some(img) = h.engine.local_image(&spec.tag).await? else {
-        return Ok(None);
-    };
-    if img.labels.get(crate::engine::LABEL_INPUTS) != Some(&want) {
-        return Ok(None);
+    let root = &h.options.checkout.root;
+    for p in &h.matrix.platforms {
+        let spec = crate::recipe::probe_spec(&h.matrix, root, p);
+        let Some(img) = h.engine.local_image(&spec.tag).await? else {
+            continue;
+        };
+        if img.labels.get(crate::engine::LABEL_INPUTS) != Some(&crate::image::inputs(&spec)?.hash) {
+            continue;
+        }
+        let tar = crate::run::copy_out(&h.engine, &spec.tag, "/probes").await?;
+        let probes = crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)?;
+        return Ok(Some((
+            crate::recipe::probes_key(&h.matrix, root, p)?,
+            probes,
+        )));
     }
-    let tar = crate::run::copy_out(&h.engine, &spec.tag, "/probes").await?;
-    let probes = crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)?;
-    Ok(Some((want, probes)))
+    Ok(None)
 }
 
-/// The emulator helper of this tree, when the engine has it: shipped with
-/// the image of the platform it runs on, so that a repro from the release
-/// on an empty engine of that architecture registers emulators at once.
-async fn ship_helper(h: &Harness, proved: &mut [release::Proved]) -> Result<(), Error> {
-    let native = h.native_platform().await?;
-    let Some(p) = proved
-        .iter_mut()
-        .find(|p| p.platform.docker == native.docker)
-    else {
-        return Ok(());
-    };
-    let spec = crate::recipe::helper_spec(&h.matrix, &h.options.checkout.root, &native);
-    let want = crate::image::inputs(&spec)?.hash;
-    if let Some(img) = h.engine.local_image(&spec.tag).await? {
-        if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want) {
-            p.helper = Some(spec.tag);
+/// The emulator helper of this tree for each proved platform whose engines
+/// may run the legs (the engine's own, or one a prove job on a runner of
+/// that architecture made and handed on): shipped with that platform's
+/// image, so that a repro from the release on an empty engine of that
+/// architecture registers emulators at once.
+async fn ship_helpers(h: &Harness, proved: &mut [release::Proved]) -> Result<(), Error> {
+    for p in proved.iter_mut() {
+        let spec = crate::recipe::helper_spec(&h.matrix, &h.options.checkout.root, &p.platform);
+        let want = crate::image::inputs(&spec)?.hash;
+        if let Some(img) = h.engine.local_image(&spec.tag).await? {
+            if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want) {
+                p.helper = Some(spec.tag);
+            }
         }
     }
     Ok(())
@@ -276,7 +280,7 @@ impl ReleaseArgs {
             .as_deref()
             .map(|t| Registry::parse(t).expect("checked by clap"));
         let probes = shipped_probes(&h).await?;
-        ship_helper(&h, &mut proved).await?;
+        ship_helpers(&h, &mut proved).await?;
         let shipped = release::ship(
             &h.engine,
             &proved,

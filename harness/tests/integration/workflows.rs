@@ -280,9 +280,10 @@ fn a_bad_matrix_file_is_a_clear_error_and_a_nonzero_exit() {
     );
 }
 
-/// The release ships the emulator helper and the readdir probes only when
+/// The release ships the emulator helpers and the readdir probes only when
 /// the publishing engine has this tree's: the prove jobs, which made and
-/// used them, hand them on with their proved image, and the publish job
+/// used them (each runner its architecture's helper), hand them on with
+/// their proved image, and the publish job
 /// loads them before `harness release` (it runs no image itself). Without
 /// that, a published release would carry neither, and a first repro from
 /// it would build both.
@@ -302,10 +303,14 @@ fn the_prove_jobs_hand_the_helper_and_probes_to_the_release() {
         .unwrap()
         .defaults;
     let prove = runs("prove");
-    let save = prove
-        .iter()
-        .find(|r| r.contains("docker save"))
-        .expect("the prove job saves its proved image");
+    let at = |what: &str| prove.iter().position(|r| r.contains(what));
+    let save = at("docker save").expect("the prove job saves its proved image");
+    // The helper is made on every runner, even where no leg was emulated.
+    assert!(
+        at("harness emulators").is_some_and(|i| i < save),
+        "the prove job does not make its runner's helper before saving: {prove:?}"
+    );
+    let save = &prove[save];
     for repo in [format!("{}-binfmt", d.image), format!("{}-probe", d.image)] {
         assert!(
             save.contains(&repo),
