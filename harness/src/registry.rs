@@ -142,7 +142,9 @@ impl Client {
     /// Uploads `bytes` as a blob unless the registry has it; its digest.
     pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let digest = Digest::of(bytes);
-        self.upload(&digest, None, || Ok(bytes))?;
+        self.upload(&digest, None, || {
+            Ok(Box::new(std::io::Cursor::new(bytes.to_vec())) as Box<dyn std::io::Read + Send>)
+        })?;
         Ok(digest)
     }
 
@@ -155,20 +157,26 @@ impl Client {
         digest: &Digest,
         mount_from: Option<&str>,
     ) -> Result<Sent, RegistryError> {
-        self.upload(digest, mount_from, || std::fs::File::open(path))
+        self.upload(digest, mount_from, || {
+            Ok(Box::new(std::fs::File::open(path)?) as Box<dyn std::io::Read + Send>)
+        })
     }
 
-    /// HEAD, then (when the registry lacks it) POST — a cross-repository
-    /// mount when `mount_from` is given, which the registry may answer with
-    /// an upload instead — and one PUT of the body `open` gives (again for
-    /// each attempt).
-    fn upload<B: ureq::AsSendBody>(
+    /// HEAD, then (when the registry lacks it) an upload as the docker CLI
+    /// makes it: POST — a cross-repository mount when `mount_from` is given,
+    /// which the registry may answer with an upload instead — one streamed
+    /// PATCH of the body `open` gives (chunked transfer encoding: the way
+    /// every registry takes `docker push`, where a body sent with its length
+    /// may be capped — GHCR answers 416 over 4 MiB), and an empty PUT naming
+    /// the digest. A session that fails is begun again from its POST (its
+    /// partial data never reused).
+    fn upload(
         &self,
         digest: &Digest,
         mount_from: Option<&str>,
-        open: impl Fn() -> std::io::Result<B>,
+        open: impl Fn() -> std::io::Result<Box<dyn std::io::Read + Send>>,
     ) -> Result<Sent, RegistryError> {
-        let failed = self.failed(format!("PUT {}/{} blob {digest}", self.host, self.repo));
+        let failed = self.failed(format!("upload {}/{} blob {digest}", self.host, self.repo));
         let head = self.url("blobs", &digest.to_string());
         let have = self
             .send("pull,push", |auth| {
@@ -187,48 +195,84 @@ impl Client {
             }
             None => "pull,push".to_string(),
         };
-        let resp = self
-            .send(&actions, |auth| {
-                authorized(agent().post(&start), auth).send_empty()
-            })
-            .map_err(&failed)?;
-        if resp.status().as_u16() == 201 && mount_from.is_some() {
-            return Ok(Sent::Mounted);
+        let mut delay = Duration::from_secs(1);
+        for session in 1..=SESSIONS {
+            let resp = self
+                .send(&actions, |auth| {
+                    authorized(agent().post(&start), auth).send_empty()
+                })
+                .map_err(&failed)?;
+            if resp.status().as_u16() == 201 && mount_from.is_some() {
+                return Ok(Sent::Mounted);
+            }
+            if resp.status().as_u16() != 202 {
+                return Err(failed(format!(
+                    "starting the upload: HTTP {}",
+                    resp.status().as_u16()
+                )));
+            }
+            match self.stream(&resp, digest, &open) {
+                Ok(()) => return Ok(Sent::Uploaded),
+                Err(why) if session < SESSIONS => {
+                    tracing::warn!(
+                        "{}: blob {digest}: {why}; a new upload in {delay:?}",
+                        self.host
+                    );
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(why) => return Err(failed(why)),
+            }
         }
+        unreachable!("the last session returns")
+    }
+
+    /// One upload session begun by `started`: the body streamed in one
+    /// PATCH, then the PUT that names `digest` and ends it.
+    fn stream(
+        &self,
+        started: &Response,
+        digest: &Digest,
+        open: &impl Fn() -> std::io::Result<Box<dyn std::io::Read + Send>>,
+    ) -> Result<(), String> {
+        let patch = self.location(started)?;
+        let resp = self.send("pull,push", |auth| {
+            let body = open().map_err(ureq::Error::Io)?;
+            authorized(
+                upload_agent()
+                    .patch(&patch)
+                    .header("Content-Type", "application/octet-stream"),
+                auth,
+            )
+            .send(ureq::SendBody::from_owned_reader(body))
+        })?;
         if resp.status().as_u16() != 202 {
-            return Err(failed(format!(
-                "starting the upload: HTTP {}",
-                resp.status().as_u16()
-            )));
+            return Err(format!("sending the blob: HTTP {}", resp.status().as_u16()));
         }
+        let mut put = self.location(&resp)?;
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={digest}"));
+        let resp = self.send("pull,push", |auth| {
+            authorized(agent().put(&put), auth).send_empty()
+        })?;
+        match resp.status().as_u16() {
+            201 => Ok(()),
+            code => Err(format!("ending the upload: HTTP {code}")),
+        }
+    }
+
+    /// The upload location a response names, made absolute.
+    fn location(&self, resp: &Response) -> Result<String, String> {
         let location = resp
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| failed("the registry gave no upload location".into()))?;
-        let mut location = if location.starts_with('/') {
+            .ok_or("the registry gave no upload location")?;
+        Ok(if location.starts_with('/') {
             format!("{}://{}{location}", self.scheme(), self.host)
         } else {
             location.to_string()
-        };
-        location.push(if location.contains('?') { '&' } else { '?' });
-        location.push_str(&format!("digest={digest}"));
-        let resp = self
-            .send("pull,push", |auth| {
-                let body = open().map_err(ureq::Error::Io)?;
-                authorized(
-                    upload_agent()
-                        .put(&location)
-                        .header("Content-Type", "application/octet-stream"),
-                    auth,
-                )
-                .send(body)
-            })
-            .map_err(&failed)?;
-        match resp.status().as_u16() {
-            201 => Ok(Sent::Uploaded),
-            code => Err(failed(format!("HTTP {code}"))),
-        }
+        })
     }
 
     /// Puts `body` (of `media_type`) under `reference` (a tag).
@@ -363,6 +407,8 @@ impl Client {
 
 /// How often a request is sent before its failure is the caller's.
 const ATTEMPTS: u32 = 5;
+/// Upload sessions a blob gets before its failure is the release's.
+const SESSIONS: u32 = 3;
 
 /// Whether a failure is of the connection (worth sending again), not of
 /// the request.
