@@ -103,11 +103,12 @@ struct Generation {
 /// process, and each asks only for those before it:
 /// 1. `arch`: the engine's architecture (one API call);
 /// 2. `release`: the `--image`/`--from` release, vouched for once;
-/// 3. `helper`: the emulator helper image of this tree: the engine's when
+/// 3. `native`: the platform of that architecture and its Debian base
+///    (pulled, or built by mmdebstrap) — only when the helper must be
+///    built;
+/// 4. `helper`: the emulator helper image of this tree: the engine's when
 ///    up to date, else the release's (loaded: no base, no mirror), else
 ///    built on `native`;
-/// 4. `native`: the platform of that architecture and its Debian base
-///    (pulled, or built by mmdebstrap) — only to build the helper;
 /// 5. `compat`: whether 32-bit platforms run natively (`setarch linux32`
 ///    in the helper, and the helper's view of the registered handlers) —
 ///    only when a platform of the matrix could;
