@@ -1,7 +1,6 @@
 //! binfmt_misc + qemu-user: the helper image and the handlers the matrix needs.
 
 use crate::engine::Engine;
-use crate::image;
 use crate::placement::Placement;
 use crate::run::{self, Privilege, RunSpec};
 use std::time::Duration;
@@ -39,8 +38,6 @@ impl Handler {
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
     #[error(transparent)]
-    Build(#[from] image::BuildError),
-    #[error(transparent)]
     Run(#[from] run::RunError),
     #[error(
         "cannot mount binfmt_misc on this host ({0}); mmdebstrap needs it to build foreign bases"
@@ -69,7 +66,6 @@ impl EmulatorError {
     /// What to do about it.
     pub fn fix(&self) -> Option<String> {
         match self {
-            EmulatorError::Build(e) => e.fix(),
             EmulatorError::Run(e) => e.fix(),
             EmulatorError::HostMount(_) => Some("as root on the engine's host, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc`, then run again".into()),
             EmulatorError::NoHandler { name, platforms, .. } => Some(format!("run {platforms} on another engine (--engine {platforms}=URL), or register {name} on this engine's host by hand (its qemu binary with the F flag)")),
