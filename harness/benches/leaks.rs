@@ -6,12 +6,8 @@
 //! Uses its own image name (guix-matrix-leaks), so the first trials meet a
 //! cold base and image; removes all of it at the end.
 
-use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
-};
-use harness::engine::{Engine, LABEL_MANAGED};
+use harness::engine::Engine;
 use nix::sys::signal::Signal;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -76,60 +72,11 @@ fn harness_run(matrix: &Path, report: &Path) -> Command {
     cmd
 }
 
-/// What is labelled by the harness now: containers, volumes, our tags, and
-/// dangling images (untagged with no child: what an interrupted build leaves;
-/// the intermediate layers of a finished build are its image's parents).
+/// What stayed labelled (containers, volumes, tags of this image, dangling
+/// images); an engine that cannot be asked stops the bench.
 async fn census(engine: &Engine) -> (usize, usize, Vec<String>, usize) {
-    let label = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
-    let containers = engine
-        .docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::default()
-                .all(true)
-                .filters(&label)
-                .build(),
-        ))
-        .await
-        .map_or(0, |c| c.len());
-    let volumes = engine
-        .docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::default().filters(&label).build(),
-        ))
-        .await
-        .ok()
-        .and_then(|v| v.volumes)
-        .map_or(0, |v| v.len());
-    let images = engine
-        .docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::default()
-                .all(true)
-                .filters(&label)
-                .build(),
-        ))
-        .await
-        .unwrap_or_default();
-    let tags: Vec<String> = images
-        .iter()
-        .flat_map(|i| i.repo_tags.iter())
-        .filter(|t| t.starts_with(IMAGE))
-        .cloned()
-        .collect();
-    let dangling = HashMap::from([
-        ("label".to_string(), vec![format!("{LABEL_MANAGED}=true")]),
-        ("dangling".to_string(), vec!["true".to_string()]),
-    ]);
-    let untagged = engine
-        .docker
-        .list_images(Some(
-            ListImagesOptionsBuilder::default()
-                .filters(&dangling)
-                .build(),
-        ))
-        .await
-        .map_or(0, |i| i.len());
-    (containers, volumes, tags, untagged)
+    let l = engine.leftovers(IMAGE).await.expect("count leftovers");
+    (l.containers, l.volumes, l.tags, l.dangling)
 }
 
 /// Runs until `point` is reached, sends `signal`, and returns (where it was, exit code, seconds).

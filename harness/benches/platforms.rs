@@ -5,8 +5,8 @@
 //!   cargo bench -p harness --bench platforms [-- PLATFORM...]
 //! Needs an engine and prepared images (run `harness run` once first).
 
+use harness::engine::run::{self, RunSpec};
 use harness::harness::Harness;
-use harness::run::{self, RunSpec};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;

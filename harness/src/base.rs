@@ -1,22 +1,16 @@
 //! Base images: a local one, else a pulled one, else one built offline from the Debian mirror.
 
-use crate::engine::{
-    timeout, Engine, EngineError, LocalImage, LABEL_INPUTS, LABEL_MANAGED, LABEL_PLATFORM,
-};
+use crate::engine::{timeout, Engine, EngineError, LocalImage};
 use crate::matrix::{Defaults, Platform};
+use crate::names::{LABEL_INPUTS, LABEL_MANAGED, LABEL_PLATFORM};
 use crate::retry;
-use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ImportImageOptionsBuilder, TagImageOptionsBuilder,
-};
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// Label saying where a base came from.
-pub const LABEL_ORIGIN: &str = "io.guix-matrix.origin";
+pub use crate::names::LABEL_ORIGIN;
 
 /// Pulls of one multi-arch tag for several platforms must not interleave:
 /// each pull moves the tag.
@@ -220,13 +214,7 @@ async fn ensure_tagged(
 }
 
 async fn tag_as(engine: &Engine, id: &str, tag: &str) -> Result<(), EngineError> {
-    let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-    let opts = TagImageOptionsBuilder::default().repo(repo).tag(t).build();
-    engine
-        .docker
-        .tag_image(id, Some(opts))
-        .await
-        .map_err(EngineError::api(format!("tag {tag}")))
+    engine.tag(id, tag).await
 }
 
 /// Pulls `base_image` for the platform, retrying transient failures.
@@ -238,30 +226,16 @@ async fn pull(
 ) -> Result<LocalImage, EngineError> {
     let _guard = PULL_LOCK.lock().await;
     let step = format!("{}: pull {}", platform.docker, defaults.base_image);
-    retry::network(&step, retry::is_transient_engine, || async {
-        let opts = CreateImageOptionsBuilder::default()
-            .from_image(&defaults.base_image)
-            .platform(&platform.docker)
-            .build();
-        let mut stream = engine.docker.create_image(Some(opts), None, None);
-        timeout(&step, platform.timeout(Duration::from_secs(300)), async {
-            while let Some(item) = stream.next().await {
-                item.map_err(EngineError::api(step.clone()))?;
-            }
-            Ok::<(), EngineError>(())
-        })
-        .await??;
-        Ok(())
-    })
-    .await?;
+    let limit = platform.timeout(Duration::from_secs(300));
+    engine
+        .pull(&defaults.base_image, &platform.docker, limit)
+        .await?;
     let img = engine
         .local_image(&defaults.base_image)
         .await?
-        .ok_or_else(|| EngineError::Api {
+        .ok_or_else(|| EngineError::Lost {
             step: step.clone(),
-            source: bollard::errors::Error::DockerStreamError {
-                error: "pulled image not found".into(),
-            },
+            detail: "the pulled image is not in the engine".into(),
         })?;
     tag_as(engine, &img.id, tag).await?;
     Ok(img)
@@ -327,18 +301,9 @@ async fn build_offline(
         .map_err(io("open the docker-archive"))?;
     let body = tokio_util::io::ReaderStream::new(file);
     let load_step = format!("{p}: load base image");
-    let mut stream = engine.docker.import_image_stream(
-        ImportImageOptionsBuilder::default().quiet(true).build(),
-        body,
-        None,
-    );
-    timeout(&load_step, Duration::from_secs(300), async {
-        while let Some(item) = stream.next().await {
-            item.map_err(EngineError::api(load_step.clone()))?;
-        }
-        Ok::<(), EngineError>(())
-    })
-    .await??;
+    engine
+        .load(&load_step, body, Duration::from_secs(300))
+        .await?;
     let img = engine
         .local_image(tag)
         .await?

@@ -64,9 +64,9 @@ async fn engine(host: &str) -> (Finding, String) {
     let mut root = "/var/lib/docker".to_string();
     let finding = match Engine::connect_to(host).await {
         Ok(e) => {
-            let v = e.docker.version().await.ok();
-            if let Ok(info) = e.docker.info().await {
-                root = info.docker_root_dir.unwrap_or(root);
+            let v = e.describe().await.ok();
+            if let Some(dir) = v.as_ref().and_then(|v| v.root_dir.clone()) {
+                root = dir;
             }
             finding(
                 Level::Ok,
@@ -74,8 +74,8 @@ async fn engine(host: &str) -> (Finding, String) {
                 format!(
                     "{} answers: Docker {} (API {})",
                     e.host,
-                    v.as_ref().and_then(|v| v.version.clone()).unwrap_or_default(),
-                    v.as_ref().and_then(|v| v.api_version.clone()).unwrap_or_default()
+                    v.as_ref().map(|v| v.version.as_str()).unwrap_or_default(),
+                    v.as_ref().map(|v| v.api_version.as_str()).unwrap_or_default()
                 ),
                 None,
             )

@@ -1,8 +1,8 @@
 //! binfmt_misc + qemu-user: the helper image and the handlers the matrix needs.
 
+use crate::engine::run::{self, Privilege, RunSpec};
 use crate::engine::Engine;
 use crate::placement::Placement;
-use crate::run::{self, Privilege, RunSpec};
 use std::time::Duration;
 
 /// One binfmt_misc handler as the kernel sees it.

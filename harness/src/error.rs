@@ -1,8 +1,8 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
 use crate::{
-    base, emulators, engine, image, incremental, matrix, paths, pin, published, pull, record,
-    release, run, trust,
+    base, emulators, engine, incremental, matrix, paths, pin, published, pull, record, release,
+    trust,
 };
 use std::path::PathBuf;
 
@@ -18,11 +18,11 @@ pub enum Error {
     #[error(transparent)]
     Base(#[from] base::BaseError),
     #[error(transparent)]
-    Build(#[from] image::BuildError),
+    Build(#[from] engine::build::BuildError),
     #[error(transparent)]
     Emulator(#[from] emulators::EmulatorError),
     #[error(transparent)]
-    Run(#[from] run::RunError),
+    Run(#[from] engine::run::RunError),
     #[error(transparent)]
     Pin(#[from] pin::PinError),
     #[error(transparent)]

@@ -2,9 +2,10 @@
 
 use crate::base;
 use crate::emulators;
-use crate::engine::{Engine, EngineError, LocalImage};
+use crate::engine::build;
+use crate::engine::run;
+use crate::engine::{Engine, LocalImage};
 use crate::error::Error;
-use crate::image;
 use crate::incremental::{self, Seed, Start};
 use crate::matrix::{Matrix, Platform};
 use crate::names;
@@ -13,7 +14,6 @@ use crate::placement::{self, Host, Placement};
 use crate::published;
 use crate::pull::{self, By};
 use crate::recipe;
-use crate::run;
 use crate::source::Source;
 use crate::trust::{Keys, TrustError};
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 pub struct Prepared {
     pub platform: Platform,
     pub base: base::Base,
-    pub image: image::Built,
+    pub image: build::Built,
     pub emulator: Option<emulators::Handler>,
     /// How this engine runs the platform (natively, or through which emulator).
     pub placement: Placement,
@@ -174,16 +174,7 @@ impl Harness {
     /// The engine's architecture, as it reports it (`amd64`, `arm64`).
     pub async fn arch(&self) -> Result<&String, Error> {
         self.arch
-            .get_or_try_init(|| async {
-                let version = crate::engine::timeout(
-                    "engine version",
-                    Duration::from_secs(30),
-                    self.engine.docker.version(),
-                )
-                .await?
-                .map_err(EngineError::api("engine version"))?;
-                Ok(version.arch.unwrap_or_default())
-            })
+            .get_or_try_init(|| async { Ok::<_, Error>(self.engine.arch().await?) })
             .await
     }
 
@@ -304,7 +295,7 @@ impl Harness {
                     self.options.allow_pull,
                 )
                 .await?;
-                let built = image::build(&self.engine, &spec, &|_| {}).await?;
+                let built = build::build(&self.engine, &spec, &|_| {}).await?;
                 let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
                 crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
             })
@@ -345,9 +336,9 @@ impl Harness {
             .get_or_try_init(|| async {
                 let native = self.native_platform().await?;
                 let spec = recipe::helper_spec(&self.matrix, &self.options.checkout.root, &native);
-                let want = image::inputs(&spec)?.hash;
+                let want = build::inputs(&spec)?.hash;
                 let ours =
-                    |img: &LocalImage| img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want);
+                    |img: &LocalImage| img.labels.get(crate::names::LABEL_INPUTS) == Some(&want);
                 if self
                     .engine
                     .local_image(&spec.tag)
@@ -374,7 +365,7 @@ impl Harness {
                     }
                 }
                 self.native().await?;
-                Ok(image::build(&self.engine, &spec, &|_| {}).await?.tag)
+                Ok(build::build(&self.engine, &spec, &|_| {}).await?.tag)
             })
             .await
     }
@@ -503,7 +494,7 @@ impl Harness {
         let local = self.engine.local_image(&self.image_tag(platform)).await?;
         let label = local
             .as_ref()
-            .and_then(|img| img.labels.get(crate::engine::LABEL_INPUTS));
+            .and_then(|img| img.labels.get(crate::names::LABEL_INPUTS));
         if let (Some(img), Some(want)) = (&local, wants.iter().find(|w| Some(&w.hash) == label)) {
             progress("image up to date");
             tracing::info!(
@@ -582,7 +573,7 @@ impl Harness {
         cache_from: &[String],
         generation: Option<&Generation>,
         progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<(base::Base, image::Built, pull::Stage), Error> {
+    ) -> Result<(base::Base, build::Built, pull::Stage), Error> {
         progress("base image");
         let base = base::ensure(
             &self.engine,
@@ -593,10 +584,10 @@ impl Harness {
         .await?;
         let mut guix_spec = self.guix_spec(platform);
         guix_spec.cache_from = cache_from.to_vec();
-        let guix = image::inputs(&guix_spec)?;
+        let guix = build::inputs(&guix_spec)?;
         if generation.is_none() {
             progress("Guix layer");
-            image::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
+            build::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
         }
         let (layer, stage, by) = match (&self.options.pull, generation) {
             (pull::Want::Skip(why), _) => (
@@ -633,7 +624,7 @@ impl Harness {
                 .pulled()
                 .map_or_else(|| "no".into(), |p| format!("{} {}", p.by, p.commit)),
         );
-        let image = image::build(&self.engine, &spec, &|s| progress(s)).await?;
+        let image = build::build(&self.engine, &spec, &|s| progress(s)).await?;
         Ok((base, image, stage))
     }
 
@@ -645,7 +636,7 @@ impl Harness {
         &self,
         platform: &Platform,
         placement: &Placement,
-        guix: &image::Inputs,
+        guix: &build::Inputs,
         by: By,
         base: &base::Base,
         generation: Option<&Generation>,
@@ -696,7 +687,7 @@ impl Harness {
                 let mut unpulled = self.top_spec(platform, guix, None, &layer, base);
                 unpulled.tag = names::unpulled(d, platform);
                 unpulled.step = format!("{}: build the image to pull in", platform.docker);
-                image::build(&self.engine, &unpulled, &|s| progress(s)).await?;
+                build::build(&self.engine, &unpulled, &|s| progress(s)).await?;
                 progress(&format!("pull ({by})"));
                 let stand_in = match by {
                     By::StandIn => Some(self.stand_in()?),
@@ -772,13 +763,13 @@ impl Harness {
         let Ok(Some(pulled)) = pull::Pulled::of(&img.labels) else {
             return Ok(None);
         };
-        let Ok(claimed) = image::Inputs::from_labels(&img.labels) else {
+        let Ok(claimed) = build::Inputs::from_labels(&img.labels) else {
             return Ok(None);
         };
         if pulled.by != by {
             return Ok(None);
         }
-        let guix = image::inputs(&self.guix_spec(platform))?;
+        let guix = build::inputs(&self.guix_spec(platform))?;
         let changed: Vec<&String> = guix
             .parts
             .iter()
@@ -813,7 +804,7 @@ impl Harness {
         &self,
         platform: &Platform,
         from: &Source,
-        wants: &[image::Inputs],
+        wants: &[build::Inputs],
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Result<(LocalImage, String, Start), (Start, Vec<String>)>, Error> {
         let tag = self.image_tag(platform);
@@ -912,7 +903,7 @@ impl Harness {
                 origin: base::Origin::Local,
                 provenance,
             },
-            image: image::Built {
+            image: build::Built {
                 tag: self.image_tag(platform),
                 id: img.id,
                 inputs,
@@ -965,10 +956,10 @@ impl Harness {
                 origin: base::Origin::Pulled,
                 provenance: label("io.guix-matrix.base"),
             },
-            image: image::Built {
+            image: build::Built {
                 tag,
                 id: img.id.clone(),
-                inputs: label(crate::engine::LABEL_INPUTS),
+                inputs: label(crate::names::LABEL_INPUTS),
                 rebuilt: false,
                 elapsed: started.elapsed(),
             },
@@ -982,7 +973,7 @@ impl Harness {
     }
 
     /// The build of the Guix layer for `platform`.
-    pub fn guix_spec(&self, platform: &Platform) -> image::BuildSpec {
+    pub fn guix_spec(&self, platform: &Platform) -> build::BuildSpec {
         recipe::guix_spec(&self.matrix, &self.options.checkout.root, platform)
     }
 
@@ -991,11 +982,11 @@ impl Harness {
     pub fn top_spec(
         &self,
         platform: &Platform,
-        guix: &image::Inputs,
+        guix: &build::Inputs,
         by: Option<By>,
         layer: &str,
         base: &base::Base,
-    ) -> image::BuildSpec {
+    ) -> build::BuildSpec {
         let mut spec = recipe::top_spec(
             &self.matrix,
             &self.options.checkout.root,
@@ -1016,9 +1007,9 @@ impl Harness {
         &self,
         platform: &Platform,
         base: &base::Base,
-    ) -> Result<image::BuildSpec, image::BuildError> {
+    ) -> Result<build::BuildSpec, build::BuildError> {
         let guix_spec = self.guix_spec(platform);
-        let guix = image::inputs(&guix_spec)?;
+        let guix = build::inputs(&guix_spec)?;
         Ok(self.top_spec(platform, &guix, None, &guix_spec.tag, base))
     }
 
@@ -1027,7 +1018,7 @@ impl Harness {
         &self,
         platform: &Platform,
         by: Option<By>,
-    ) -> Result<image::Inputs, image::BuildError> {
+    ) -> Result<build::Inputs, build::BuildError> {
         recipe::inputs(&self.matrix, &self.options.checkout.root, platform, by)
     }
 

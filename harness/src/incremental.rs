@@ -1,9 +1,10 @@
 //! Starting from a release: a platform's released image is used as is when it is what this tree builds, else its base and layers seed the build; nothing is used unverified.
 
-use crate::engine::{Engine, EngineError, LocalImage, LABEL_PLATFORM};
-use crate::image::Inputs;
+use crate::engine::build::Inputs;
+use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::{Defaults, Platform};
 use crate::names;
+use crate::names::LABEL_PLATFORM;
 use crate::published::{self, Part, PublishedError, Release};
 use std::path::Path;
 
@@ -263,7 +264,7 @@ async fn verify_content(
         .collect();
     for (file, path) in copied(&dockerfile, &files) {
         let tree = read(&file)?;
-        let tar = crate::run::copy_out(engine, image, &path)
+        let tar = crate::engine::run::copy_out(engine, image, &path)
             .await
             .map_err(|e| IncrementalError::Altered {
                 platform: platform.docker.clone(),
@@ -368,8 +369,8 @@ mod tests {
             }
             let hash = hex::encode(h.finalize());
             std::collections::HashMap::from([
-                (crate::engine::LABEL_INPUTS.to_string(), hash),
-                (crate::engine::LABEL_PARTS.to_string(), json),
+                (crate::names::LABEL_INPUTS.to_string(), hash),
+                (crate::names::LABEL_PARTS.to_string(), json),
             ])
         };
         let old = Inputs::from_labels(&labels(&[("file a", "1"), ("arg X", "2")])).unwrap();
@@ -377,7 +378,7 @@ mod tests {
             .unwrap();
         assert_eq!(new.changed_since(&old), ["a", "b"]);
         let mut forged = labels(&[("file a", "1")]);
-        forged.insert(crate::engine::LABEL_INPUTS.into(), "0".repeat(64));
+        forged.insert(crate::names::LABEL_INPUTS.into(), "0".repeat(64));
         let err = Inputs::from_labels(&forged).unwrap_err();
         assert!(err.contains("the labels were altered"), "{err}");
     }

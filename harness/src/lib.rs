@@ -30,9 +30,8 @@ pub mod pin;
 pub mod published;
 pub mod pull;
 
-pub mod image;
 pub mod retry;
-pub mod run;
+
 pub mod trust;
 
 pub mod placement;

@@ -2,6 +2,27 @@
 
 use crate::matrix::{Defaults, Platform};
 
+/// Label on every container, image and volume the harness creates.
+pub const LABEL_MANAGED: &str = "io.guix-matrix.managed";
+/// Label carrying the content hash of an image's inputs.
+pub const LABEL_INPUTS: &str = "io.guix-matrix.inputs";
+/// The inputs part by part (JSON), to say what changed between two images.
+pub const LABEL_PARTS: &str = "io.guix-matrix.inputs.parts";
+/// Label carrying the Docker platform an image or container is for.
+pub const LABEL_PLATFORM: &str = "io.guix-matrix.platform";
+/// Label saying where a base came from.
+pub const LABEL_ORIGIN: &str = "io.guix-matrix.origin";
+/// What the pull left, as JSON, on the pulled layer and every image built on it.
+pub const LABEL_PULL: &str = "io.guix-matrix.pull";
+/// `no`, or how and to which commit the image's Guix was pulled.
+pub const LABEL_PULLED: &str = "io.guix-matrix.pulled";
+/// The pulled layer's key: the Guix layer's inputs and how it was pulled.
+pub const LABEL_PULL_KEY: &str = "io.guix-matrix.pull.key";
+/// The digest of the base an image was built on (OCI annotation).
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+/// The digest of the emulator helper shipped beside a platform's image.
+pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
+
 /// The image a platform's legs check and a release ships: `guix-matrix:arm-v7`.
 pub fn image(d: &Defaults, p: &Platform) -> String {
     format!("{}:{}", d.image, p.slug())

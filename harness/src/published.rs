@@ -1,13 +1,9 @@
 //! Images that were published, as users get them: loaded from a release directory (its checksums verified first) or pulled from a registry for one platform.
 
-use crate::engine::{timeout, Engine, EngineError, LocalImage};
+use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::Platform;
 use crate::source::{Digest, Source};
 use crate::trust::{self, Keys, TrustError, Vouched};
-use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ImportImageOptionsBuilder, TagImageOptionsBuilder,
-};
-use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,13 +102,7 @@ impl Part {
     }
 }
 
-/// The annotation on each platform's entry of a registry release's index
-/// naming the base that image was built on (vouched for with the index).
-pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
-
-/// The annotation on the entry of the platform a release was made on
-/// naming its emulator helper (vouched for with the index).
-pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
+pub use crate::names::{BASE_DIGEST, HELPER_DIGEST};
 
 /// A release whose root document (a directory's SHA256SUMS, a registry's
 /// index) was vouched for: everything fetched from it is checked against
@@ -308,15 +298,7 @@ pub fn probes_of(tar: impl std::io::Read) -> std::io::Result<Probes> {
 
 /// `docker tag ID TAG`.
 pub async fn tag(engine: &Engine, id: &str, tag: &str) -> Result<(), EngineError> {
-    let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-    engine
-        .docker
-        .tag_image(
-            id,
-            Some(TagImageOptionsBuilder::default().repo(repo).tag(t).build()),
-        )
-        .await
-        .map_err(EngineError::api(format!("tag {tag}")))
+    engine.tag(id, tag).await
 }
 
 /// Verifies the platform's tarball against SHA256SUMS and loads it; returns
@@ -397,29 +379,9 @@ async fn load(
     });
     let body = tokio_stream_of(rx);
     let step = format!("{}: load {}", platform.docker, file.display());
-    let mut stream = engine.docker.import_image_stream(
-        ImportImageOptionsBuilder::default().quiet(false).build(),
-        body,
-        None,
-    );
-    let mut loaded = None;
-    let result = timeout(&step, Duration::from_secs(900), async {
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(EngineError::api(step.clone()))?;
-            if let Some(s) = info.stream.as_deref().and_then(|s| {
-                s.trim()
-                    .strip_prefix("Loaded image ID: ")
-                    .map(str::to_string)
-            }) {
-                loaded = Some(s);
-            }
-        }
-        Ok::<(), EngineError>(())
-    })
-    .await;
-    drop(stream);
+    let result = engine.load(&step, body, Duration::from_secs(900)).await;
     let _ = writer.await;
-    result??;
+    let loaded = result?;
     loaded.ok_or_else(|| PublishedError::Fetch {
         from: file.display().to_string(),
         message: "the engine loaded no image from it".into(),
@@ -593,29 +555,14 @@ fn archive_names<R: std::io::Read>(archive: &mut tar::Archive<R>) -> Result<Vec<
 }
 
 async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(), PublishedError> {
-    let step = format!("{}: pull {reference}", platform.docker);
-    let opts = CreateImageOptionsBuilder::default()
-        .from_image(reference)
-        .platform(&platform.docker)
-        .build();
-    crate::retry::network(
-        &step,
-        |e: &PublishedError| matches!(e, PublishedError::Engine(_)),
-        || async {
-            let mut stream = engine.docker.create_image(Some(opts.clone()), None, None);
-            timeout(&step, platform.timeout(Duration::from_secs(600)), async {
-                while let Some(item) = stream.next().await {
-                    item.map_err(|e| PublishedError::Fetch {
-                        from: reference.to_string(),
-                        message: e.to_string(),
-                    })?;
-                }
-                Ok(())
-            })
-            .await?
-        },
-    )
-    .await
+    let limit = platform.timeout(Duration::from_secs(600));
+    engine
+        .pull(reference, &platform.docker, limit)
+        .await
+        .map_err(|e| PublishedError::Fetch {
+            from: reference.to_string(),
+            message: e.to_string(),
+        })
 }
 
 #[cfg(test)]

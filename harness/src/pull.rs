@@ -1,18 +1,13 @@
 //! The pull stage: `guix pull` to the pin (the image's own pull step, or its offline stand-in) run in a container and committed as the layer the image's scripts go on; what was pulled, as a label.
 
+use crate::engine::run::{RunError, RunSpec};
 use crate::engine::{Engine, EngineError};
 use crate::matrix::Platform;
-use crate::run::{RunError, RunSpec};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// What the pull left, as JSON (a [`Pulled`]), on the pulled layer and every image built on it.
-pub const LABEL_PULL: &str = "io.guix-matrix.pull";
-/// On every image and release index: `guix pull <commit>`, `stand-in <commit>`, or `no…`.
-pub const LABEL_PULLED: &str = "io.guix-matrix.pulled";
-/// What a pulled layer was pulled for: the Guix layer's content hash and who pulled.
-pub const LABEL_PULL_KEY: &str = "io.guix-matrix.pull.key";
+pub use crate::names::{LABEL_PULL, LABEL_PULLED, LABEL_PULL_KEY};
 
 /// Where the pull step's stand-in goes in the pull container (first on PATH).
 const STAND_IN_DIR: &str = "/usr/local/lib/guix-matrix-stand-in";
@@ -233,28 +228,33 @@ pub async fn run(engine: &Engine, job: &Job) -> Result<Pulled, PullError> {
         spec = spec.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
     }
     if let Some(channels) = &job.channels {
-        let tar =
-            crate::run::tar_of(&[("root/.config/guix/channels.scm", 0o644, channels.as_slice())]);
+        let tar = crate::engine::run::tar_of(&[(
+            "root/.config/guix/channels.scm",
+            0o644,
+            channels.as_slice(),
+        )]);
         spec = spec.upload(tar, "/");
     }
     match (&job.by, &job.stand_in) {
         (By::StandIn, Some(program)) => {
             let path = format!("{}/guix", STAND_IN_DIR.trim_start_matches('/'));
-            let tar = crate::run::tar_of(&[(path.as_str(), 0o755, program.as_slice())]);
+            let tar = crate::engine::run::tar_of(&[(path.as_str(), 0o755, program.as_slice())]);
             spec = spec
                 .upload(tar, "/")
                 .env(format!("PATH={STAND_IN_DIR}:{IMAGE_PATH}"));
         }
         _ => spec.network_none = false,
     }
-    let out = crate::run::run(engine, &spec).await.map_err(|e| match e {
-        RunError::Timeout { .. } => PullError::Timeout {
-            platform: job.platform.docker.clone(),
-            by: job.by,
-            limit: job.timeout,
-        },
-        e => PullError::Run(e),
-    })?;
+    let out = crate::engine::run::run(engine, &spec)
+        .await
+        .map_err(|e| match e {
+            RunError::Timeout { .. } => PullError::Timeout {
+                platform: job.platform.docker.clone(),
+                by: job.by,
+                limit: job.timeout,
+            },
+            e => PullError::Run(e),
+        })?;
     let container = out.kept_container.clone().unwrap_or_default();
     let record = Pulled {
         by: job.by,
@@ -295,12 +295,11 @@ async fn commit(
     let mut labels = Engine::labels(Some(&job.platform.docker));
     labels.insert(LABEL_PULL_KEY.into(), job.key.clone());
     labels.insert(LABEL_PULL.into(), record.label());
-    let config = bollard::models::ContainerConfig {
-        labels: Some(labels),
-        env: Some(vec![format!("PATH={IMAGE_PATH}")]),
-        cmd: Some(vec!["sh".into()]),
-        entrypoint: Some(vec!["/entry-point.sh".into()]),
-        ..Default::default()
+    let config = crate::engine::Commit {
+        labels,
+        env: vec![format!("PATH={IMAGE_PATH}")],
+        cmd: vec!["sh".into()],
+        entrypoint: vec!["/entry-point.sh".into()],
     };
     Ok(engine.commit_config(container, &job.tag, config).await?)
 }
@@ -321,7 +320,7 @@ pub async fn describe(
         "/root/.config/guix/current/bin/guix".into(),
         "describe".into(),
     ]);
-    let out = crate::run::run(engine, &spec)
+    let out = crate::engine::run::run(engine, &spec)
         .await
         .map_err(PullError::Run)?;
     let line = out

@@ -1,6 +1,6 @@
 //! What the tree builds for a platform: the Guix layer, the scripts on top of it (pulled or not), and the image's content hash, from the files alone.
 
-use crate::image::{self, BuildSpec, Inputs};
+use crate::engine::build::{self, BuildSpec, Inputs};
 use crate::matrix::{Matrix, Platform};
 use crate::names;
 use crate::pull::By;
@@ -61,13 +61,13 @@ pub fn probes_key(
     matrix: &Matrix,
     root: &Path,
     native: &Platform,
-) -> Result<String, image::BuildError> {
+) -> Result<String, build::BuildError> {
     let d = &matrix.defaults;
     let mut spec = probe_spec(matrix, root, native);
     spec.build_args.remove("BASE_IMAGE");
     spec.depends_on = vec![format!("debian {} {}", d.probe_suite, d.mirror)];
     spec.platform = String::new();
-    Ok(image::inputs(&spec)?.hash)
+    Ok(build::inputs(&spec)?.hash)
 }
 
 /// The emulator helper image: the qemu-user interpreters of the matrix's
@@ -162,7 +162,7 @@ pub fn top_spec(
         .collect();
     extra_parts.insert(
         "pull pulled-by".into(),
-        image::sha(by.map_or("none".into(), |b| b.to_string()).as_bytes()),
+        build::sha(by.map_or("none".into(), |b| b.to_string()).as_bytes()),
     );
     BuildSpec {
         tag: image_tag(matrix, platform),
@@ -190,9 +190,9 @@ pub fn inputs(
     root: &Path,
     platform: &Platform,
     by: Option<By>,
-) -> Result<Inputs, image::BuildError> {
-    let guix = image::inputs(&guix_spec(matrix, root, platform))?;
-    image::inputs(&top_spec(matrix, root, platform, &guix, by))
+) -> Result<Inputs, build::BuildError> {
+    let guix = build::inputs(&guix_spec(matrix, root, platform))?;
+    build::inputs(&top_spec(matrix, root, platform, &guix, by))
 }
 
 #[cfg(test)]
@@ -209,7 +209,7 @@ mod tests {
         let (amd64, arm64) = (on("linux/amd64"), on("linux/arm64/v8"));
         let key = |p: &Platform| probes_key(&matrix, &checkout.root, p).unwrap();
         let image = |p: &Platform| {
-            image::inputs(&probe_spec(&matrix, &checkout.root, p))
+            build::inputs(&probe_spec(&matrix, &checkout.root, p))
                 .unwrap()
                 .hash
         };

@@ -1,6 +1,5 @@
 //! Retries with exponential back-off for the steps that touch the network.
 
-use crate::engine::EngineError;
 use backon::{ExponentialBuilder, Retryable};
 use std::future::Future;
 use std::time::Duration;
@@ -26,13 +25,4 @@ where
         .when(transient)
         .notify(|e, wait| tracing::warn!("{step}: {e}; retrying in {wait:.0?}"))
         .await
-}
-
-/// Engine errors worth retrying: not a definite "no such host" (offline) or a 404.
-pub fn is_transient_engine(e: &EngineError) -> bool {
-    let text = e.to_string();
-    !(text.contains("no such host")
-        || text.contains("not found")
-        || text.contains("404")
-        || text.contains("does not match the specified platform"))
 }

@@ -73,10 +73,12 @@ async fn shipped_probes(h: &Harness) -> Result<Option<(String, crate::published:
         let Some(img) = h.engine.local_image(&spec.tag).await? else {
             continue;
         };
-        if img.labels.get(crate::engine::LABEL_INPUTS) != Some(&crate::image::inputs(&spec)?.hash) {
+        if img.labels.get(crate::names::LABEL_INPUTS)
+            != Some(&crate::engine::build::inputs(&spec)?.hash)
+        {
             continue;
         }
-        let tar = crate::run::copy_out(&h.engine, &spec.tag, "/probes").await?;
+        let tar = crate::engine::run::copy_out(&h.engine, &spec.tag, "/probes").await?;
         let probes = crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)?;
         return Ok(Some((
             crate::recipe::probes_key(&h.matrix, root, p)?,
@@ -94,9 +96,9 @@ async fn shipped_probes(h: &Harness) -> Result<Option<(String, crate::published:
 async fn ship_helpers(h: &Harness, proved: &mut [release::Proved]) -> Result<(), Error> {
     for p in proved.iter_mut() {
         let spec = crate::recipe::helper_spec(&h.matrix, &h.options.checkout.root, &p.platform);
-        let want = crate::image::inputs(&spec)?.hash;
+        let want = crate::engine::build::inputs(&spec)?.hash;
         if let Some(img) = h.engine.local_image(&spec.tag).await? {
-            if img.labels.get(crate::engine::LABEL_INPUTS) == Some(&want) {
+            if img.labels.get(crate::names::LABEL_INPUTS) == Some(&want) {
                 p.helper = Some(spec.tag);
             }
         }

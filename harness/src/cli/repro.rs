@@ -1,12 +1,12 @@
 //! `harness repro`: one leg with its full output; the containers of failing checks kept, with the commands to look inside.
 
 use super::{interrupt, Context};
+use crate::engine::run::Privilege;
 use crate::error::{Error, Exit};
 use crate::fleet::Fleet;
 use crate::leg::{self, Watch};
 use crate::matrix::Platform;
 use crate::report;
-use crate::run::Privilege;
 use crate::scenarios::{Outcome, Scenario};
 
 #[derive(Debug, clap::Args)]

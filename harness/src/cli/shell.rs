@@ -1,9 +1,9 @@
 //! `harness shell`: a shell (or one command) in a platform's image, through the docker CLI for a real terminal.
 
 use super::Context;
+use crate::engine::run::RunSpec;
 use crate::error::{Error, Exit};
 use crate::harness::Harness;
-use crate::run::RunSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {

@@ -1,9 +1,10 @@
 //! What may ship: the platforms a run's report proved, each checked against the engine (the image the report is about), the tree (its content hash) and the pin (its pull).
 
 use super::ReleaseError;
-use crate::engine::{Engine, LABEL_INPUTS};
+use crate::engine::Engine;
 use crate::matrix::{Matrix, Platform};
 use crate::names;
+use crate::names::LABEL_INPUTS;
 use crate::pull::{By, Pulled};
 use crate::record::{RunReport, Scenario};
 use std::collections::HashMap;

@@ -13,8 +13,8 @@ pub use gate::{proved, Gate, Proved};
 pub use registry::{Pushed, Registry, Uploaded};
 pub use ship::{ship, Plan, Shipped};
 
+use crate::engine::build::BuildError;
 use crate::engine::EngineError;
-use crate::image::BuildError;
 use std::path::{Path, PathBuf};
 #[cfg(test)]
 use std::time::Duration;

@@ -187,10 +187,7 @@ async fn stage_platform(
         image: p.image.clone(),
         message,
     };
-    let stream = engine
-        .docker
-        .export_images(&names)
-        .map_err(std::io::Error::other);
+    let stream = engine.save(&names);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
     let dir = blobs.to_path_buf();
     let export = timeout(&step, Duration::from_secs(1800), async {

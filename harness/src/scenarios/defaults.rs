@@ -1,9 +1,9 @@
 //! The image as users get it, nothing passed in: the daemon flags it chooses build with a real builder, every command traced, the substitute keys it trusts, `docker run IMAGE` a shell.
 
 use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
+use crate::engine::run::RunSpec;
 use crate::error::Error;
 use crate::harness::{Harness, Prepared};
-use crate::run::RunSpec;
 use std::collections::BTreeSet;
 
 pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {

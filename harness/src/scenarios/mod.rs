@@ -9,9 +9,9 @@ pub mod smoke;
 pub mod tmpfs;
 pub mod usage;
 
+use crate::engine::run::{self, RunOutput, RunSpec};
 use crate::error::Error;
 use crate::harness::{Harness, Prepared};
-use crate::run::{self, RunOutput, RunSpec};
 use std::time::Instant;
 
 pub use crate::record::{Outcome, Scenario, Verdict};

@@ -2,7 +2,7 @@
 //! Guix with a daemon that answers and is gone afterwards, exit codes survive.
 
 use crate::common::{block_on, harness, prepared};
-use harness::run::{self, RunSpec};
+use harness::engine::run::{self, RunSpec};
 use harness::scenarios::{self, Scenario};
 
 fn entry_point(args: &[&str]) -> run::RunOutput {
@@ -25,12 +25,12 @@ fn image_carries_platform_and_inputs_labels() {
         .expect("image is in the engine");
     assert_eq!(img.architecture, "amd64");
     assert_eq!(
-        img.labels.get(harness::engine::LABEL_INPUTS),
+        img.labels.get(harness::names::LABEL_INPUTS),
         Some(&p.image.inputs)
     );
     assert_eq!(
         img.labels
-            .get(harness::engine::LABEL_MANAGED)
+            .get(harness::names::LABEL_MANAGED)
             .map(String::as_str),
         Some("true")
     );
@@ -139,7 +139,7 @@ fn second_prepare_rebuilds_nothing() {
     let h = harness();
     let first = prepared("linux/amd64");
     let spec = h.image_spec(&first.platform, &first.base).unwrap();
-    let again = block_on(harness::image::build(&h.engine, &spec, &|_| {})).unwrap();
+    let again = block_on(harness::engine::build::build(&h.engine, &spec, &|_| {})).unwrap();
     assert!(!again.rebuilt, "unchanged inputs must not rebuild");
     assert_eq!(again.id, first.image.id);
 }

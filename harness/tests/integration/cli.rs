@@ -287,10 +287,10 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
     let h = harness();
     let p = prepared("linux/amd64");
     // A kept (labelled) container, and an image tag under another matrix's name.
-    let spec = harness::run::RunSpec::new(p.image.tag.clone(), "kept for clean")
+    let spec = harness::engine::run::RunSpec::new(p.image.tag.clone(), "kept for clean")
         .cmd(["true"])
         .with_options(None, true);
-    let kept = block_on(harness::run::run(&h.engine, &spec))
+    let kept = block_on(harness::engine::run::run(&h.engine, &spec))
         .unwrap()
         .kept_container
         .expect("kept");

@@ -4,8 +4,8 @@
 
 use crate::common::{block_on, harness, prepared};
 use crate::private_engine::PrivateEngine;
+use harness::engine::run::{self, RunError, RunSpec};
 use harness::engine::{Engine, EngineError};
-use harness::run::{self, RunError, RunSpec};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ fn a_full_data_root_during_an_image_build_names_the_cause() {
     let mut spec = h.guix_spec(&p.platform);
     spec.tag = "guix-matrix-diskfull:amd64".into();
     let started = Instant::now();
-    let err = block_on(harness::image::build(&engine, &spec, &|_| {}))
+    let err = block_on(harness::engine::build::build(&engine, &spec, &|_| {}))
         .expect_err("400 MiB cannot hold the image");
     let msg = err.to_string();
     eprintln!("what the user sees:\n{msg}");

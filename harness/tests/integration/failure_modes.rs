@@ -4,7 +4,7 @@
 
 use crate::common::{block_on, harness, prepared};
 use harness::emulators::{self, EmulatorError};
-use harness::run::{self, Privilege, RunError, RunSpec};
+use harness::engine::run::{self, Privilege, RunError, RunSpec};
 
 const PLATFORM: &str = "linux/riscv64";
 
@@ -523,7 +523,7 @@ fn the_defaults_check_sees_a_foreign_key_no_trace_no_urls_and_no_shell() {
     let _shared = crate::common::shared();
     let h = harness();
     let mut p = prepared("linux/amd64");
-    let spoil = harness::run::RunSpec::new(p.image.tag.clone(), "spoil the image")
+    let spoil = harness::engine::run::RunSpec::new(p.image.tag.clone(), "spoil the image")
         .platform(&p.platform.docker)
         .bash(
             "sed -i 's/^set -exuo pipefail$/set -euo pipefail/' /entry-point.sh && \\

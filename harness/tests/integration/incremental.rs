@@ -70,11 +70,11 @@ fn release_into(dist: &Path) -> String {
     let h0 = harness();
     let native = prepared("linux/amd64");
     // A base no other image is built on: the commit of the native base.
-    let c = harness::run::RunSpec::new(native.base.reference.clone(), "t15 base")
+    let c = harness::engine::run::RunSpec::new(native.base.reference.clone(), "t15 base")
         .platform("linux/amd64")
         .bash("echo t15 > /etc/guix-matrix-t15")
         .with_options(None, true);
-    let out = block_on(harness::run::run(&h0.engine, &c)).unwrap();
+    let out = block_on(harness::engine::run::run(&h0.engine, &c)).unwrap();
     let id = out.kept_container.expect("kept");
     block_on(h0.engine.commit_with(
         &id,
@@ -302,11 +302,11 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
         &p,
         &format!("{IMAGE}-release:amd64"),
     );
-    let c = harness::run::RunSpec::new(img.id.clone(), "spoil the release")
+    let c = harness::engine::run::RunSpec::new(img.id.clone(), "spoil the release")
         .platform("linux/amd64")
         .bash("echo 'echo hijacked' >> /entry-point.sh")
         .with_options(None, true);
-    let out = block_on(harness::run::run(engine, &c)).unwrap();
+    let out = block_on(harness::engine::run::run(engine, &c)).unwrap();
     let id = out.kept_container.expect("kept");
     block_on(engine.commit_with(
         &id,

@@ -91,28 +91,10 @@ impl PrivateEngine {
 
     /// Copies an image from the main engine (docker save | docker load, through the API).
     pub fn load_from_main(&self, image: &str) {
-        use futures::StreamExt;
         let main = &harness().engine;
         let engine = block_on(Engine::connect_to(&self.host())).unwrap();
-        let tar: Vec<u8> = block_on(async {
-            let mut out = vec![];
-            let mut s = main.docker.export_image(image);
-            while let Some(chunk) = s.next().await {
-                out.extend_from_slice(&chunk.unwrap());
-            }
-            out
-        });
-        block_on(async {
-            let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
-                .quiet(true)
-                .build();
-            let mut s = engine
-                .docker
-                .import_image(opts, bollard::body_full(tar.into()), None);
-            while let Some(item) = s.next().await {
-                item.unwrap();
-            }
-        });
+        let limit = std::time::Duration::from_secs(600);
+        block_on(engine.load("copy from the main engine", main.save(&[image]), limit)).unwrap();
     }
 }
 

@@ -68,7 +68,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let h = crate::common::harness();
     let arm = h.matrix.find("linux/arm/v7").unwrap();
     let spec = harness::recipe::helper_spec(&h.matrix, &h.options.checkout.root, arm);
-    crate::common::block_on(harness::image::build(&h.engine, &spec, &|_| {})).unwrap();
+    crate::common::block_on(harness::engine::build::build(&h.engine, &spec, &|_| {})).unwrap();
     let registry = Registry::start();
     let work = tempfile::tempdir().unwrap();
     let report = proving_run(

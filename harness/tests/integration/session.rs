@@ -35,7 +35,7 @@ fn one_container_many_commands_each_with_its_own_daemon() {
             .with_security_opt("seccomp=unconfined")
             .with_security_opt("apparmor=unconfined")
             .with_network("none")
-            .with_label(harness::engine::LABEL_MANAGED, "true")
+            .with_label(harness::names::LABEL_MANAGED, "true")
             .start()
             .await
             .expect("start the image through testcontainers");

@@ -1,6 +1,7 @@
 //! Image builds through the engine's classic builder, skipped when the inputs' content hash is unchanged.
 
-use crate::engine::{timeout, Engine, EngineError, LABEL_INPUTS, LABEL_PARTS};
+use crate::engine::{timeout, Engine, EngineError};
+use crate::names::{LABEL_INPUTS, LABEL_PARTS};
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};

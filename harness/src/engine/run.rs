@@ -177,7 +177,7 @@ impl RunSpec {
         let mut args: Vec<String> = vec!["run".into(), "--rm".into(), tty.into()];
         args.extend([
             "--label".into(),
-            format!("{}=true", crate::engine::LABEL_MANAGED),
+            format!("{}=true", crate::names::LABEL_MANAGED),
         ]);
         if let Some(p) = &self.platform {
             args.extend(["--platform".into(), p.clone()]);

@@ -1,0 +1,232 @@
+//! The containers the harness creates: labels, tracking for Ctrl-C and timeouts, removal, cleanup.
+
+use super::{timeout, Engine, EngineError};
+use crate::names::{LABEL_MANAGED, LABEL_PLATFORM};
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+impl Engine {
+    pub fn labels(platform: Option<&str>) -> HashMap<String, String> {
+        let mut labels = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
+        if let Some(p) = platform {
+            labels.insert(LABEL_PLATFORM.to_string(), p.to_string());
+        }
+        labels
+    }
+
+    /// Remembers a container to remove on Ctrl-C or when its leg times out.
+    pub fn track(&self, id: &str, platform: Option<&str>) {
+        self.live
+            .lock()
+            .expect("registry lock")
+            .insert(id.to_string(), platform.map(str::to_string));
+    }
+
+    /// Forgets a container once it is removed (or kept on purpose).
+    pub fn untrack(&self, id: &str) {
+        self.live.lock().expect("registry lock").remove(id);
+    }
+
+    /// Force-removes a container; a container already gone is fine.
+    pub async fn remove_container(&self, id: &str) {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        let res = timeout(
+            "remove container",
+            Duration::from_secs(60),
+            self.docker.remove_container(id, Some(opts)),
+        )
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => {}
+            Ok(Err(e)) => tracing::warn!("could not remove container {id}: {e}"),
+            Err(e) => tracing::warn!("could not remove container {id}: {e}"),
+        }
+        self.untrack(id);
+    }
+
+    /// Removes every container this process created and still tracks.
+    pub async fn remove_tracked(&self) -> usize {
+        self.remove_tracked_where(|_| true).await
+    }
+
+    /// After an interrupt: removes labelled containers created since `since`
+    /// (unix seconds) that we did not track ourselves — the classic builder's
+    /// step containers, which inherit our labels from the base image.
+    pub async fn remove_created_since(&self, since: i64) -> usize {
+        let Ok(list) = self.managed_containers(None).await else {
+            return 0;
+        };
+        let ids: Vec<String> = list
+            .into_iter()
+            .filter(|c| c.created.unwrap_or(0) >= since)
+            .filter_map(|c| c.id)
+            .collect();
+        self.remove_containers(&ids).await
+    }
+
+    /// Force-removes each of `ids`; returns how many.
+    async fn remove_containers(&self, ids: &[String]) -> usize {
+        for id in ids {
+            self.remove_container(id).await;
+        }
+        ids.len()
+    }
+
+    /// The containers (running or not) that carry our label, and with
+    /// `platform` that platform's label too.
+    pub async fn managed_containers(
+        &self,
+        platform: Option<&str>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+        labels.extend(platform.map(|p| format!("{LABEL_PLATFORM}={p}")));
+        let filter = HashMap::from([("label".to_string(), labels)]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filter)
+            .build();
+        timeout(
+            "list containers",
+            Duration::from_secs(30),
+            self.docker.list_containers(Some(opts)),
+        )
+        .await?
+        .map_err(EngineError::api("list containers"))
+    }
+
+    /// Removes the tracked containers of one platform (a leg that timed out).
+    pub async fn remove_tracked_for(&self, platform: &str) -> usize {
+        self.remove_tracked_where(|p| p == Some(platform)).await
+    }
+
+    async fn remove_tracked_where(&self, selected: impl Fn(Option<&str>) -> bool) -> usize {
+        let ids: Vec<String> = self
+            .live
+            .lock()
+            .expect("registry lock")
+            .iter()
+            .filter(|(_, p)| selected(p.as_deref()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.remove_containers(&ids).await
+    }
+
+    /// Removes every container that carries our label, and every image tag
+    /// under `prefix` (`guix-matrix:*`, `guix-matrix-base:*`, …: what the
+    /// harness built, loaded or tagged); an image left without tags goes too.
+    /// With `containers_only`, images (the build cache) stay.
+    pub async fn clean(
+        &self,
+        prefix: &str,
+        containers_only: bool,
+    ) -> Result<(usize, usize), EngineError> {
+        let ids: Vec<String> = self
+            .managed_containers(None)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
+        let containers = self.remove_containers(&ids).await;
+        if containers_only {
+            return Ok((containers, 0));
+        }
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptionsBuilder::default().all(false).build()))
+            .await
+            .map_err(EngineError::api("list images"))?;
+        let ours = |tag: &str| {
+            tag.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('-'))
+        };
+        let mut removed = 0;
+        for tag in images
+            .iter()
+            .flat_map(|i| i.repo_tags.iter())
+            .filter(|t| ours(t))
+        {
+            let opts = RemoveImageOptionsBuilder::default().force(true).build();
+            match self.docker.remove_image(tag, Some(opts), None).await {
+                Ok(_) => removed += 1,
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => tracing::warn!("could not remove image {tag}: {e}"),
+            }
+        }
+        Ok((containers, removed))
+    }
+}
+
+/// What carries the harness's label in an engine: the one leftover count
+/// that tests and benches read (an engine that cannot be asked is an error,
+/// never zero).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// Labelled containers, running or not.
+    pub containers: usize,
+    /// Labelled volumes.
+    pub volumes: usize,
+    /// Tags under the census's prefix.
+    pub tags: Vec<String>,
+    /// Labelled dangling images (untagged, no child).
+    pub dangling: usize,
+}
+
+impl Engine {
+    /// Counts what carries our label, and the tags under `prefix`.
+    pub async fn leftovers(&self, prefix: &str) -> Result<Leftovers, EngineError> {
+        let label = format!("{LABEL_MANAGED}=true");
+        let ours = HashMap::from([("label".to_string(), vec![label.clone()])]);
+        let limit = Duration::from_secs(60);
+        let containers = self.managed_containers(None).await?.len();
+        let opts = ListVolumesOptionsBuilder::default().filters(&ours).build();
+        let volumes = timeout("list volumes", limit, self.docker.list_volumes(Some(opts)))
+            .await?
+            .map_err(EngineError::api("list volumes"))?
+            .volumes
+            .map_or(0, |v| v.len());
+        let opts = ListImagesOptionsBuilder::default()
+            .all(true)
+            .filters(&ours)
+            .build();
+        let tags = timeout("list images", limit, self.docker.list_images(Some(opts)))
+            .await?
+            .map_err(EngineError::api("list images"))?
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t.starts_with(prefix))
+            .collect();
+        let dangling = HashMap::from([
+            ("label".to_string(), vec![label]),
+            ("dangling".to_string(), vec!["true".to_string()]),
+        ]);
+        let opts = ListImagesOptionsBuilder::default()
+            .filters(&dangling)
+            .build();
+        let dangling = timeout(
+            "list dangling images",
+            limit,
+            self.docker.list_images(Some(opts)),
+        )
+        .await?
+        .map_err(EngineError::api("list dangling images"))?
+        .len();
+        Ok(Leftovers {
+            containers,
+            volumes,
+            tags,
+            dangling,
+        })
+    }
+}
