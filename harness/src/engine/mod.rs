@@ -174,8 +174,6 @@ impl Engine {
         })
     }
 
-    /// The labels every object we create carries.
-
     /// What the engine says of itself: its version, API version and data directory.
     pub async fn describe(&self) -> Result<Described, EngineError> {
         let limit = Duration::from_secs(30);
