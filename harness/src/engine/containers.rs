@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 impl Engine {
+    /// The labels every object we create carries.
     pub fn labels(platform: Option<&str>) -> HashMap<String, String> {
         let mut labels = HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]);
         if let Some(p) = platform {
