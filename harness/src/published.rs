@@ -2,8 +2,8 @@
 
 use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::Platform;
-use crate::source::{Digest, Source};
 use crate::trust::{self, Keys, TrustError, Vouched};
+use crate::{registry::Digest, source::Source};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! What vouches for a release: a digest the caller pins, or a cosign-compatible signature by a key the checkout trusts (`trust/*.pub`, `--trust-key`) — never its own labels or checksums.
 
 use crate::registry::{Client, RegistryError};
-use crate::source::{Digest, Reference, Source};
+use crate::registry::{Digest, Reference};
+use crate::source::Source;
 use base64::Engine as _;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};

@@ -3,7 +3,7 @@
 use super::Context;
 use crate::error::{Error, Exit};
 use crate::harness::Harness;
-use crate::release::{self, Registry};
+use crate::release::{self, PushTarget};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -113,12 +113,12 @@ struct Shipped {
     dist: PathBuf,
     files: Vec<File>,
     /// The sha256 of SHA256SUMS: `--from DIST@sha256:…` pins the release.
-    sums_digest: crate::source::Digest,
+    sums_digest: crate::registry::Digest,
     /// The multi-platform index (the file, and the registry's tag).
-    index: crate::source::Digest,
+    index: crate::registry::Digest,
     /// Each platform's image manifest: the same in the tarball, the index
     /// and the registry.
-    platforms: BTreeMap<String, crate::source::Digest>,
+    platforms: BTreeMap<String, crate::registry::Digest>,
     signed: bool,
     not_released: Vec<String>,
     pushed: Option<Pushed>,
@@ -147,8 +147,8 @@ struct File {
 struct Pushed {
     reference: String,
     latest: String,
-    index: crate::source::Digest,
-    platforms: BTreeMap<String, crate::source::Digest>,
+    index: crate::registry::Digest,
+    platforms: BTreeMap<String, crate::registry::Digest>,
     signed: bool,
     /// The blobs sent (those the registry had are not sent again).
     uploaded: release::Uploaded,
@@ -237,7 +237,7 @@ fn parse_tag(s: &str) -> Result<String, String> {
 }
 
 fn parse_registry(s: &str) -> Result<String, String> {
-    Registry::parse(s).map(|_| s.to_string()).ok_or_else(|| {
+    PushTarget::parse(s).map(|_| s.to_string()).ok_or_else(|| {
         "REGISTRY/REPO, e.g. ghcr.io/OWNER/guix-matrix or 127.0.0.1:5000/guix-matrix".into()
     })
 }
@@ -280,7 +280,7 @@ impl ReleaseArgs {
         let registry = self
             .push
             .as_deref()
-            .map(|t| Registry::parse(t).expect("checked by clap"));
+            .map(|t| PushTarget::parse(t).expect("checked by clap"));
         let probes = shipped_probes(&h).await?;
         ship_helpers(&h, &mut proved).await?;
         let shipped = release::ship(

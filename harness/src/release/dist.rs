@@ -4,7 +4,7 @@ use super::hashing::HashingWriter;
 use super::oci::{blob_path, Staged, Staging, OCI_INDEX};
 use super::{io, ReleaseError};
 use crate::names;
-use crate::source::Digest;
+use crate::registry::Digest;
 use crate::trust::{self, Signer};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap};

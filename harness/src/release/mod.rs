@@ -1,16 +1,16 @@
-//! Shipping what the matrix proved: what may ship (gate), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the registry (registry), and one release of them all (ship).
+//! Shipping what the matrix proved: what may ship (gate), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the push (push), and one release of them all (ship).
 
 mod dist;
 mod export;
 mod gate;
 mod hashing;
 mod oci;
-mod registry;
+mod push;
 mod ship;
 
 pub use dist::Dist;
 pub use gate::{proved, Gate, Proved};
-pub use registry::{Pushed, Registry, Uploaded};
+pub use push::{PushTarget, Pushed, Uploaded};
 pub use ship::{ship, Plan, Shipped};
 
 use crate::engine::build::BuildError;

@@ -5,7 +5,7 @@ use super::gate::Proved;
 use super::{io, ReleaseError};
 use crate::engine::{timeout, Engine};
 use crate::matrix::Platform;
-use crate::source::Digest;
+use crate::registry::Digest;
 use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::{
     Descriptor, ImageIndexBuilder, ImageManifestBuilder, MediaType, PlatformBuilder,

@@ -3,11 +3,11 @@
 use super::dist::{write_dist, Dist};
 use super::gate::Proved;
 use super::oci::{stage, Labels};
-use super::registry::{push, Pushed, Registry};
+use super::push::{push, PushTarget, Pushed};
 use super::ReleaseError;
 use crate::engine::Engine;
 use crate::matrix::Platform;
-use crate::source::Digest;
+use crate::registry::Digest;
 use crate::trust::Signer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -21,7 +21,7 @@ pub struct Plan<'a> {
     pub signer: Option<&'a Signer>,
     /// The readdir() probes and their recipe's content hash.
     pub probes: Option<(&'a str, &'a HashMap<String, Vec<u8>>)>,
-    pub push: Option<&'a Registry>,
+    pub push: Option<&'a PushTarget>,
     /// Overwrite a tag that holds other content.
     pub force: bool,
     /// Another repository of the same registry to mount blobs from.

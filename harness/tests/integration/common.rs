@@ -73,7 +73,7 @@ pub use crate::registry::Registry;
 /// SHA256SUMS, as the user who was given that digest types it.
 pub fn pinned(dir: &std::path::Path) -> String {
     let sums = std::fs::read(dir.join("SHA256SUMS")).unwrap();
-    format!("{}@{}", dir.display(), harness::source::Digest::of(&sums))
+    format!("{}@{}", dir.display(), harness::registry::Digest::of(&sums))
 }
 
 /// The same as a parsed source.

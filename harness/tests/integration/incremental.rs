@@ -135,7 +135,7 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
     let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("reused in {:.1?}", t.elapsed());
     let sums = std::fs::read(dist.path().join("SHA256SUMS")).unwrap();
-    let pin = harness::source::Digest::of(&sums).to_string();
+    let pin = harness::registry::Digest::of(&sums).to_string();
     assert_eq!(
         p.start,
         Start::Reused {

@@ -280,7 +280,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
             annotations: &Default::default(),
             signer: Some(&signer),
             probes: None,
-            push: Some(&harness::release::Registry::parse(&repo).unwrap()),
+            push: Some(&harness::release::PushTarget::parse(&repo).unwrap()),
             force: false,
             mount_from: None,
         },

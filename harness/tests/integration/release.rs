@@ -185,7 +185,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     };
     for (i, name) in names[..2].iter().enumerate() {
         let manifest = skopeo(format!("oci-archive:{}", dist.join(name).display()));
-        let digest = harness::source::Digest::of(&manifest).to_string();
+        let digest = harness::registry::Digest::of(&manifest).to_string();
         assert_eq!(index["manifests"][i]["digest"], digest.as_str(), "{name}");
         assert_eq!(
             skopeo(format!("docker://{repo}@{digest}")),
@@ -309,7 +309,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         .unwrap();
     let helper_manifest = skopeo(format!("docker://{repo}@{helper_digest}"));
     assert_eq!(
-        harness::source::Digest::of(&helper_manifest).to_string(),
+        harness::registry::Digest::of(&helper_manifest).to_string(),
         helper_digest
     );
     let empty = crate::private_engine::PrivateEngine::start("empty", None);
@@ -423,7 +423,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         .iter()
         .all(|f| f["size"].as_u64().unwrap() > 0 && f["sha256"].as_str().unwrap().len() == 64));
     let sums = std::fs::read(work.path().join("dist-again/SHA256SUMS")).unwrap();
-    let sums_digest = harness::source::Digest::of(&sums).to_string();
+    let sums_digest = harness::registry::Digest::of(&sums).to_string();
     assert_eq!(json["sums_digest"], sums_digest.as_str());
     let outputs = std::fs::read_to_string(&github_output).unwrap();
     for line in [

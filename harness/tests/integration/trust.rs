@@ -6,7 +6,7 @@
 
 use crate::common::{keys, Registry};
 use harness::registry::Client;
-use harness::source::{Digest, Reference};
+use harness::registry::{Digest, Reference};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

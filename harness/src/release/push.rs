@@ -3,21 +3,21 @@
 use super::oci::{blob_path, Staging, OCI_INDEX, OCI_MANIFEST};
 use super::ReleaseError;
 use crate::registry::{Client, Sent};
-use crate::source::{Digest, Reference};
+use crate::registry::{Digest, Reference};
 use crate::trust::Signer;
 use futures::{StreamExt, TryStreamExt};
 
 /// `REGISTRY/REPO` split, and whether to speak plain HTTP (loopback).
-pub struct Registry {
+pub struct PushTarget {
     pub host: String,
     pub repo: String,
 }
 
-impl Registry {
-    pub fn parse(target: &str) -> Option<Registry> {
+impl PushTarget {
+    pub fn parse(target: &str) -> Option<PushTarget> {
         let (host, repo) = target.split_once('/')?;
         (host.contains('.') || host.contains(':') || host == "localhost")
-            .then(|| Registry {
+            .then(|| PushTarget {
                 host: host.to_string(),
                 repo: repo.to_string(),
             })
@@ -50,7 +50,7 @@ impl Registry {
 /// other content is refused unless `force`.
 pub async fn push(
     staging: &Staging,
-    registry: &Registry,
+    registry: &PushTarget,
     tag: &str,
     force: bool,
     signer: Option<&Signer>,
@@ -215,16 +215,16 @@ mod tests {
 
     #[test]
     fn registry_targets() {
-        let r = Registry::parse("127.0.0.1:5000/guix/matrix").unwrap();
+        let r = PushTarget::parse("127.0.0.1:5000/guix/matrix").unwrap();
         assert_eq!(
             (r.host.as_str(), r.repo.as_str(), r.parsed("t").loopback()),
             ("127.0.0.1:5000", "guix/matrix", true)
         );
-        assert!(!Registry::parse("ghcr.io/o/guix-matrix")
+        assert!(!PushTarget::parse("ghcr.io/o/guix-matrix")
             .unwrap()
             .parsed("t")
             .loopback());
-        assert!(Registry::parse("guix-matrix").is_none());
-        assert!(Registry::parse("ghcr.io/o/guix:tag").is_none());
+        assert!(PushTarget::parse("guix-matrix").is_none());
+        assert!(PushTarget::parse("ghcr.io/o/guix:tag").is_none());
     }
 }
