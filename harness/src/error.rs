@@ -1,9 +1,7 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
-use crate::{
-    base, emulators, engine, incremental, matrix, paths, pin, published, pull, record, release,
-    trust,
-};
+use crate::release::{self, open as published, reuse as incremental, trust};
+use crate::{base, emulators, engine, matrix, paths, pin, pull, record};
 use std::path::PathBuf;
 
 /// Anything a pipeline step can fail with.
@@ -190,7 +188,9 @@ fn release_exit(e: &release::ReleaseError) -> Exit {
         | R::Stale { .. }
         | R::Missing { .. }
         | R::TagTaken { .. } => Exit::Usage,
-        R::Io { .. } | R::Export { .. } | R::Build(_) | R::Registry { .. } => Exit::Setup,
+        R::Io { .. } | R::Export { .. } | R::Build(_) | R::Run(_) | R::Registry { .. } => {
+            Exit::Setup
+        }
         R::Engine(e) => engine_exit(e),
     }
 }

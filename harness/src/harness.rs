@@ -6,16 +6,16 @@ use crate::engine::build;
 use crate::engine::run;
 use crate::engine::{Engine, LocalImage};
 use crate::error::Error;
-use crate::incremental::{self, Seed, Start};
 use crate::matrix::{Matrix, Platform};
 use crate::names;
 use crate::paths::Checkout;
 use crate::placement::{self, Host, Placement};
-use crate::published;
 use crate::pull::{self, By};
 use crate::recipe;
-use crate::source::Source;
-use crate::trust::{Keys, TrustError};
+use crate::release::open;
+use crate::release::reuse::{self, Seed, Start};
+use crate::release::source::Source;
+use crate::release::trust::{Keys, TrustError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -136,7 +136,7 @@ pub struct Harness {
     helper: OnceCell<String>,
     handlers: OnceCell<Vec<emulators::Handler>>,
     /// The release of `--image`/`--from`, vouched for once (or why not).
-    release: OnceCell<Result<published::Release, String>>,
+    release: OnceCell<Result<open::Release, String>>,
     prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
 }
 
@@ -297,14 +297,14 @@ impl Harness {
                 .await?;
                 let built = build::build(&self.engine, &spec, &|_| {}).await?;
                 let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
-                crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
+                crate::release::open::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
             })
             .await
     }
 
     /// The release of `--image`/`--from` when one was given and is vouched
     /// for (an unverified `--from` is no release: the run builds).
-    async fn vouched(&self) -> Result<Option<&published::Release>, Error> {
+    async fn vouched(&self) -> Result<Option<&open::Release>, Error> {
         let (source, required) = match (&self.options.image, &self.options.from) {
             (Some(image), _) => (image, true),
             (None, Some(from)) => (from, self.options.require_verified),
@@ -349,7 +349,7 @@ impl Harness {
                 }
                 if let Some(release) = self.vouched().await? {
                     match release
-                        .fetch(&self.engine, &native, &spec.tag, published::Part::Helper)
+                        .fetch(&self.engine, &native, &spec.tag, open::Part::Helper)
                         .await
                     {
                         Ok(img) if ours(&img) => {
@@ -360,7 +360,7 @@ impl Harness {
                             "emulator helper: release {}'s is of other inputs; building",
                             release.name()
                         ),
-                        Err(published::PublishedError::NotInRelease { .. }) => {}
+                        Err(open::PublishedError::NotInRelease { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -407,11 +407,11 @@ impl Harness {
         &self,
         source: &Source,
         required: bool,
-    ) -> Result<Result<&published::Release, &String>, Error> {
+    ) -> Result<Result<&open::Release, &String>, Error> {
         let opened = self
             .release
             .get_or_try_init(|| async {
-                match published::open(source, &self.options.keys).await {
+                match open::open(source, &self.options.keys).await {
                     Ok(r) => {
                         tracing::info!("release {source}: {}", r.vouched.by);
                         Ok(Ok(r))
@@ -654,7 +654,7 @@ impl Harness {
             // be the pulled layer (no pull; the store layer stays shared).
             let image = self.engine.local_image(&self.image_tag(platform)).await?;
             if let Some(img) = image.filter(keyed) {
-                crate::published::tag(&self.engine, &img.id, &tag).await?;
+                crate::release::open::tag(&self.engine, &img.id, &tag).await?;
                 have = Some(img);
             }
         }
@@ -815,7 +815,7 @@ impl Harness {
         };
         let name = release.name();
         let d = &self.matrix.defaults;
-        let seed = incremental::seed(&incremental::Seeding {
+        let seed = reuse::seed(&reuse::Seeding {
             engine: &self.engine,
             release,
             platform,
@@ -828,7 +828,7 @@ impl Harness {
         Ok(match seed {
             Seed::Reuse(img, hash) => {
                 let released = names::from_release(d, platform);
-                crate::published::tag(&self.engine, &img.id, &tag).await?;
+                crate::release::open::tag(&self.engine, &img.id, &tag).await?;
                 self.engine.remove_image(&released).await;
                 // Its base too, so that this engine holds the image with the
                 // base it was built on (what a release made here ships).
@@ -836,10 +836,10 @@ impl Harness {
                 // only once it is the bottom of the verified image.
                 let base_tag = names::base(d, platform);
                 let fetched = names::from_release_base(d, platform);
-                let part = crate::published::Part::Base;
+                let part = crate::release::open::Part::Base;
                 match release.fetch(&self.engine, platform, &fetched, part).await {
                     Ok(b) if img.layers.starts_with(&b.layers) => {
-                        crate::published::tag(&self.engine, &b.id, &base_tag).await?;
+                        crate::release::open::tag(&self.engine, &b.id, &base_tag).await?;
                     }
                     Ok(_) => tracing::warn!("{}: the base of release {name} is not the bottom of its image; a release made here will not carry it", platform.docker),
                     Err(e) => tracing::warn!("{}: release {name} has no base ({e}); a release made here will not carry one", platform.docker),
@@ -937,7 +937,7 @@ impl Harness {
             }
         };
         let img = release
-            .fetch(&self.engine, platform, &tag, published::Part::Image)
+            .fetch(&self.engine, platform, &tag, open::Part::Image)
             .await?;
         let label = |k: &str| img.labels.get(k).cloned().unwrap_or_default();
         let pull = match pull::Pulled::of(&img.labels) {

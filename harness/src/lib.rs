@@ -20,24 +20,18 @@ pub mod error;
 pub mod release;
 
 pub mod doctor;
-pub mod incremental;
 pub mod recipe;
 pub mod record;
 
 pub mod base;
 pub mod emulators;
 pub mod pin;
-pub mod published;
 pub mod pull;
 
 pub mod retry;
 
-pub mod trust;
-
 pub mod placement;
 pub mod registry;
-
-pub mod source;
 
 pub mod engine;
 pub mod names;

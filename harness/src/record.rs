@@ -169,7 +169,7 @@ impl RunReport {
         };
         // Opened without blocking (a pipe waits for no writer), refused
         // unless a regular file within the limit.
-        let file = crate::trust::regular(path, MAX_REPORT).map_err(|e| read(e.to_string()))?;
+        let file = crate::paths::regular(path, MAX_REPORT).map_err(|e| read(e.to_string()))?;
         let mut bytes = vec![];
         file.take(MAX_REPORT + 1)
             .read_to_end(&mut bytes)

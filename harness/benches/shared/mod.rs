@@ -26,7 +26,7 @@ pub fn harness(args: &[&str]) -> (Duration, String) {
 /// Releases are signed with a key of the bench's own (in `dir`), which its
 /// runs trust: an unverified `--from` would build instead.
 pub fn own_release_key(dir: &Path) {
-    let (private, public) = harness::trust::keygen(&dir.join("bench")).unwrap();
+    let (private, public) = harness::release::trust::keygen(&dir.join("bench")).unwrap();
     std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
     std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
 }

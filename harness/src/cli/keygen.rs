@@ -13,7 +13,7 @@ pub struct KeygenArgs {
 
 impl KeygenArgs {
     pub fn exec(self) -> Result<Exit, Error> {
-        let (private, public) = crate::trust::keygen(&self.prefix)?;
+        let (private, public) = crate::release::trust::keygen(&self.prefix)?;
         println!(
             "private key: {} (keep it secret: the release workflow's GUIX_MATRIX_SIGNING_KEY)",
             private.display()

@@ -141,15 +141,15 @@ pub struct SourceArgs {
     /// (REGISTRY/REPO:TAG, pulled per platform by digest) or a release
     /// directory (`harness release --dist`), vouched for by a pinned digest
     /// (REF@sha256:…, DIR@sha256:…) or a trusted signature, else exit 5.
-    #[arg(long, value_name = "REF|DIR", conflicts_with = "from", value_parser = crate::source::parse_arg)]
-    pub image: Option<crate::source::Source>,
+    #[arg(long, value_name = "REF|DIR", conflicts_with = "from", value_parser = crate::release::source::parse_arg)]
+    pub image: Option<crate::release::source::Source>,
     /// Start from a release (REGISTRY/REPO:vYYYYMMDD, or its --dist
     /// directory, either @sha256:… pinned): a platform whose inputs did not
     /// change reuses the release's image (verified, no build); one whose
     /// inputs changed builds on its base and layers. An unreachable or
     /// unverified release means a build, said so (--require-verified: exit 5).
-    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::source::parse_arg)]
-    pub from: Option<crate::source::Source>,
+    #[arg(long, value_name = "REF|DIR", env = "GUIX_MATRIX_FROM", value_parser = crate::release::source::parse_arg)]
+    pub from: Option<crate::release::source::Source>,
     #[command(flatten)]
     pub trust: TrustArgs,
 }
@@ -183,8 +183,11 @@ pub struct TrustArgs {
 
 impl TrustArgs {
     /// The trusted keys (checked now: a bad key file is a usage error).
-    pub fn keys(&self, ctx: &Context) -> Result<crate::trust::Keys, Error> {
-        Ok(crate::trust::Keys::load(&ctx.checkout.trust(), &self.keys)?)
+    pub fn keys(&self, ctx: &Context) -> Result<crate::release::trust::Keys, Error> {
+        Ok(crate::release::trust::Keys::load(
+            &ctx.checkout.trust(),
+            &self.keys,
+        )?)
     }
 
     /// Sets the trusted keys, and checks up front what must be vouched for
@@ -199,7 +202,7 @@ impl TrustArgs {
             _ => None,
         };
         if let Some(source) = must {
-            let release = crate::published::open(source, &options.keys).await?;
+            let release = crate::release::open::open(source, &options.keys).await?;
             println!("release {source}: {}", release.vouched.by);
         }
         Ok(())

@@ -61,51 +61,6 @@ pub struct ReleaseArgs {
     pub json: bool,
 }
 
-/// The readdir() probes of this tree, when the engine has them (the run
-/// that proved the images, or a prove job on a runner of any architecture,
-/// made them for its tmpfs and chroot checks): shipped with the release,
-/// under the key that says what they are whatever machine built them, so
-/// that a repro from it needs no probe image.
-async fn shipped_probes(h: &Harness) -> Result<Option<(String, crate::published::Probes)>, Error> {
-    let root = &h.options.checkout.root;
-    for p in &h.matrix.platforms {
-        let spec = crate::recipe::probe_spec(&h.matrix, root, p);
-        let Some(img) = h.engine.local_image(&spec.tag).await? else {
-            continue;
-        };
-        if img.labels.get(crate::names::LABEL_INPUTS)
-            != Some(&crate::engine::build::inputs(&spec)?.hash)
-        {
-            continue;
-        }
-        let tar = crate::engine::run::copy_out(&h.engine, &spec.tag, "/probes").await?;
-        let probes = crate::published::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)?;
-        return Ok(Some((
-            crate::recipe::probes_key(&h.matrix, root, p)?,
-            probes,
-        )));
-    }
-    Ok(None)
-}
-
-/// The emulator helper of this tree for each proved platform whose engines
-/// may run the legs (the engine's own, or one a prove job on a runner of
-/// that architecture made and handed on): shipped with that platform's
-/// image, so that a repro from the release on an empty engine of that
-/// architecture registers emulators at once.
-async fn ship_helpers(h: &Harness, proved: &mut [release::Proved]) -> Result<(), Error> {
-    for p in proved.iter_mut() {
-        let spec = crate::recipe::helper_spec(&h.matrix, &h.options.checkout.root, &p.platform);
-        let want = crate::engine::build::inputs(&spec)?.hash;
-        if let Some(img) = h.engine.local_image(&spec.tag).await? {
-            if img.labels.get(crate::names::LABEL_INPUTS) == Some(&want) {
-                p.helper = Some(spec.tag);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// What a release wrote and pushed: `--json`, and $GITHUB_OUTPUT.
 #[derive(Debug, serde::Serialize)]
 struct Shipped {
@@ -166,9 +121,9 @@ impl Shipped {
                 f.sha256
             );
         }
-        println!("{dist}/{}", crate::trust::SUMS);
+        println!("{dist}/{}", crate::release::trust::SUMS);
         if self.signed {
-            println!("{dist}/{}", crate::trust::SUMS_SIG);
+            println!("{dist}/{}", crate::release::trust::SUMS_SIG);
         }
         for (platform, digest) in &self.platforms {
             println!("{platform}: {digest}");
@@ -274,24 +229,33 @@ impl ReleaseArgs {
         let signer = self
             .sign_key
             .as_deref()
-            .map(crate::trust::Signer::load)
+            .map(crate::release::trust::Signer::load)
             .transpose()?;
-        let annotations = self.annotations(&tag, &proved, &h.options.checkout.root);
+        let contents = release::contents::decide(
+            &h.engine,
+            &h.matrix,
+            &h.options.checkout.root,
+            &mut proved,
+            &release::contents::Meta {
+                tag: &tag,
+                source: self.source.as_deref(),
+                revision: self.revision.as_deref(),
+            },
+        )
+        .await?;
         let registry = self
             .push
             .as_deref()
             .map(|t| PushTarget::parse(t).expect("checked by clap"));
-        let probes = shipped_probes(&h).await?;
-        ship_helpers(&h, &mut proved).await?;
         let shipped = release::ship(
             &h.engine,
             &proved,
             &release::Plan {
                 dist: &self.dist,
                 tag: &tag,
-                annotations: &annotations,
+                annotations: &contents.annotations,
                 signer: signer.as_ref(),
-                probes: probes.as_ref().map(|(i, p)| (i.as_str(), p)),
+                probes: contents.probes.as_ref().map(|(i, p)| (i.as_str(), p)),
                 push: registry.as_ref(),
                 force: self.force,
                 // The repository's path (a full REGISTRY/REPO is taken too).
@@ -370,100 +334,4 @@ impl ReleaseArgs {
         }
         Ok(Exit::Success)
     }
-
-    /// The standard OCI annotations of the index, and whether its images
-    /// are the pulled Guix of the pin.
-    fn annotations(
-        &self,
-        tag: &str,
-        proved: &[release::Proved],
-        root: &std::path::Path,
-    ) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([
-            (
-                "org.opencontainers.image.title".to_string(),
-                "guix-matrix".to_string(),
-            ),
-            (
-                "org.opencontainers.image.version".to_string(),
-                tag.to_string(),
-            ),
-            (
-                "org.opencontainers.image.licenses".to_string(),
-                "Apache-2.0".to_string(),
-            ),
-            (
-                "org.opencontainers.image.description".to_string(),
-                "GNU Guix for CI/CD on six platforms".to_string(),
-            ),
-            (
-                "org.opencontainers.image.created".to_string(),
-                created(root),
-            ),
-        ]);
-        if let Some(s) = &self.source {
-            a.insert("org.opencontainers.image.source".into(), s.clone());
-        }
-        if let Some(r) = &self.revision {
-            a.insert("org.opencontainers.image.revision".into(), r.clone());
-        }
-        let unpulled: Vec<&str> = proved
-            .iter()
-            .filter(|p| p.pulled.is_none())
-            .map(|p| p.platform.docker.as_str())
-            .collect();
-        let pulled = match (
-            unpulled.is_empty(),
-            proved.first().and_then(|p| p.pulled.as_ref()),
-        ) {
-            (true, Some(p)) => format!("guix pull {}", p.commit),
-            _ => format!(
-                "no: {} shipped unpulled (release --unpulled)",
-                unpulled.join(", ")
-            ),
-        };
-        a.insert(crate::pull::LABEL_PULLED.into(), pulled);
-        a
-    }
-}
-
-/// When the release's content was made, RFC 3339 (UTC, seconds):
-/// SOURCE_DATE_EPOCH when set, else the checkout's commit time, else now —
-/// so the same images released again make the same index (a no-op push).
-fn created(root: &std::path::Path) -> String {
-    let commit_time = || {
-        let out = std::process::Command::new("git")
-            .args([
-                "-C",
-                &root.display().to_string(),
-                "log",
-                "-1",
-                "--format=%ct",
-            ])
-            .output()
-            .ok()?;
-        String::from_utf8(out.stdout)
-            .ok()?
-            .trim()
-            .parse::<u64>()
-            .ok()
-    };
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .or_else(commit_time)
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        });
-    let day = release::dated_tag(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
-    let (y, m, d) = (&day[1..5], &day[5..7], &day[7..9]);
-    let t = secs % 86_400;
-    format!(
-        "{y}-{m}-{d}T{:02}:{:02}:{:02}Z",
-        t / 3600,
-        t % 3600 / 60,
-        t % 60
-    )
 }

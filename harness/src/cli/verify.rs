@@ -2,13 +2,13 @@
 
 use super::{Context, TrustArgs};
 use crate::error::{Error, Exit};
-use crate::source::Source;
+use crate::release::source::Source;
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The release: a directory (DIR, or DIR@sha256:… pinning its SHA256SUMS)
     /// or a registry reference (REF, or REF@sha256:… pinning its index).
-    #[arg(value_name = "DIR|REF", value_parser = crate::source::parse_arg)]
+    #[arg(value_name = "DIR|REF", value_parser = crate::release::source::parse_arg)]
     pub source: Source,
     #[command(flatten)]
     pub trust: TrustArgs,
@@ -17,13 +17,13 @@ pub struct VerifyArgs {
 impl VerifyArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         let keys = self.trust.keys(ctx)?;
-        let release = crate::published::open(&self.source, &keys).await?;
+        let release = crate::release::open::open(&self.source, &keys).await?;
         println!(
             "{}: verified, {} (its {} is {})",
             self.source,
             release.vouched.by,
             match self.source {
-                Source::Dir { .. } => crate::trust::SUMS,
+                Source::Dir { .. } => crate::release::trust::SUMS,
                 Source::Registry { .. } => "index",
             },
             release.vouched.digest

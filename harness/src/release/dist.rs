@@ -5,7 +5,7 @@ use super::oci::{blob_path, Staged, Staging, OCI_INDEX};
 use super::{io, ReleaseError};
 use crate::names;
 use crate::registry::Digest;
-use crate::trust::{self, Signer};
+use crate::release::trust::{self, Signer};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! Shipping what the matrix proved: what may ship (gate), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the push (push), and one release of them all (ship).
 
+// Making a release.
+pub mod contents;
 mod dist;
 mod export;
 mod gate;
@@ -7,6 +9,12 @@ mod hashing;
 mod oci;
 mod push;
 mod ship;
+
+// Reading one.
+pub mod open;
+pub mod reuse;
+pub mod source;
+pub mod trust;
 
 pub use dist::Dist;
 pub use gate::{proved, Gate, Proved};
@@ -71,6 +79,8 @@ pub enum ReleaseError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Run(#[from] crate::engine::run::RunError),
     #[error("registry {registry}: pushing {reference} failed: {message}")]
     Registry {
         registry: String,
@@ -114,6 +124,7 @@ impl ReleaseError {
             }
             ReleaseError::Engine(e) => return e.fix(),
             ReleaseError::Build(e) => return e.fix(),
+            ReleaseError::Run(e) => return e.fix(),
             ReleaseError::Export { .. } => {
                 "check the engine (`harness doctor`) and run the release again".into()
             }

@@ -4,7 +4,7 @@ use super::oci::{blob_path, Staging, OCI_INDEX, OCI_MANIFEST};
 use super::ReleaseError;
 use crate::registry::{Client, Sent};
 use crate::registry::{Digest, Reference};
-use crate::trust::Signer;
+use crate::release::trust::Signer;
 use futures::{StreamExt, TryStreamExt};
 
 /// `REGISTRY/REPO` split, and whether to speak plain HTTP (loopback).
@@ -161,7 +161,7 @@ pub async fn push(
         // The signature before the tags: a tag never names an unsigned
         // index of a signed release.
         if let Some(signer) = &signer {
-            crate::trust::sign_recursive(&client, &reference, &want2, &body, signer)
+            crate::release::trust::sign_recursive(&client, &reference, &want2, &body, signer)
                 .map_err(|e| fail(None, e))?;
         }
         for t in [tag, "latest"] {

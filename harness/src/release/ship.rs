@@ -8,7 +8,7 @@ use super::ReleaseError;
 use crate::engine::Engine;
 use crate::matrix::Platform;
 use crate::registry::Digest;
-use crate::trust::Signer;
+use crate::release::trust::Signer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 

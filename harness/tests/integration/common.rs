@@ -77,14 +77,14 @@ pub fn pinned(dir: &std::path::Path) -> String {
 }
 
 /// The same as a parsed source.
-pub fn pinned_source(dir: &std::path::Path) -> harness::source::Source {
-    harness::source::Source::parse(&pinned(dir)).unwrap()
+pub fn pinned_source(dir: &std::path::Path) -> harness::release::source::Source {
+    harness::release::source::Source::parse(&pinned(dir)).unwrap()
 }
 
 /// A key pair of the test's own: (its directory, PREFIX.key, PREFIX.pub).
 pub fn keys(name: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let (private, public) = harness::trust::keygen(&dir.path().join(name)).unwrap();
+    let (private, public) = harness::release::trust::keygen(&dir.path().join(name)).unwrap();
     (dir, private, public)
 }
 
@@ -92,13 +92,19 @@ pub fn keys(name: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pa
 /// `platform` fetched under `tag`.
 pub fn fetch(
     h: &Harness,
-    source: &harness::source::Source,
-    keys: &harness::trust::Keys,
+    source: &harness::release::source::Source,
+    keys: &harness::release::trust::Keys,
     platform: &harness::matrix::Platform,
     tag: &str,
 ) -> harness::engine::LocalImage {
-    let release = block_on(harness::published::open(source, keys)).unwrap();
-    block_on(release.fetch(&h.engine, platform, tag, harness::published::Part::Image)).unwrap()
+    let release = block_on(harness::release::open::open(source, keys)).unwrap();
+    block_on(release.fetch(
+        &h.engine,
+        platform,
+        tag,
+        harness::release::open::Part::Image,
+    ))
+    .unwrap()
 }
 
 /// `harness ARGS` as a user types it: the one way the tests drive the CLI.

@@ -10,7 +10,7 @@
 
 use crate::common::{block_on, harness, prepared, shared};
 use harness::harness::{Harness, Options, Prepared};
-use harness::incremental::Start;
+use harness::release::reuse::Start;
 use std::path::Path;
 
 const IMAGE: &str = "guix-matrix-t15";
@@ -216,8 +216,9 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
     // A release that cannot be reached: build, and say why.
     let h = fresh(&root, None);
     let mut h = h;
-    h.options.from =
-        Some(harness::source::Source::parse(&format!("127.0.0.1:9/{IMAGE}:{TAG}")).unwrap());
+    h.options.from = Some(
+        harness::release::source::Source::parse(&format!("127.0.0.1:9/{IMAGE}:{TAG}")).unwrap(),
+    );
     let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
     match &p.start {
         Start::BuiltCold { why } => assert!(why.contains("unreachable"), "{why}"),
@@ -231,7 +232,7 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
 /// and says why, the local base stays, no name of the release appears;
 /// with require_verified it is an error of its own (exit 5).
 fn nothing_unverified_seeds_a_build(dist: &Path, root: &Path) {
-    use harness::source::Source;
+    use harness::release::source::Source;
     let (_k, private, _) = crate::common::keys("theirs");
     let signed = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(dist).unwrap() {
@@ -239,7 +240,7 @@ fn nothing_unverified_seeds_a_build(dist: &Path, root: &Path) {
         std::fs::copy(e.path(), signed.path().join(e.file_name())).unwrap();
     }
     let sums = std::fs::read(signed.path().join("SHA256SUMS")).unwrap();
-    let signer = harness::trust::Signer::load(&private).unwrap();
+    let signer = harness::release::trust::Signer::load(&private).unwrap();
     std::fs::write(signed.path().join("SHA256SUMS.sig"), signer.sign(&sums)).unwrap();
     let engine = &harness().engine;
     let base = || {

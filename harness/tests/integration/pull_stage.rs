@@ -57,7 +57,7 @@ fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Harness {
     // The tests' amd64 base, under this file's name: no mmdebstrap here.
     let base = prepared("linux/amd64").base.reference;
     let id = block_on(h.engine.local_image(&base)).unwrap().unwrap().id;
-    block_on(harness::published::tag(
+    block_on(harness::release::open::tag(
         &h.engine,
         &id,
         &format!("{IMAGE}-base:amd64"),
@@ -258,8 +258,8 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     let dist = dir.path().join("dist");
     // Signed with a key of the test's own, which the runs below trust.
     let (_k, private, public) = crate::common::keys("release");
-    let signer = harness::trust::Signer::load(&private).unwrap();
-    let keys = harness::trust::Keys::load(Path::new("/nonexistent"), &[public]).unwrap();
+    let signer = harness::release::trust::Signer::load(&private).unwrap();
+    let keys = harness::release::trust::Keys::load(Path::new("/nonexistent"), &[public]).unwrap();
     let proved = harness::release::Proved {
         helper: None,
         platform: first.platform.clone(),
@@ -288,7 +288,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     .unwrap();
     let from_source = |root: &Path, source: String| {
         let mut h = pulling(root, None);
-        h.options.from = Some(harness::source::Source::parse(&source).unwrap());
+        h.options.from = Some(harness::release::source::Source::parse(&source).unwrap());
         h.options.keys = keys.clone();
         for part in ["", "-guix", "-unpulled", "-pulled"] {
             block_on(h.engine.remove_image(&format!("{IMAGE}{part}:amd64")));

@@ -296,7 +296,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     // registers qemu-arm; nothing is built.
     for i in 0..2 {
         assert!(
-            index["manifests"][i]["annotations"][harness::published::HELPER_DIGEST]
+            index["manifests"][i]["annotations"][harness::release::open::HELPER_DIGEST]
                 .as_str()
                 .is_some_and(|d| d.starts_with("sha256:")),
             "each helper is vouched for with the index: {index}"
@@ -304,7 +304,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     }
     // ... and the registry holds it under that digest (a repro from the
     // registry pulls it from there).
-    let helper_digest = index["manifests"][0]["annotations"][harness::published::HELPER_DIGEST]
+    let helper_digest = index["manifests"][0]["annotations"][harness::release::open::HELPER_DIGEST]
         .as_str()
         .unwrap();
     let helper_manifest = skopeo(format!("docker://{repo}@{helper_digest}"));

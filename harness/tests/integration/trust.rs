@@ -32,7 +32,7 @@ fn signed_dir(key: Option<&Path>) -> tempfile::TempDir {
     let sums = format!("{}  {file}\n", Digest::of(b"an image").hex());
     std::fs::write(dir.path().join("SHA256SUMS"), &sums).unwrap();
     if let Some(key) = key {
-        let signer = harness::trust::Signer::load(key).unwrap();
+        let signer = harness::release::trust::Signer::load(key).unwrap();
         std::fs::write(
             dir.path().join("SHA256SUMS.sig"),
             signer.sign(sums.as_bytes()),
@@ -245,7 +245,7 @@ fn openssl_verifies(bytes: &[u8], signature: &str, key: &Path) -> bool {
 /// `sha256-<hex>.sig` tag), read with the registry's API alone.
 fn stored_signatures(client: &Client, digest: &Digest) -> Vec<(Vec<u8>, String)> {
     let Some((manifest, _)) = client
-        .manifest(&harness::trust::signature_tag(digest))
+        .manifest(&harness::release::trust::signature_tag(digest))
         .unwrap()
     else {
         return vec![];
@@ -256,9 +256,9 @@ fn stored_signatures(client: &Client, digest: &Digest) -> Vec<(Vec<u8>, String)>
         .unwrap()
         .iter()
         .map(|l| {
-            assert_eq!(l["mediaType"], harness::trust::SIMPLE_SIGNING);
+            assert_eq!(l["mediaType"], harness::release::trust::SIMPLE_SIGNING);
             let d = Digest::parse(l["digest"].as_str().unwrap()).unwrap();
-            let sig = l["annotations"][harness::trust::SIGNATURE_ANNOTATION]
+            let sig = l["annotations"][harness::release::trust::SIGNATURE_ANNOTATION]
                 .as_str()
                 .unwrap()
                 .to_string();
@@ -275,7 +275,7 @@ fn a_registry_release_is_taken_by_its_cosign_signature_and_never_replayed() {
     let client = Client::new(&reference);
     let (_o, ours, ours_pub) = keys("ours");
     let (_t, theirs, theirs_pub) = keys("theirs");
-    let signer = |k: &PathBuf| harness::trust::Signer::load(k).unwrap();
+    let signer = |k: &PathBuf| harness::release::trust::Signer::load(k).unwrap();
 
     let first = push_tiny_image(&client, "v1", b"first\n");
     let tagged = format!("{repo}:v1");
@@ -291,8 +291,14 @@ fn a_registry_release_is_taken_by_its_cosign_signature_and_never_replayed() {
 
     // Signed by us: both take it; a key they were not told to trust: neither.
     let index = |d: &Digest| client.manifest(&d.to_string()).unwrap().unwrap().0;
-    harness::trust::sign_recursive(&client, &reference, &first, &index(&first), &signer(&ours))
-        .unwrap();
+    harness::release::trust::sign_recursive(
+        &client,
+        &reference,
+        &first,
+        &index(&first),
+        &signer(&ours),
+    )
+    .unwrap();
     let out = verify(&tagged, &[&ours_pub]);
     assert_eq!(code(&out), Some(0), "{}", said(&out));
     assert!(
@@ -335,12 +341,12 @@ fn a_registry_release_is_taken_by_its_cosign_signature_and_never_replayed() {
     // replayed as the new one's: refused as not what it was signed for.
     let second = push_tiny_image(&client, "v1", b"second\n");
     let (sig, _) = client
-        .manifest(&harness::trust::signature_tag(&first))
+        .manifest(&harness::release::trust::signature_tag(&first))
         .unwrap()
         .unwrap();
     client
         .put_manifest(
-            &harness::trust::signature_tag(&second),
+            &harness::release::trust::signature_tag(&second),
             "application/vnd.oci.image.manifest.v1+json",
             &sig,
         )
@@ -356,7 +362,7 @@ fn a_registry_release_is_taken_by_its_cosign_signature_and_never_replayed() {
     );
 
     // Re-signed by another key: a valid signature, by a key not trusted.
-    harness::trust::sign_recursive(
+    harness::release::trust::sign_recursive(
         &client,
         &reference,
         &second,

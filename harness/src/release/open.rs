@@ -2,8 +2,9 @@
 
 use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::Platform;
-use crate::trust::{self, Keys, TrustError, Vouched};
-use crate::{registry::Digest, source::Source};
+use crate::registry::Digest;
+use crate::release::source::Source;
+use crate::release::trust::{self, Keys, TrustError, Vouched};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
