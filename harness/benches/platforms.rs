@@ -6,7 +6,7 @@
 //! Needs an engine and prepared images (run `harness run` once first).
 
 use harness::engine::run::{self, RunSpec};
-use harness::harness::Harness;
+use harness::pipeline::Pipeline;
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 3;
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let h = Harness::discover().await?;
+    let h = Pipeline::discover().await?;
     let platforms = h.matrix.select(&wanted)?;
     println!(
         "{:16} {:>12} {:>16} {:>10} {:>14}",

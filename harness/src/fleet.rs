@@ -2,8 +2,8 @@
 
 use crate::engine::{Address, Engine, EngineError};
 use crate::error::{Error, Exit};
-use crate::harness::{Harness, Options};
 use crate::matrix::{Matrix, Platform};
+use crate::pipeline::{Options, Pipeline};
 use std::collections::BTreeMap;
 
 /// `PLATFORM=URL`: the legs of PLATFORM run on the engine at URL; `URL`
@@ -36,8 +36,8 @@ impl std::str::FromStr for EngineArg {
 
 /// One pipeline per engine, and which engine each platform's legs use.
 pub struct Fleet {
-    harnesses: Vec<Harness>,
-    /// Docker platform -> index in `harnesses` (platforms no --engine
+    pipelines: Vec<Pipeline>,
+    /// Docker platform -> index in `pipelines` (platforms no --engine
     /// names use the default engine, index 0 when it is connected).
     of: BTreeMap<String, usize>,
     default: Option<usize>,
@@ -84,48 +84,48 @@ impl Fleet {
             of.insert(p.docker.clone(), i);
         }
         let connected = futures::future::join_all(urls.iter().map(|u| Engine::connect_to(u))).await;
-        let mut harnesses = vec![];
+        let mut pipelines = vec![];
         for engine in connected {
-            harnesses.push(Harness::on(engine?, matrix.clone(), options.clone()));
+            pipelines.push(Pipeline::on(engine?, matrix.clone(), options.clone()));
         }
         let default = urls.iter().position(|u| *u == default_url);
         Ok(Fleet {
-            harnesses,
+            pipelines,
             of,
             default,
         })
     }
 
     /// One engine for everything (the default pipeline).
-    pub fn single(h: Harness) -> Self {
+    pub fn single(h: Pipeline) -> Self {
         Fleet {
-            harnesses: vec![h],
+            pipelines: vec![h],
             of: BTreeMap::new(),
             default: Some(0),
         }
     }
 
     /// The pipeline whose engine runs `platform`'s legs.
-    pub fn harness(&self, platform: &Platform) -> &Harness {
+    pub fn pipeline(&self, platform: &Platform) -> &Pipeline {
         let i = self
             .of
             .get(&platform.docker)
             .copied()
             .or(self.default)
             .unwrap_or(0);
-        &self.harnesses[i]
+        &self.pipelines[i]
     }
 
     /// Every engine's pipeline.
-    pub fn all(&self) -> &[Harness] {
-        &self.harnesses
+    pub fn all(&self) -> &[Pipeline] {
+        &self.pipelines
     }
 
     /// After a signal: what this process started is removed on every engine.
     pub async fn clean_after_interrupt(&self, started: i64, signal: i32) -> Exit {
         let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };
         eprintln!("\ninterrupted ({name}): removing the containers this run started");
-        for h in &self.harnesses {
+        for h in &self.pipelines {
             let e = &h.engine;
             let n = e.remove_tracked().await + e.remove_created_since(started).await;
             eprintln!(

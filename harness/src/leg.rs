@@ -1,8 +1,8 @@
 //! One leg (prepare a platform, run its checks, within a budget) and the scheduler that runs many, on one engine or several.
 
 use crate::fleet::Fleet;
-use crate::harness::Harness;
 use crate::matrix::Platform;
+use crate::pipeline::Pipeline;
 use crate::placement::{self, Placement};
 use crate::report::Leg;
 use crate::scenarios::{self, Scenario};
@@ -27,13 +27,13 @@ impl Watch for Quiet {
 
 /// Preparing takes a few steps and each check one: the leg's budget is that
 /// many step timeouts (each scaled by the slowdown where the leg runs).
-pub fn budget(h: &Harness, placement: &Placement, checks: usize) -> (Duration, u32) {
+pub fn budget(h: &Pipeline, placement: &Placement, checks: usize) -> (Duration, u32) {
     let steps = 4 + checks as u32;
     (h.step_timeout(placement) * steps, steps)
 }
 
 /// A leg that ended without its checks (not placed, not prepared, or out of time), on `h`'s engine.
-fn failed(h: &Harness, platform: &Platform, error: String, elapsed: Duration) -> Leg {
+fn failed(h: &Pipeline, platform: &Platform, error: String, elapsed: Duration) -> Leg {
     let mut leg = Leg::new(&platform.docker, h.image_tag(platform), elapsed);
     leg.checkout = h.options.checkout.root.display().to_string();
     leg.engine = h.engine.host.clone();
@@ -46,7 +46,7 @@ fn failed(h: &Harness, platform: &Platform, error: String, elapsed: Duration) ->
 /// Prepares one platform and runs `scenarios` on it within the platform's leg
 /// budget; never fails, the leg says what broke (and in which step).
 pub async fn leg(
-    h: &Harness,
+    h: &Pipeline,
     platform: &Platform,
     scenarios: &[Scenario],
     watch: &dyn Watch,
@@ -84,7 +84,7 @@ pub async fn leg(
 }
 
 async fn body(
-    h: &Harness,
+    h: &Pipeline,
     platform: &Platform,
     scenarios: &[Scenario],
     progress: &(dyn Fn(&str) + Sync),
@@ -135,7 +135,7 @@ pub async fn run_legs(
     let lanes = fleet.all().iter().map(|h| async move {
         let mut order: Vec<&Platform> = platforms
             .iter()
-            .filter(|p| std::ptr::eq(fleet.harness(p), h))
+            .filter(|p| std::ptr::eq(fleet.pipeline(p), h))
             .collect();
         let arch = h.arch().await.cloned().unwrap_or_default();
         let slowdown = |p: &Platform| placement::expected_slowdown(p, &arch);

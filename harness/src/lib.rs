@@ -13,7 +13,7 @@ pub mod report;
 pub mod scenarios;
 
 pub mod fleet;
-pub mod harness;
+pub mod pipeline;
 
 pub mod error;
 

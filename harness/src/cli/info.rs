@@ -4,8 +4,8 @@ use super::Context;
 use crate::doctor::{self, Level};
 use crate::emulators;
 use crate::error::{Error, Exit};
-use crate::harness::Harness;
 use crate::pin;
+use crate::pipeline::Pipeline;
 
 pub async fn doctor(ctx: &Context) -> Result<Exit, Error> {
     let findings = doctor::run(&ctx.matrix, &ctx.options.engine).await;
@@ -86,7 +86,7 @@ pub async fn emulators(ctx: &Context, global: &super::Global) -> Result<Exit, Er
             .matrix
             .platforms
             .iter()
-            .filter(|p| std::ptr::eq(fleet.harness(p), h))
+            .filter(|p| std::ptr::eq(fleet.pipeline(p), h))
             .collect();
         let placements: Vec<_> = h
             .placements()
@@ -148,7 +148,7 @@ pub struct CleanArgs {
 
 impl CleanArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
-        let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+        let h = Pipeline::new(ctx.matrix.clone(), ctx.options.clone()).await?;
         let prefix = h.matrix.defaults.image.clone();
         let (containers, images) = h.engine.clean(&prefix, self.containers_only).await?;
         println!(

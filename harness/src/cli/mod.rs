@@ -11,9 +11,9 @@ mod shell;
 mod verify;
 
 use crate::error::{Error, Exit};
-use crate::harness::Options;
 use crate::matrix::Matrix;
 use crate::paths::Checkout;
+use crate::pipeline::Options;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -157,8 +157,8 @@ pub struct SourceArgs {
 impl SourceArgs {
     /// Sets the run's source and trusted keys, checking up front what must be vouched for.
     pub async fn apply(&self, ctx: &Context, options: &mut Options) -> Result<(), Error> {
-        options.image.clone_from(&self.image);
-        options.from.clone_from(&self.from);
+        options.release.image.clone_from(&self.image);
+        options.release.from.clone_from(&self.from);
         self.trust.apply(ctx, options).await
     }
 }
@@ -190,20 +190,18 @@ impl TrustArgs {
         )?)
     }
 
-    /// Sets the trusted keys, and checks up front what must be vouched for
-    /// (an --image release, or a --from release with --require-verified):
-    /// an unverified one stops the command before any leg (exit 5).
+    /// Sets the trusted keys, and opens the release once, up front, for
+    /// every engine of the run: one that must be vouched for (an --image
+    /// release, or a --from release with --require-verified) and is not
+    /// stops the command before any leg (exit 5).
     pub async fn apply(&self, ctx: &Context, options: &mut Options) -> Result<(), Error> {
-        options.keys = self.keys(ctx)?;
-        options.require_verified = self.require_verified;
-        let must = match (&options.image, &options.from) {
-            (Some(image), _) => Some(image),
-            (None, Some(from)) if self.require_verified => Some(from),
-            _ => None,
-        };
-        if let Some(source) = must {
-            let release = crate::release::open::open(source, &options.keys).await?;
-            println!("release {source}: {}", release.vouched.by);
+        options.release.keys = self.keys(ctx)?;
+        options.release.require_verified = self.require_verified;
+        let must = options.release.image.is_some()
+            || (options.release.from.is_some() && self.require_verified);
+        let input = options.release_input().await?;
+        if let (true, Some(release)) = (must, input.release()) {
+            println!("release {}: {}", release.source, release.vouched.by);
         }
         Ok(())
     }

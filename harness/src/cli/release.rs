@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::error::{Error, Exit};
-use crate::harness::Harness;
+use crate::pipeline::Pipeline;
 use crate::release::{self, PushTarget};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -199,7 +199,7 @@ fn parse_registry(s: &str) -> Result<String, String> {
 
 impl ReleaseArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
-        let h = Harness::new(ctx.matrix.clone(), ctx.options.clone()).await?;
+        let h = Pipeline::new(ctx.matrix.clone(), ctx.options.clone()).await?;
         let tag = self
             .tag
             .clone()

@@ -61,7 +61,7 @@ impl ReproArgs {
             std::slice::from_ref(&p),
         )
         .await?;
-        let h = fleet.harness(&p);
+        let h = fleet.pipeline(&p);
         let scenarios = if self.scenario.is_empty() {
             Scenario::ALL.to_vec()
         } else {

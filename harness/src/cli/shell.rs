@@ -3,7 +3,7 @@
 use super::Context;
 use crate::engine::run::RunSpec;
 use crate::error::{Error, Exit};
-use crate::harness::Harness;
+use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
@@ -23,7 +23,7 @@ impl ShellArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
         self.source.apply(ctx, &mut options).await?;
-        let h = Harness::new(ctx.matrix.clone(), options).await?;
+        let h = Pipeline::new(ctx.matrix.clone(), options).await?;
         let p = h.matrix.find(&self.platform)?.clone();
         let prepared = h.prepare(&p).await?;
         let mut spec = RunSpec::new(prepared.image.tag.clone(), "shell").platform(&p.docker);

@@ -2,9 +2,9 @@
 
 use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let probe = super::probe_for(h, p).await?;
     let tar = fixtures_tar_with(
         h,

@@ -3,10 +3,10 @@
 use super::{fixtures_tar_with, kv, run_fixture, spec, Check};
 use crate::engine::run::RunSpec;
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 use std::collections::BTreeSet;
 
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     build_with_baked_flags(h, p, c).await?;
     traced(h, p, c).await?;
     substitutes(h, p, c).await?;
@@ -14,7 +14,7 @@ pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error>
 }
 
 /// A spec with the image's own entry point and no settings at all.
-fn plain(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
+fn plain(h: &Pipeline, p: &Prepared, step: &str) -> RunSpec {
     let mut s = spec(h, p, step);
     s.env.clear();
     s
@@ -22,7 +22,7 @@ fn plain(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
 
 /// `docker run IMAGE guix repl defaults.scm`: a real builder, the flags the
 /// image chooses where it runs (--disable-chroot only under an emulator).
-async fn build_with_baked_flags(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+async fn build_with_baked_flags(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let probe = super::probe_for(h, p).await?;
     let tar = fixtures_tar_with(h, &["defaults.scm"], &[("readdir-probe", &probe)])?;
     let run = plain(h, p, "defaults: build")
@@ -78,7 +78,7 @@ fn image_daemon_args(trace: &str) -> String {
 }
 
 /// Every command traced, and a failing one's trace shows where it failed.
-async fn traced(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+async fn traced(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let run = plain(h, p, "defaults: trace").cmd(["sh", "-c", "exit 3"]);
     let out = run_fixture(h, c, &run).await?;
     let ran = out.stderr.find("+ sh -c 'exit 3'");
@@ -103,7 +103,7 @@ async fn traced(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
 
 /// The keys in the image's ACL are exactly substitutes/*.pub; the default
 /// URL list is substitutes/urls; GUIX_SUBSTITUTE_URLS overrides it.
-async fn substitutes(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+async fn substitutes(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let mut acl = plain(h, p, "defaults: acl").cmd(["/etc/guix/acl"]);
     acl.entrypoint = Some(vec!["cat".into()]);
     let out = run_fixture(h, c, &acl).await?;
@@ -182,7 +182,7 @@ pub fn keys(text: &str) -> BTreeSet<String> {
 
 /// `docker run -i IMAGE`, no command: the image's default command is a
 /// shell where guix commands work.
-async fn shell(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+async fn shell(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let mut run = plain(h, p, "defaults: shell").stdin("guix --version\n");
     run.cmd.clear();
     let out = run_fixture(h, c, &run).await?;

@@ -11,7 +11,7 @@ pub mod usage;
 
 use crate::engine::run::{self, RunOutput, RunSpec};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 use std::time::Instant;
 
 pub use crate::record::{Outcome, Scenario, Verdict};
@@ -121,13 +121,13 @@ pub fn kv(text: &str, key: &str) -> Option<String> {
 }
 
 /// The checkout's fixtures/ files, as a tar to upload to `/` (they land in /fixtures).
-pub fn fixtures_tar(h: &Harness, names: &[&str]) -> Result<Vec<u8>, Error> {
+pub fn fixtures_tar(h: &Pipeline, names: &[&str]) -> Result<Vec<u8>, Error> {
     fixtures_tar_with(h, names, &[])
 }
 
 /// Like `fixtures_tar`, plus generated files (name, bytes) under /fixtures.
 pub fn fixtures_tar_with(
-    h: &Harness,
+    h: &Pipeline,
     names: &[&str],
     extra: &[(&str, &[u8])],
 ) -> Result<Vec<u8>, Error> {
@@ -157,7 +157,7 @@ pub fn fixtures_tar_with(
 }
 
 /// The static readdir() probe built for this platform (matrix.toml `probe_cc`).
-pub async fn probe_for(h: &Harness, p: &Prepared) -> Result<Vec<u8>, Error> {
+pub async fn probe_for(h: &Pipeline, p: &Prepared) -> Result<Vec<u8>, Error> {
     let cc = p
         .platform
         .probe_cc
@@ -175,14 +175,14 @@ pub async fn probe_for(h: &Harness, p: &Prepared) -> Result<Vec<u8>, Error> {
 /// A run of the platform's image with the scenario's defaults: guix-daemon's
 /// privileges, no network, the platform's timeout.
 /// What `guix --version` says in the image: the pulled commit, else Debian's version.
-pub fn guix_version_line(h: &Harness, p: &Prepared) -> String {
+pub fn guix_version_line(h: &Pipeline, p: &Prepared) -> String {
     match p.pull.pulled() {
         Some(pulled) => format!("guix (GNU Guix) {}", pulled.commit),
         None => format!("guix (GNU Guix) {}", h.matrix.defaults.guix_version),
     }
 }
 
-pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
+pub fn spec(h: &Pipeline, p: &Prepared, step: &str) -> RunSpec {
     RunSpec::new(
         p.image.tag.clone(),
         format!("{}: {step}", p.platform.docker),
@@ -198,7 +198,7 @@ pub fn spec(h: &Harness, p: &Prepared, step: &str) -> RunSpec {
 /// Runs one scenario on a prepared platform; an error ends it as failed. A
 /// failure that shows an emulator crash is retried once (only those are); a
 /// second crash is reported as `EmulatorCrash`, not as a failed check.
-pub async fn run_one(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
+pub async fn run_one(h: &Pipeline, p: &Prepared, scenario: Scenario) -> Outcome {
     retry_on_crash(&p.platform.docker, scenario.name(), || {
         attempt(h, p, scenario)
     })
@@ -235,7 +235,7 @@ fn crash_of(o: &Outcome) -> Option<String> {
     }
 }
 
-async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
+async fn attempt(h: &Pipeline, p: &Prepared, scenario: Scenario) -> Outcome {
     let mut c = Check::new(scenario, &p.platform.docker);
     let result = match scenario {
         Scenario::Smoke => smoke::body(h, p, &mut c).await,
@@ -256,7 +256,7 @@ async fn attempt(h: &Harness, p: &Prepared, scenario: Scenario) -> Outcome {
 /// Runs `spec` in the engine and records its output in the check. A check
 /// keeps one container (its last, which `repro` points at): one it kept
 /// before is removed, so a check of several containers leaves no other.
-pub async fn run_fixture(h: &Harness, c: &mut Check, spec: &RunSpec) -> Result<RunOutput, Error> {
+pub async fn run_fixture(h: &Pipeline, c: &mut Check, spec: &RunSpec) -> Result<RunOutput, Error> {
     let out = run::run(&h.engine, spec).await?;
     let before = c.kept_container.clone();
     c.output(&out);

@@ -2,15 +2,15 @@
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 
 /// The commit pinned in the checkout's channels/channels.scm.
-pub fn repo_pin(h: &Harness) -> Result<String, crate::pin::PinError> {
+pub fn repo_pin(h: &Pipeline) -> Result<String, crate::pin::PinError> {
     crate::pin::read(&h.options.checkout.channels())
 }
 
 /// Offline pinning with a fixture channel, and the image's own pin.
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let want_pin = repo_pin(h)?;
     let mut run = spec(h, p, "pin")
         .bash("/fixtures/pin.sh")

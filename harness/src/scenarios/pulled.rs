@@ -2,12 +2,12 @@
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 use crate::pull::{By, Stage};
 
 const PULLED_GUIX: &str = "/root/.config/guix/current/bin/guix";
 
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let pulled = match &p.pull {
         Stage::Skipped { why } => {
             c.skip_because(why);

@@ -2,9 +2,9 @@
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let run = spec(h, p, "smoke")
         .bash("/fixtures/smoke.sh")
         .upload(fixtures_tar(h, &["smoke.sh", "smoke.scm"])?, "/");

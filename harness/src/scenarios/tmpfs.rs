@@ -2,11 +2,11 @@
 
 use super::{fixtures_tar_with, kv, spec, Check};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 
 const EOVERFLOW: &str = "Value too large for defined data type";
 
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let probe = super::probe_for(h, p).await?;
     let tar = fixtures_tar_with(h, &["tmpfs.sh"], &[("readdir-probe", &probe)])?;
     // The writable layer and the entry point's XDG_CACHE_HOME route.

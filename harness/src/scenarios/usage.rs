@@ -2,12 +2,12 @@
 
 use super::{fixtures_tar, kv, run_fixture, spec, Check};
 use crate::error::Error;
-use crate::harness::{Harness, Prepared};
+use crate::pipeline::{Pipeline, Prepared};
 
 /// The exit code the entry point uses when guix-daemon exits before it answers.
 pub const EXIT_DAEMON_DIED: &str = "121";
 
-pub async fn body(h: &Harness, p: &Prepared, c: &mut Check) -> Result<(), Error> {
+pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
     let tar = fixtures_tar(h, &["usage.sh", "fake-pull.sh", "nondet.scm"])?;
     let run = spec(h, p, "usage")
         .bash("/fixtures/usage.sh")
@@ -141,7 +141,7 @@ fn in_one_container(c: &mut Check, said: &dyn Fn(&str) -> String) {
 
 /// The committed image, run the two ways users run it: the entry point with
 /// nothing passed in, and `--entrypoint bash -c`.
-async fn after_commit(h: &Harness, p: &Prepared, c: &mut Check, tag: &str) -> Result<(), Error> {
+async fn after_commit(h: &Pipeline, p: &Prepared, c: &mut Check, tag: &str) -> Result<(), Error> {
     let mut plain = spec(h, p, "usage: committed image").cmd(["guix", "--version"]);
     plain.image = tag.to_string();
     plain.keep = false;

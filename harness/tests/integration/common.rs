@@ -1,9 +1,9 @@
 //! Shared by the integration tests: one runtime, one harness (so each
 //! platform's image is prepared once however many tests use it), one lock.
 
-use harness::harness::{Harness, Options, Prepared};
 use harness::matrix::Matrix;
 use harness::paths::Checkout;
+use harness::pipeline::{Options, Pipeline, Prepared};
 use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -24,8 +24,8 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 /// The harness, connected to the real engine (a clear panic if none answers).
-pub fn harness() -> &'static Harness {
-    static H: OnceLock<Harness> = OnceLock::new();
+pub fn harness() -> &'static Pipeline {
+    static H: OnceLock<Pipeline> = OnceLock::new();
     H.get_or_init(|| {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -39,7 +39,7 @@ pub fn harness() -> &'static Harness {
             options.pull = harness::pull::Want::Pull(harness::pull::By::GuixPull);
         }
         options.allow_pull = std::env::var_os("GUIX_MATRIX_BUILD_BASE").is_none();
-        block_on(Harness::new(matrix, options)).unwrap_or_else(|e| panic!("{}", e.report()))
+        block_on(Pipeline::new(matrix, options)).unwrap_or_else(|e| panic!("{}", e.report()))
     })
 }
 
@@ -91,7 +91,7 @@ pub fn keys(name: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::Pa
 /// The release `source` vouched for by `keys`, then `part` of it for
 /// `platform` fetched under `tag`.
 pub fn fetch(
-    h: &Harness,
+    h: &Pipeline,
     source: &harness::release::source::Source,
     keys: &harness::release::trust::Keys,
     platform: &harness::matrix::Platform,

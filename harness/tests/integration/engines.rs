@@ -303,7 +303,7 @@ fn a_registered_qemu_i386_handler_makes_386_an_emulated_leg() {
     .unwrap();
     assert_eq!(on[0].state, "registered", "{on:?}");
 
-    let h = harness::harness::Harness::on(
+    let h = harness::pipeline::Pipeline::on(
         main.engine.clone(),
         main.matrix.clone(),
         main.options.clone(),

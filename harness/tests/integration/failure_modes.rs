@@ -360,7 +360,7 @@ fn a_step_over_its_budget_names_step_and_time_scaled_by_slowdown() {
         for p in matrix.platforms.iter_mut() {
             p.slowdown = slowdown;
         }
-        let h = block_on(harness::harness::Harness::new(
+        let h = block_on(harness::pipeline::Pipeline::new(
             matrix,
             harness().options.clone(),
         ))
@@ -467,7 +467,7 @@ fn an_image_that_chooses_the_wrong_daemon_flags_fails_the_checks() {
         p.image.tag = tag.into();
         p
     };
-    let failed = |p: &harness::harness::Prepared, s: Scenario| match block_on(
+    let failed = |p: &harness::pipeline::Prepared, s: Scenario| match block_on(
         harness::scenarios::run_one(h, p, s),
     )
     .verdict

@@ -9,7 +9,7 @@
 //! what follows sees the engine as a new machine would.
 
 use crate::common::{block_on, harness, prepared, shared};
-use harness::harness::{Harness, Options, Prepared};
+use harness::pipeline::{Options, Pipeline, Prepared};
 use harness::release::reuse::Start;
 use std::path::Path;
 
@@ -36,17 +36,17 @@ impl Drop for Cleanup {
 
 /// A harness like the tests' one, for `checkout`, whose images are named
 /// `guix-matrix-t15`, starting from `from`.
-fn fresh(checkout: &Path, from: Option<&Path>) -> Harness {
+fn fresh(checkout: &Path, from: Option<&Path>) -> Pipeline {
     let mut matrix = harness().matrix.clone();
     matrix.defaults.image = IMAGE.into();
     let mut options = Options::new(harness::paths::Checkout::at(checkout).unwrap());
     options.allow_pull = false;
-    options.from = from.map(crate::common::pinned_source);
-    block_on(Harness::new(matrix, options)).unwrap()
+    options.release.from = from.map(crate::common::pinned_source);
+    block_on(Pipeline::new(matrix, options)).unwrap()
 }
 
 /// The amd64 image, or the error as the harness reports it.
-fn prepare(h: &Harness) -> Result<Prepared, String> {
+fn prepare(h: &Pipeline) -> Result<Prepared, String> {
     let p = h.matrix.find("linux/amd64").unwrap().clone();
     block_on(h.prepare(&p)).map_err(|e| e.report())
 }
@@ -216,7 +216,7 @@ fn a_release_is_reused_as_is_or_seeds_the_build_and_nothing_unverified_is_used()
     // A release that cannot be reached: build, and say why.
     let h = fresh(&root, None);
     let mut h = h;
-    h.options.from = Some(
+    h.options.release.from = Some(
         harness::release::source::Source::parse(&format!("127.0.0.1:9/{IMAGE}:{TAG}")).unwrap(),
     );
     let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
@@ -258,7 +258,7 @@ fn nothing_unverified_seeds_a_build(dist: &Path, root: &Path) {
         block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
         let before = base();
         let mut h = fresh(root, None);
-        h.options.from = Some(Source::parse(dir.to_str().unwrap()).unwrap());
+        h.options.release.from = Some(Source::parse(dir.to_str().unwrap()).unwrap());
         let p = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
         match &p.start {
             Start::BuiltCold { why } => assert!(why.contains(says), "{why}"),
@@ -278,8 +278,8 @@ fn nothing_unverified_seeds_a_build(dist: &Path, root: &Path) {
             );
         }
         let mut h = fresh(root, None);
-        h.options.from = Some(Source::parse(dir.to_str().unwrap()).unwrap());
-        h.options.require_verified = true;
+        h.options.release.from = Some(Source::parse(dir.to_str().unwrap()).unwrap());
+        h.options.release.require_verified = true;
         block_on(engine.remove_image(&format!("{IMAGE}:amd64")));
         let p = h.matrix.find("linux/amd64").unwrap().clone();
         let e = block_on(h.prepare(&p)).expect_err("require_verified took an unverified release");

@@ -6,7 +6,7 @@
 //! own name (`guix-matrix-t22`) and start from the tests' amd64 base.
 
 use crate::common::{block_on, exclusive, harness, prepared};
-use harness::harness::{Harness, Options, Prepared};
+use harness::pipeline::{Options, Pipeline, Prepared};
 use harness::pull::{By, Stage, Want, LABEL_PULL, LABEL_PULLED};
 use harness::scenarios::{self, Scenario, Verdict};
 use std::path::Path;
@@ -42,7 +42,7 @@ fn tree() -> tempfile::TempDir {
 
 /// A harness for `checkout` whose images are `guix-matrix-t22…`, pulling
 /// with the stand-in; `pull_timeout_secs` for amd64 when given.
-fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Harness {
+fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Pipeline {
     let mut matrix = harness().matrix.clone();
     matrix.defaults.image = IMAGE.into();
     if let Some(secs) = pull_timeout {
@@ -53,7 +53,7 @@ fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Harness {
     let mut options = Options::new(harness::paths::Checkout::at(checkout).unwrap());
     options.allow_pull = false;
     options.pull = Want::Pull(By::StandIn);
-    let h = block_on(Harness::new(matrix, options)).unwrap();
+    let h = block_on(Pipeline::new(matrix, options)).unwrap();
     // The tests' amd64 base, under this file's name: no mmdebstrap here.
     let base = prepared("linux/amd64").base.reference;
     let id = block_on(h.engine.local_image(&base)).unwrap().unwrap().id;
@@ -66,12 +66,12 @@ fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Harness {
     h
 }
 
-fn prepare(h: &Harness) -> Result<Prepared, String> {
+fn prepare(h: &Pipeline) -> Result<Prepared, String> {
     let p = h.matrix.find("linux/amd64").unwrap().clone();
     block_on(h.prepare(&p)).map_err(|e| e.report())
 }
 
-fn layers(h: &Harness, image: &str) -> Vec<String> {
+fn layers(h: &Pipeline, image: &str) -> Vec<String> {
     block_on(h.engine.local_image(image))
         .unwrap()
         .unwrap_or_else(|| panic!("{image} is not in the engine"))
@@ -186,7 +186,7 @@ fn broken_stand_in(dir: &Path, body: &str) {
     std::fs::write(&path, text).unwrap();
 }
 
-fn labelled_containers(h: &Harness) -> usize {
+fn labelled_containers(h: &Pipeline) -> usize {
     block_on(h.engine.managed_containers(None))
         .map(|c| c.len())
         .unwrap_or(0)
@@ -288,8 +288,8 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     .unwrap();
     let from_source = |root: &Path, source: String| {
         let mut h = pulling(root, None);
-        h.options.from = Some(harness::release::source::Source::parse(&source).unwrap());
-        h.options.keys = keys.clone();
+        h.options.release.from = Some(harness::release::source::Source::parse(&source).unwrap());
+        h.options.release.keys = keys.clone();
         for part in ["", "-guix", "-unpulled", "-pulled"] {
             block_on(h.engine.remove_image(&format!("{IMAGE}{part}:amd64")));
         }

@@ -1,0 +1,215 @@
+//! What the machine is and has: the engine's architecture, its 32-bit mode, the native platform and base, the emulator helper and its handlers, the readdir() probes, and where each platform runs.
+
+use super::Pipeline;
+use crate::base;
+use crate::emulators;
+use crate::engine::{build, run, LocalImage};
+use crate::error::Error;
+use crate::matrix::Platform;
+use crate::placement::{self, Host, Placement};
+use crate::recipe;
+use crate::release::open;
+use std::collections::HashMap;
+use std::time::Duration;
+
+impl Pipeline {
+    /// The engine's architecture, as it reports it (`amd64`, `arm64`).
+    pub async fn arch(&self) -> Result<&String, Error> {
+        self.arch
+            .get_or_try_init(|| async { Ok::<_, Error>(self.engine.arch().await?) })
+            .await
+    }
+
+    /// What the engine's host can run, as far as `platforms` need to know:
+    /// its architecture, and where one of them may run natively in a 32-bit
+    /// mode, whether it does (probed once) and which handlers take it first.
+    pub async fn host(&self, platforms: &[Platform]) -> Result<Host, Error> {
+        let arch = self.arch().await?.clone();
+        let compat = platforms.iter().any(|p| placement::needs_probe(p, &arch));
+        let (runs_32bit, handlers) = if compat {
+            let (yes, handlers) = self.compat_probe().await?;
+            (Some(*yes), handlers.clone())
+        } else {
+            (None, vec![])
+        };
+        Ok(Host {
+            arch,
+            runs_32bit,
+            handlers,
+        })
+    }
+
+    /// Whether the kernel takes the 32-bit personality (`setarch linux32`
+    /// in the native base), and which of the matrix's compat handlers are
+    /// registered and enabled.
+    pub(super) async fn compat_probe(&self) -> Result<&(bool, Vec<String>), Error> {
+        self.compat
+            .get_or_try_init(|| async {
+                let arch = self.arch().await?.clone();
+                // The helper is the native base with qemu: its setarch asks.
+                let helper = self.helper().await?;
+                let native = self.native_platform().await?;
+                let probe = run::RunSpec::new(helper, "probe the 32-bit mode")
+                    .entrypoint(["setarch"])
+                    .platform(&native.docker)
+                    .cmd(["linux32", "true"])
+                    .timeout(Duration::from_secs(60));
+                let yes = run::run(&self.engine, &probe).await?.exit_code == 0;
+                let names: Vec<String> = self
+                    .matrix
+                    .platforms
+                    .iter()
+                    .filter(|p| placement::needs_probe(p, &arch))
+                    .map(|p| p.emulator.clone())
+                    .collect();
+                let handlers = emulators::helper_run(&self.engine, helper, "status", &names)
+                    .await?
+                    .into_iter()
+                    .filter(|h| h.state == "registered" || h.state == "wrong")
+                    .map(|h| h.name)
+                    .collect();
+                Ok((yes, handlers))
+            })
+            .await
+    }
+
+    /// How this engine runs `platform`.
+    pub async fn placement(&self, platform: &Platform) -> Result<Placement, Error> {
+        let host = self.host(std::slice::from_ref(platform)).await?;
+        Ok(placement::decide(platform, &host))
+    }
+
+    /// Every platform of the matrix placed on this engine.
+    pub async fn placements(&self) -> Result<Vec<Placement>, Error> {
+        let host = self.host(&self.matrix.platforms).await?;
+        Ok(self
+            .matrix
+            .platforms
+            .iter()
+            .map(|p| placement::decide(p, &host))
+            .collect())
+    }
+
+    /// The platform this engine runs natively, with its base image.
+    pub async fn native(&self) -> Result<&(Platform, base::Base), Error> {
+        self.native
+            .get_or_try_init(|| async {
+                let platform = self.native_platform().await?;
+                let base = base::ensure(
+                    &self.engine,
+                    &self.matrix.defaults,
+                    &platform,
+                    self.options.allow_pull,
+                )
+                .await?;
+                Ok((platform, base))
+            })
+            .await
+    }
+
+    /// The readdir() probe for every `probe_cc` of the matrix: shipped with
+    /// the run's release when it carries this tree's (no base, no cross
+    /// compilers to fetch), else built on the native base of the probe suite.
+    pub async fn probes(&self) -> Result<&HashMap<String, Vec<u8>>, Error> {
+        self.probes
+            .get_or_try_init(|| async {
+                let native = self.native_platform().await?;
+                let root = &self.options.checkout.root;
+                let spec = recipe::probe_spec(&self.matrix, root, &native);
+                if let Some(release) = self.vouched().await? {
+                    if let Some((key, probes)) = release.probes()? {
+                        if key == recipe::probes_key(&self.matrix, root, &native)? {
+                            tracing::info!("readdir probes: from release {}", release.name());
+                            return Ok(probes);
+                        }
+                        tracing::info!(
+                            "readdir probes: release {}'s are of other inputs; building",
+                            release.name()
+                        );
+                    }
+                }
+                let d = &self.matrix.defaults;
+                base::ensure_suite(
+                    &self.engine,
+                    d,
+                    &native,
+                    &d.probe_suite,
+                    self.options.allow_pull,
+                )
+                .await?;
+                let built = build::build(&self.engine, &spec, &|_| {}).await?;
+                let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
+                crate::release::open::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
+            })
+            .await
+    }
+
+    /// The platform this engine runs natively (no base needed).
+    pub async fn native_platform(&self) -> Result<Platform, Error> {
+        let arch = self.arch().await?.clone();
+        self.matrix
+            .platforms
+            .iter()
+            .find(|p| p.arch() == arch)
+            .cloned()
+            .ok_or_else(|| Error::NoNativePlatform {
+                path: self.matrix.path.clone(),
+                engine: self.engine.host.clone(),
+                arch,
+            })
+    }
+
+    /// The emulator helper image of this tree: the engine's when up to
+    /// date, else the one shipped with the run's release (an empty engine
+    /// then needs no base and no mirror), else built on the native base.
+    pub async fn helper(&self) -> Result<&String, Error> {
+        self.helper
+            .get_or_try_init(|| async {
+                let native = self.native_platform().await?;
+                let spec = recipe::helper_spec(&self.matrix, &self.options.checkout.root, &native);
+                let want = build::inputs(&spec)?.hash;
+                let ours =
+                    |img: &LocalImage| img.labels.get(crate::names::LABEL_INPUTS) == Some(&want);
+                if self
+                    .engine
+                    .local_image(&spec.tag)
+                    .await?
+                    .is_some_and(|i| ours(&i))
+                {
+                    return Ok(spec.tag);
+                }
+                if let Some(release) = self.vouched().await? {
+                    match release
+                        .fetch(&self.engine, &native, &spec.tag, open::Part::Helper)
+                        .await
+                    {
+                        Ok(img) if ours(&img) => {
+                            tracing::info!("emulator helper: from release {}", release.name());
+                            return Ok(spec.tag);
+                        }
+                        Ok(_) => tracing::info!(
+                            "emulator helper: release {}'s is of other inputs; building",
+                            release.name()
+                        ),
+                        Err(open::PublishedError::NotInRelease { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.native().await?;
+                Ok(build::build(&self.engine, &spec, &|_| {}).await?.tag)
+            })
+            .await
+    }
+
+    /// Registers every emulator the matrix needs (once), returning the handlers.
+    pub async fn emulators(&self) -> Result<&Vec<emulators::Handler>, Error> {
+        self.handlers
+            .get_or_try_init(|| async {
+                let placements = self.placements().await?;
+                let helper = self.helper().await?;
+                let statuses = emulators::register(&self.engine, helper, &placements).await?;
+                Ok(statuses.into_iter().filter_map(|s| s.handler).collect())
+            })
+            .await
+    }
+}

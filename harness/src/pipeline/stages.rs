@@ -1,0 +1,165 @@
+//! The build stages: base, Guix layer, pull stage and the scripts on top, each skipped when the engine already has it; the recipes they build.
+
+use super::from_release::Generation;
+use super::Pipeline;
+
+/// One platform's build as prepare decided it: where it runs, what it
+/// starts from, whom it tells.
+#[derive(Clone, Copy)]
+pub(super) struct Job<'a> {
+    pub(super) platform: &'a Platform,
+    pub(super) placement: &'a Placement,
+    /// Images whose layers the build may reuse (a release's).
+    pub(super) cache_from: &'a [String],
+    /// The release's pulled generation the pull starts from, if any.
+    pub(super) generation: Option<&'a Generation>,
+    pub(super) progress: &'a (dyn Fn(&str) + Sync),
+}
+
+use crate::base;
+use crate::engine::build;
+use crate::error::Error;
+use crate::matrix::Platform;
+use crate::placement::Placement;
+use crate::pull::{self, By};
+use crate::recipe;
+use std::time::Duration;
+
+impl Pipeline {
+    /// Base, Guix layer, pull stage and the scripts on top, each skipped
+    /// when the engine already has it.
+    pub(super) async fn build(
+        &self,
+        job: &Job<'_>,
+    ) -> Result<(base::Base, build::Built, pull::Stage), Error> {
+        let Job {
+            platform,
+            cache_from,
+            generation,
+            progress,
+            ..
+        } = *job;
+        progress("base image");
+        let base = base::ensure(
+            &self.engine,
+            &self.matrix.defaults,
+            platform,
+            self.options.allow_pull,
+        )
+        .await?;
+        let mut guix_spec = self.guix_spec(platform);
+        guix_spec.cache_from = cache_from.to_vec();
+        let guix = build::inputs(&guix_spec)?;
+        if generation.is_none() {
+            progress("Guix layer");
+            build::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
+        }
+        let (layer, stage, by) = match (&self.options.pull, generation) {
+            (pull::Want::Skip(why), _) => (
+                guix_spec.tag.clone(),
+                pull::Stage::Skipped { why: why.clone() },
+                None,
+            ),
+            // The release's Guix layer and pin are this tree's: its pulled
+            // image is the layer the new scripts go on (0 pulls).
+            (pull::Want::Pull(by), Some(g)) if g.same_pin => {
+                progress(&format!("pulled layer of release {}", g.release));
+                (
+                    g.image.clone(),
+                    pull::Stage::Kept(g.pulled.clone()),
+                    Some(*by),
+                )
+            }
+            (pull::Want::Pull(by), _) => {
+                let (tag, stage) = self.pull_stage(job, &guix, *by, &base).await?;
+                (tag, stage, Some(*by))
+            }
+        };
+        progress("image");
+        let mut spec = self.top_spec(platform, &guix, by, &layer, &base);
+        spec.cache_from = cache_from.to_vec();
+        if let Some(p) = stage.pulled() {
+            spec.labels.insert(pull::LABEL_PULL.into(), p.label());
+        }
+        spec.labels.insert(
+            pull::LABEL_PULLED.into(),
+            stage
+                .pulled()
+                .map_or_else(|| "no".into(), |p| format!("{} {}", p.by, p.commit)),
+        );
+        let image = build::build(&self.engine, &spec, &|s| progress(s)).await?;
+        Ok((base, image, stage))
+    }
+
+    /// The checkout's channels file (the pin).
+    pub(super) fn channels_file(&self) -> Result<Vec<u8>, Error> {
+        let path = self.options.checkout.channels();
+        std::fs::read(&path).map_err(|source| Error::Fixture { path, source })
+    }
+
+    /// The offline stand-in for `guix pull`'s network part.
+    pub(super) fn stand_in(&self) -> Result<Vec<u8>, Error> {
+        let path = self.options.checkout.fixtures().join("stand-in-guix.sh");
+        std::fs::read(&path).map_err(|source| Error::Fixture { path, source })
+    }
+
+    /// The build of the Guix layer for `platform`.
+    pub fn guix_spec(&self, platform: &Platform) -> build::BuildSpec {
+        recipe::guix_spec(&self.matrix, &self.options.checkout.root, platform)
+    }
+
+    /// The build of the scripts for `platform` on the Guix layer `layer`
+    /// (whose inputs are `guix`), pulled by `by`, from `base`.
+    pub fn top_spec(
+        &self,
+        platform: &Platform,
+        guix: &build::Inputs,
+        by: Option<By>,
+        layer: &str,
+        base: &base::Base,
+    ) -> build::BuildSpec {
+        let mut spec = recipe::top_spec(
+            &self.matrix,
+            &self.options.checkout.root,
+            platform,
+            guix,
+            by,
+        );
+        spec.unhashed_args
+            .insert("GUIX_IMAGE".into(), layer.to_string());
+        spec.unhashed_args
+            .insert("BASE_PROVENANCE".into(), base.provenance.clone());
+        spec
+    }
+
+    /// The build of the image as an offline run makes it: the scripts on the
+    /// unpulled Guix layer for `platform` on `base`.
+    pub fn image_spec(
+        &self,
+        platform: &Platform,
+        base: &base::Base,
+    ) -> Result<build::BuildSpec, build::BuildError> {
+        let guix_spec = self.guix_spec(platform);
+        let guix = build::inputs(&guix_spec)?;
+        Ok(self.top_spec(platform, &guix, None, &guix_spec.tag, base))
+    }
+
+    /// What the tree builds for `platform`, pulled by `by` (see [`recipe::inputs`]).
+    pub fn inputs(
+        &self,
+        platform: &Platform,
+        by: Option<By>,
+    ) -> Result<build::Inputs, build::BuildError> {
+        recipe::inputs(&self.matrix, &self.options.checkout.root, platform, by)
+    }
+
+    /// `guix-matrix:arm-v7`.
+    pub fn image_tag(&self, platform: &Platform) -> String {
+        recipe::image_tag(&self.matrix, platform)
+    }
+
+    /// One step's timeout where `placement` says the platform runs.
+    pub fn step_timeout(&self, placement: &Placement) -> Duration {
+        placement.timeout(Duration::from_secs(self.matrix.defaults.step_timeout_secs))
+    }
+}
