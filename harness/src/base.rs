@@ -179,7 +179,7 @@ async fn ensure_tagged(
     }
     if let Some(img) = engine.local_image(&defaults.base_image).await? {
         if matches(&img, platform) {
-            tag_as(engine, &img.id, &tag).await?;
+            engine.tag(&img.id, &tag).await?;
             tracing::info!(platform = %platform.docker, "base: local {} tagged {tag}", defaults.base_image);
             return Ok(Base {
                 reference: tag,
@@ -213,10 +213,6 @@ async fn ensure_tagged(
     })
 }
 
-async fn tag_as(engine: &Engine, id: &str, tag: &str) -> Result<(), EngineError> {
-    engine.tag(id, tag).await
-}
-
 /// Pulls `base_image` for the platform, retrying transient failures.
 async fn pull(
     engine: &Engine,
@@ -237,7 +233,7 @@ async fn pull(
             step: step.clone(),
             detail: "the pulled image is not in the engine".into(),
         })?;
-    tag_as(engine, &img.id, tag).await?;
+    engine.tag(&img.id, tag).await?;
     Ok(img)
 }
 

@@ -142,7 +142,7 @@ impl Pipeline {
         Ok(match seed {
             Seed::Reuse(img, hash) => {
                 let released = names::from_release(d, platform);
-                crate::release::open::tag(&self.engine, &img.id, &tag).await?;
+                self.engine.tag(&img.id, &tag).await?;
                 self.engine.remove_image(&released).await;
                 // Its base too, so that this engine holds the image with the
                 // base it was built on (what a release made here ships).
@@ -153,7 +153,7 @@ impl Pipeline {
                 let part = crate::release::open::Part::Base;
                 match release.fetch(&self.engine, platform, &fetched, part).await {
                     Ok(b) if img.layers.starts_with(&b.layers) => {
-                        crate::release::open::tag(&self.engine, &b.id, &base_tag).await?;
+                        self.engine.tag(&b.id, &base_tag).await?;
                     }
                     Ok(_) => tracing::warn!("{}: the base of release {name} is not the bottom of its image; a release made here will not carry it", platform.docker),
                     Err(e) => tracing::warn!("{}: release {name} has no base ({e}); a release made here will not carry one", platform.docker),

@@ -139,7 +139,7 @@ impl Pipeline {
                 .await?;
                 let built = build::build(&self.engine, &spec, &|_| {}).await?;
                 let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
-                crate::release::open::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
+                crate::release::archive::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
             })
             .await
     }

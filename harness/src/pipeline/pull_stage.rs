@@ -39,7 +39,7 @@ impl Pipeline {
             // be the pulled layer (no pull; the store layer stays shared).
             let image = self.engine.local_image(&self.image_tag(platform)).await?;
             if let Some(img) = image.filter(keyed) {
-                crate::release::open::tag(&self.engine, &img.id, &tag).await?;
+                self.engine.tag(&img.id, &tag).await?;
                 have = Some(img);
             }
         }

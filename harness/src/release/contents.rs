@@ -1,6 +1,6 @@
 //! What goes into a release, decided in one place: the proved images with their bases, the emulator helper of each proved platform the engine has, the readdir() probes of this tree, and the index's annotations.
 
-use super::open::{probes_of, Probes};
+use super::archive::{probes_of, Probes};
 use super::{Proved, ReleaseError};
 use crate::engine::{build, run, Engine};
 use crate::matrix::Matrix;

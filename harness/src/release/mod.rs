@@ -11,6 +11,7 @@ mod push;
 mod ship;
 
 // Reading one.
+pub mod archive;
 pub mod input;
 pub mod open;
 pub mod reuse;

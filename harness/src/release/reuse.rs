@@ -5,7 +5,7 @@ use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::{Defaults, Platform};
 use crate::names;
 use crate::names::LABEL_PLATFORM;
-use crate::release::open::{self, Part, PublishedError, Release};
+use crate::release::open::{Part, PublishedError, Release};
 use std::path::Path;
 
 /// Where a leg's image came from, as the report and the summary say it.
@@ -203,7 +203,9 @@ async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, IncrementalErr
         // The local base is replaced only by a verified release's base that
         // is the bottom of its verified image.
         if img.layers.starts_with(&base.layers) && !base.layers.is_empty() {
-            open::tag(engine, &base.id, &names::base(defaults, platform)).await?;
+            engine
+                .tag(&base.id, &names::base(defaults, platform))
+                .await?;
         }
     }
     engine.remove_image(base_tag).await;

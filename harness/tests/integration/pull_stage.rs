@@ -57,12 +57,7 @@ fn pulling(checkout: &Path, pull_timeout: Option<u64>) -> Pipeline {
     // The tests' amd64 base, under this file's name: no mmdebstrap here.
     let base = prepared("linux/amd64").base.reference;
     let id = block_on(h.engine.local_image(&base)).unwrap().unwrap().id;
-    block_on(harness::release::open::tag(
-        &h.engine,
-        &id,
-        &format!("{IMAGE}-base:amd64"),
-    ))
-    .unwrap();
+    block_on(h.engine.tag(&id, &format!("{IMAGE}-base:amd64"))).unwrap();
     h
 }
 
