@@ -255,7 +255,7 @@ pub async fn build(
     } = inputs_of(spec, &files);
     let replaced = engine.local_image(&spec.tag).await?;
     if let Some(img) = replaced.clone() {
-        if img.labels.get(LABEL_INPUTS) == Some(&inputs) {
+        if img.has_inputs(&inputs) {
             tracing::info!(
                 "{}: {} is up to date (inputs {})",
                 spec.step,

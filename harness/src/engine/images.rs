@@ -175,6 +175,20 @@ pub struct LocalImage {
     pub labels: HashMap<String, String>,
 }
 
+impl LocalImage {
+    /// The content hash of the inputs it was built from, as its label says.
+    pub fn inputs(&self) -> Option<&str> {
+        self.labels
+            .get(crate::names::LABEL_INPUTS)
+            .map(String::as_str)
+    }
+
+    /// Whether it was built from `inputs` (the one up-to-date test).
+    pub fn has_inputs(&self, inputs: &str) -> bool {
+        self.inputs() == Some(inputs)
+    }
+}
+
 /// What a commit sets over the container's config (`docker commit --change`).
 #[derive(Debug, Clone, Default)]
 pub struct Commit {

@@ -168,14 +168,8 @@ impl Pipeline {
                 let native = self.native_platform().await?;
                 let spec = recipe::helper_spec(&self.matrix, &self.options.checkout.root, &native);
                 let want = build::inputs(&spec)?.hash;
-                let ours =
-                    |img: &LocalImage| img.labels.get(crate::names::LABEL_INPUTS) == Some(&want);
-                if self
-                    .engine
-                    .local_image(&spec.tag)
-                    .await?
-                    .is_some_and(|i| ours(&i))
-                {
+                let ours = |img: &LocalImage| img.has_inputs(&want);
+                if self.engine.up_to_date(&spec.tag, &want).await?.is_some() {
                     return Ok(spec.tag);
                 }
                 if let Some(release) = self.vouched().await? {

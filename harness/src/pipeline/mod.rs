@@ -170,10 +170,11 @@ impl Pipeline {
             .map(|by| self.inputs(platform, by))
             .collect::<Result<Vec<_>, _>>()?;
         let local = self.engine.local_image(&self.image_tag(platform)).await?;
-        let label = local
-            .as_ref()
-            .and_then(|img| img.labels.get(crate::names::LABEL_INPUTS));
-        if let (Some(img), Some(want)) = (&local, wants.iter().find(|w| Some(&w.hash) == label)) {
+        let label = local.as_ref().and_then(|img| img.inputs());
+        if let (Some(img), Some(want)) = (
+            &local,
+            wants.iter().find(|w| Some(w.hash.as_str()) == label),
+        ) {
             progress("image up to date");
             tracing::info!(
                 "{}: {} is up to date (inputs {})",
