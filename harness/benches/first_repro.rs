@@ -9,17 +9,6 @@
 //! releases them first, untimed). Rounds: GUIX_MATRIX_BENCH_ROUNDS
 //! (default 3).
 
-// The tests' dockerd of its own, and what it leans on.
-#[allow(dead_code, unused_imports)]
-#[path = "../tests/integration/common.rs"]
-mod common;
-#[allow(dead_code)]
-#[path = "../tests/integration/private_engine.rs"]
-mod private_engine;
-#[allow(dead_code)]
-#[path = "../tests/integration/registry.rs"]
-mod registry;
-
 mod shared;
 use shared::harness;
 
@@ -60,7 +49,7 @@ fn main() {
     println!("release: {}", files.join(", "));
     let mut prepared = vec![];
     for round in 1..=rounds {
-        let empty = private_engine::PrivateEngine::start("bench-empty", None);
+        let empty = testkit::SecondEngine::start("bench-empty", None);
         let report = d(&format!("repro-{round}"));
         let (total, said) = harness(&[
             "--engine",

@@ -46,9 +46,6 @@ fn starts(report: &Path) -> String {
         .join("; ")
 }
 
-#[path = "../tests/integration/registry.rs"]
-mod registry;
-
 mod shared;
 use shared::harness;
 
@@ -88,7 +85,7 @@ fn main() {
         "--tag",
         "v20990101",
     ]);
-    let reg = registry::Registry::start();
+    let reg = testkit::LocalRegistry::start();
     let repo = reg.repo();
     let (push, _) = harness(&[
         "release",

@@ -6,6 +6,8 @@
 //! Uses its own image name (guix-matrix-leaks), so the first trials meet a
 //! cold base and image; removes all of it at the end.
 
+mod shared;
+
 use harness::engine::Engine;
 use nix::sys::signal::Signal;
 use std::io::{BufRead, BufReader};
@@ -56,7 +58,7 @@ fn matrix_file(dir: &Path) -> PathBuf {
 }
 
 fn harness_run(matrix: &Path, report: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut cmd = shared::cli().command();
     cmd.arg("--matrix")
         .arg(matrix)
         .args([
@@ -76,7 +78,7 @@ fn harness_run(matrix: &Path, report: &Path) -> Command {
 /// images); an engine that cannot be asked stops the bench.
 async fn census(engine: &Engine) -> (usize, usize, Vec<String>, usize) {
     let l = engine.leftovers(IMAGE).await.expect("count leftovers");
-    (l.containers, l.volumes, l.tags, l.dangling)
+    (l.containers.len(), l.volumes, l.tags, l.dangling)
 }
 
 /// Runs until `point` is reached, sends `signal`, and returns (where it was, exit code, seconds).
@@ -163,7 +165,8 @@ async fn main() {
     }
     let next = harness_run(&matrix, dir.path()).output().expect("next run");
     println!("next run after all trials: exit {:?}", next.status.code());
-    let clean = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let clean = shared::cli()
+        .command()
         .arg("--matrix")
         .arg(&matrix)
         .arg("clean")

@@ -72,7 +72,7 @@ fn copy_checkout(root: &Path, to: &Path) {
         "fixtures",
         "emulators",
     ];
-    tree::copy(root, to, &parts);
+    testkit::tree::copy(root, to, &parts);
     let matrix = std::fs::read_to_string(root.join("matrix.toml")).unwrap();
     std::fs::write(
         to.join("matrix.toml"),
@@ -80,9 +80,6 @@ fn copy_checkout(root: &Path, to: &Path) {
     )
     .unwrap();
 }
-
-#[path = "../tests/integration/tree.rs"]
-mod tree;
 
 mod shared;
 use shared::harness;

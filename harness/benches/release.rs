@@ -10,6 +10,8 @@
 //! check first, untimed). Platforms: GUIX_MATRIX_BENCH_PLATFORMS (comma
 //! separated; default all six).
 
+mod shared;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -27,12 +29,8 @@ fn ok(out: std::process::Output, what: &str) {
     );
 }
 
-/// The registry process, the directory it stores into (kept until drop), its port.
-#[path = "../tests/integration/registry.rs"]
-mod registry;
 
 fn main() {
-    let harness = env!("CARGO_BIN_EXE_harness");
     let platforms: Vec<String> = std::env::var("GUIX_MATRIX_BENCH_PLATFORMS")
         .unwrap_or_else(|_| {
             "linux/amd64,linux/386,linux/arm/v7,linux/arm64/v8,linux/ppc64le,linux/riscv64".into()
@@ -53,10 +51,10 @@ fn main() {
         args.extend(["--platform".into(), p.clone()]);
     }
     ok(
-        Command::new(harness).args(&args).output().expect("run"),
+        shared::cli().command().args(&args).output().expect("run"),
         "proving run",
     );
-    let reg = registry::Registry::start();
+    let reg = testkit::LocalRegistry::start();
     let slug = |p: &str| p.trim_start_matches("linux/").replace('/', "-");
 
     // The harness: one command.
@@ -64,7 +62,8 @@ fn main() {
     let repo = reg.repo();
     let repo_ours = repo.clone();
     let started = Instant::now();
-    let out = Command::new(harness)
+    let out = shared::cli()
+        .command()
         .args(["release", "--unpulled", "--json", "--report"])
         .arg(reports.join("report.json"))
         .arg("--dist")
@@ -90,7 +89,7 @@ fn main() {
     // The docker CLI, serially, the same work (one .tar.gz per platform,
     // push, manifest list), into a registry of its own: into the same one
     // its pushes would find every layer there already.
-    let reg_cli = registry::Registry::start();
+    let reg_cli = testkit::LocalRegistry::start();
     let repo = reg_cli.repo();
     let cli = work.path().join("cli");
     std::fs::create_dir_all(&cli).expect("dir");
@@ -182,13 +181,13 @@ fn main() {
             100.0 * tar as f64 / size.max(1) as f64
         );
     }
-    second_release(harness, &work.path().join("changed"), &repo_ours);
+    second_release(&work.path().join("changed"), &repo_ours);
 }
 
 /// A copy of the tree with one script changed, its amd64 image built and
 /// proved, released to the registry that holds the first release: what it
 /// uploads (only the changed layers should go).
-fn second_release(harness: &str, work: &Path, repo: &str) {
+fn second_release(work: &Path, repo: &str) {
     if std::env::var_os("GUIX_MATRIX_BENCH_SECOND").is_none() {
         println!("\nsecond release: skipped (GUIX_MATRIX_BENCH_SECOND=1 to measure it)");
         return;
@@ -217,7 +216,8 @@ fn second_release(harness: &str, work: &Path, repo: &str) {
     let reports = work.join("reports");
     let root_arg = tree.display().to_string();
     ok(
-        Command::new(harness)
+        shared::cli()
+            .command()
             .args([
                 "--root",
                 &root_arg,
@@ -233,7 +233,8 @@ fn second_release(harness: &str, work: &Path, repo: &str) {
             .expect("run"),
         "proving run of the changed tree",
     );
-    let out = Command::new(harness)
+    let out = shared::cli()
+        .command()
         .args([
             "--root",
             &root_arg,

@@ -3,22 +3,18 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `harness` binary of this build: the one way the benches drive the CLI.
+pub fn cli() -> testkit::Cli {
+    testkit::Cli::new(env!("CARGO_BIN_EXE_harness"))
+}
 
 /// Runs `harness ARGS` to success: how long it took and what it said.
 pub fn harness(args: &[&str]) -> (Duration, String) {
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("harness");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cli().output(args);
+    let said = testkit::said(&out);
     assert!(out.status.success(), "harness {}:\n{said}", args.join(" "));
     (t.elapsed(), said)
 }

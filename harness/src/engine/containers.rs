@@ -174,8 +174,8 @@ impl Engine {
 /// never zero).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Leftovers {
-    /// Labelled containers, running or not.
-    pub containers: usize,
+    /// Labelled containers, running or not (their ids).
+    pub containers: Vec<String>,
     /// Labelled volumes.
     pub volumes: usize,
     /// Tags under the census's prefix.
@@ -190,7 +190,12 @@ impl Engine {
         let label = format!("{LABEL_MANAGED}=true");
         let ours = HashMap::from([("label".to_string(), vec![label.clone()])]);
         let limit = Duration::from_secs(60);
-        let containers = self.managed_containers(None).await?.len();
+        let containers = self
+            .managed_containers(None)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect();
         let opts = ListVolumesOptionsBuilder::default().filters(&ours).build();
         let volumes = timeout("list volumes", limit, self.docker.list_volumes(Some(opts)))
             .await?

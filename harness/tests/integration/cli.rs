@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    crate::common::command()
 }
 
 /// `harness run --platform P --scenario S… --report DIR`.
@@ -19,9 +19,10 @@ fn harness_run(platform: &str, scenarios: &[&str], report: &std::path::Path) -> 
     cmd
 }
 
-/// Our labelled containers still in the engine.
+/// Our labelled containers still in the engine (an engine that cannot be
+/// asked fails the test).
 fn labelled_containers() -> Vec<String> {
-    containers_with("io.guix-matrix.managed=true")
+    crate::common::leftovers(&harness().engine, "guix-matrix").containers
 }
 
 fn containers_with(label: &str) -> Vec<String> {

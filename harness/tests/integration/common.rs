@@ -4,24 +4,10 @@
 use harness::matrix::Matrix;
 use harness::paths::Checkout;
 use harness::pipeline::{Options, Pipeline, Prepared};
-use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use tokio::runtime::Runtime;
 
-pub fn rt() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    })
-}
-
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    rt().block_on(f)
-}
+pub use testkit::{block_on, said};
 
 /// The harness, connected to the real engine (a clear panic if none answers).
 pub fn harness() -> &'static Pipeline {
@@ -67,8 +53,6 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
     LOCK.write().unwrap_or_else(|e| e.into_inner())
 }
 
-pub use crate::registry::Registry;
-
 /// `DIR@sha256:…`: a release directory pinned by the digest of its
 /// SHA256SUMS, as the user who was given that digest types it.
 pub fn pinned(dir: &std::path::Path) -> String {
@@ -107,19 +91,26 @@ pub fn fetch(
     .unwrap()
 }
 
-/// `harness ARGS` as a user types it: the one way the tests drive the CLI.
-pub fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .unwrap()
+/// The `harness` binary of this build: the one way the tests drive the CLI.
+pub fn harness_cli() -> testkit::Cli {
+    testkit::Cli::new(env!("CARGO_BIN_EXE_harness"))
 }
 
-/// Everything a command printed, stdout then stderr.
-pub fn said(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// `harness` as a command to add arguments, variables or pipes to.
+pub fn command() -> std::process::Command {
+    harness_cli().command()
+}
+
+/// `harness ARGS` as a user types it, run to its end.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    harness_cli().output(args)
+}
+
+/// What the harness left labelled in `engine` (tags under `prefix`): fails
+/// loudly when the engine cannot be asked.
+pub fn leftovers(
+    engine: &harness::engine::Engine,
+    prefix: &str,
+) -> harness::engine::containers::Leftovers {
+    testkit::leftovers(engine, prefix)
 }

@@ -3,11 +3,11 @@
 //! runs are in flight, and a data root that fills up during an image build.
 
 use crate::common::{block_on, harness, prepared};
-use crate::private_engine::PrivateEngine;
 use harness::engine::run::{self, RunError, RunSpec};
 use harness::engine::{Engine, EngineError};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use testkit::SecondEngine;
 
 fn tail(path: &Path) -> String {
     harness::text::tail_lines(&std::fs::read_to_string(path).unwrap_or_default(), 20)
@@ -18,8 +18,8 @@ fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
     let _serial = crate::common::exclusive();
     let base = prepared("linux/amd64").base.reference;
     let bridge_before = Path::new("/sys/class/net/docker0").exists();
-    let mut private = PrivateEngine::start("gone", None);
-    private.load_from_main(&base);
+    let mut private = SecondEngine::start("gone", None);
+    private.load_from(&crate::common::harness().engine, &base);
     let engine = block_on(Engine::connect_to(&private.host())).unwrap();
     let spec = |name: &str| {
         RunSpec::new(base.clone(), name)
@@ -76,8 +76,8 @@ fn a_full_data_root_during_an_image_build_names_the_cause() {
     let _serial = crate::common::exclusive();
     let h = harness();
     let p = prepared("linux/amd64");
-    let private = PrivateEngine::start("full", Some("400m"));
-    private.load_from_main(&p.base.reference);
+    let private = SecondEngine::start("full", Some("400m"));
+    private.load_from(&crate::common::harness().engine, &p.base.reference);
     let engine = block_on(Engine::connect_to(&private.host())).unwrap();
     // The Guix layer: Debian's guix, the heavy part of the image.
     let mut spec = h.guix_spec(&p.platform);

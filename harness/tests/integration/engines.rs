@@ -3,26 +3,24 @@
 //! the engine arguments that must be refused with a fix.
 
 use crate::common::{block_on, harness, prepared};
-use crate::private_engine::PrivateEngine;
 use harness::fleet::{EngineArg, Fleet};
 use harness::scenarios::Scenario;
 use std::process::Command;
+use testkit::SecondEngine;
 
 fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.env("NO_COLOR", "1");
-    cmd
+    crate::common::command()
 }
 
 /// `harness run`: linux/amd64 on the second engine `private` (its image
 /// copied there first, as a CI cache restore would), `others` on the main one.
 fn split_run(
-    private: &PrivateEngine,
+    private: &SecondEngine,
     others: &[&str],
     scenarios: &[&str],
     report: &std::path::Path,
 ) -> Command {
-    private.load_from_main("guix-matrix:amd64");
+    private.load_from(&crate::common::harness().engine, "guix-matrix:amd64");
     let mut cmd = bin();
     cmd.args(["run", "--platform", "linux/amd64"]);
     for p in others {
@@ -39,7 +37,9 @@ fn split_run(
 /// Labelled containers left on the engine at `host`.
 fn left_on(host: &str) -> usize {
     let engine = block_on(harness::engine::Engine::connect_to(host)).unwrap();
-    block_on(engine.managed_containers(None)).unwrap().len()
+    crate::common::leftovers(&engine, "guix-matrix")
+        .containers
+        .len()
 }
 
 /// linux/amd64 on a second engine (its image copied there, as a CI cache
@@ -52,7 +52,7 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
     for p in ["linux/amd64", "linux/386", "linux/arm/v7"] {
         prepared(p);
     }
-    let private = PrivateEngine::start("second", None);
+    let private = SecondEngine::start("second", None);
     let dir = tempfile::tempdir().unwrap();
     let reports = dir.path().join("reports");
     let out = split_run(
@@ -114,7 +114,7 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
 fn an_engine_that_goes_away_fails_only_its_own_legs() {
     let _serial = crate::common::exclusive();
     prepared("linux/386");
-    let mut private = PrivateEngine::start("away", None);
+    let mut private = SecondEngine::start("away", None);
     let h = harness();
     let selected = h
         .matrix
@@ -359,7 +359,7 @@ fn ctrl_c_cleans_every_engine() {
     let _serial = crate::common::exclusive();
     prepared("linux/amd64");
     prepared("linux/386");
-    let private = PrivateEngine::start("sigint", None);
+    let private = SecondEngine::start("sigint", None);
     let dir = tempfile::tempdir().unwrap();
     let mut child = split_run(&private, &["linux/386"], &["usage"], dir.path())
         .stdout(std::process::Stdio::null())

@@ -61,7 +61,7 @@ fn copy_tree(to: &Path) {
         "channels",
         "scripts",
     ];
-    crate::tree::copy(root, to, &parts);
+    testkit::tree::copy(root, to, &parts);
 }
 
 /// The release `TAG` of the amd64 image, written to `dist`, built on a base
@@ -402,18 +402,8 @@ fn damaged_tarball_is_refused(dist: &Path, root: &Path) {
 }
 
 fn cli(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let out = crate::common::cli(args);
+    (out.status.success(), crate::common::said(&out))
 }
 
 fn start_in(report: &Path) -> String {
@@ -480,7 +470,7 @@ fn the_ci_steps_on_an_unchanged_tree_build_nothing_the_second_time() {
     assert!(said.contains("(reused ci (signed by ci.pub))"), "{said}");
 
     // The same from a registry (pulled for the platform, then verified).
-    let registry = crate::common::Registry::start();
+    let registry = testkit::LocalRegistry::start();
     let (ok, said) = cli(&[
         "release",
         "--unpulled",

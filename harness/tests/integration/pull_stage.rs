@@ -36,7 +36,7 @@ fn tree() -> tempfile::TempDir {
         "scripts",
         "fixtures",
     ];
-    crate::tree::copy(&harness().options.checkout.root, dir.path(), &parts);
+    testkit::tree::copy(&harness().options.checkout.root, dir.path(), &parts);
     dir
 }
 
@@ -182,9 +182,7 @@ fn broken_stand_in(dir: &Path, body: &str) {
 }
 
 fn labelled_containers(h: &Pipeline) -> usize {
-    block_on(h.engine.managed_containers(None))
-        .map(|c| c.len())
-        .unwrap_or(0)
+    crate::common::leftovers(&h.engine, IMAGE).containers.len()
 }
 
 #[test]
@@ -264,7 +262,7 @@ fn from_a_release_the_pull_starts_from_its_generation() {
         pulled: None,
     };
     // The same release in a registry of the test's own.
-    let registry = crate::common::Registry::start();
+    let registry = testkit::LocalRegistry::start();
     let repo = registry.repo();
     block_on(harness::release::ship(
         &h.engine,

@@ -3,9 +3,10 @@
 //! started here on 127.0.0.1), and the published image is checked as users
 //! get it.
 
-use crate::common::{prepared, Registry};
+use crate::common::prepared;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testkit::LocalRegistry as Registry;
 
 use crate::common::{cli as harness, said};
 
@@ -312,7 +313,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         harness::registry::Digest::of(&helper_manifest).to_string(),
         helper_digest
     );
-    let empty = crate::private_engine::PrivateEngine::start("empty", None);
+    let empty = testkit::SecondEngine::start("empty", None);
     let repro = harness(&[
         "--engine",
         &empty.host(),
@@ -382,7 +383,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     // The same release pushed again is a no-op: the same index, no refusal;
     // --json says what was written and pushed, $GITHUB_OUTPUT the digests.
     let github_output = work.path().join("github-output");
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = crate::common::command()
         .args(["release", "--unpulled", "--json", "--report"])
         .arg(&report)
         .arg("--dist")

@@ -4,11 +4,12 @@
 //! (Debian's docker-registry on 127.0.0.1), with OpenSSL as a second
 //! verifier of the same signature bytes.
 
-use crate::common::{keys, Registry};
+use crate::common::keys;
 use harness::registry::Client;
 use harness::registry::{Digest, Reference};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use testkit::LocalRegistry as Registry;
 
 use crate::common::{cli as harness, said};
 
@@ -437,7 +438,7 @@ fn sigterm_during_a_long_read_ends_the_run_at_once() {
     )
     .unwrap();
     let report = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let mut child = crate::common::command()
         .args(["run", "--image", &crate::common::pinned(dir.path())])
         .args([
             "--platform",

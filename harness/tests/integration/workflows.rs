@@ -2,7 +2,6 @@
 //! `harness …` line in .github/workflows/*.yml must parse with the real CLI.
 
 use clap::Parser;
-use std::process::Command;
 
 fn harness_invocations() -> Vec<(String, Vec<String>)> {
     let dir = harness::paths::Checkout::find()
@@ -214,7 +213,7 @@ fn pinned_actions_name_their_version() {
 
 #[test]
 fn matrix_json_lists_every_platform_for_the_ci_matrix() {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = crate::common::command()
         .args(["matrix", "--json"])
         .output()
         .unwrap();
@@ -266,7 +265,7 @@ fn a_bad_matrix_file_is_a_clear_error_and_a_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("matrix.toml");
     std::fs::write(&path, "[defaults]\nbase_image = 3\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = crate::common::command()
         .args(["--matrix"])
         .arg(&path)
         .args(["matrix"])

@@ -1,5 +1,4 @@
-//! Copies of a checkout for tests and benchmarks that change it (`#[path]`
-//! from the benchmarks): the named files and folders, nothing else.
+//! Copies of a checkout for tests and benchmarks that change it: the named files and folders, nothing else.
 
 use std::path::{Path, PathBuf};
 

@@ -1,17 +1,17 @@
-//! A registry of the test's own (Debian's docker-registry) on 127.0.0.1:
-//! shared by the integration tests and the benchmarks (`#[path]`).
+//! A registry of the test's own (Debian's docker-registry) on 127.0.0.1.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A registry of the test's own on 127.0.0.1, stopped on drop.
-pub struct Registry {
+pub struct LocalRegistry {
     child: Child,
     _dir: tempfile::TempDir,
     port: u16,
 }
 
-impl Registry {
+impl LocalRegistry {
+    /// Starts one on a free port and waits until it answers.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -43,19 +43,20 @@ impl Registry {
             assert!(Instant::now() < deadline, "the registry did not answer");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Registry {
+        LocalRegistry {
             child,
             _dir: dir,
             port,
         }
     }
 
+    /// `127.0.0.1:PORT/guix-matrix`.
     pub fn repo(&self) -> String {
         format!("127.0.0.1:{}/guix-matrix", self.port)
     }
 }
 
-impl Drop for Registry {
+impl Drop for LocalRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -1,20 +1,21 @@
 //! A dockerd of a test's own: its own socket, data root, exec root and network namespace, so the main engine is untouched (engine faults, several engines).
 
-use crate::common::{block_on, harness};
+use crate::block_on;
 use harness::engine::Engine;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A dockerd of the test's own, stopped and its directories removed on drop.
-pub struct PrivateEngine {
+pub struct SecondEngine {
     pub dir: PathBuf,
     child: Option<Child>,
     tmpfs: bool,
 }
 
-impl PrivateEngine {
-    pub fn start(name: &str, tmpfs_size: Option<&str>) -> PrivateEngine {
+impl SecondEngine {
+    /// Starts one named `name`, its data root on a tmpfs of `tmpfs_size` when given.
+    pub fn start(name: &str, tmpfs_size: Option<&str>) -> SecondEngine {
         let dir = PathBuf::from(format!("/tmp/guix-matrix-{name}-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("root")).unwrap();
         if let Some(size) = tmpfs_size {
@@ -25,7 +26,7 @@ impl PrivateEngine {
                 .unwrap();
             assert!(ok.success(), "mount a tmpfs data root");
         }
-        let mut e = PrivateEngine {
+        let mut e = SecondEngine {
             dir,
             child: None,
             tmpfs: tmpfs_size.is_some(),
@@ -34,10 +35,12 @@ impl PrivateEngine {
         e
     }
 
+    /// Its socket, as `--engine` takes it.
     pub fn host(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
+    /// Starts its dockerd and waits until it answers.
     pub fn spawn(&mut self) {
         let d = &self.dir;
         // Its own network namespace: `--bridge none` makes dockerd delete the
@@ -69,6 +72,7 @@ impl PrivateEngine {
         }
     }
 
+    /// Stops its dockerd (SIGTERM, then SIGKILL after a minute).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(
@@ -85,20 +89,20 @@ impl PrivateEngine {
         }
     }
 
+    /// What its dockerd logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// Copies an image from the main engine (docker save | docker load, through the API).
-    pub fn load_from_main(&self, image: &str) {
-        let main = &harness().engine;
+    /// Copies an image from `main` (docker save | docker load, through the API).
+    pub fn load_from(&self, main: &Engine, image: &str) {
         let engine = block_on(Engine::connect_to(&self.host())).unwrap();
         let limit = std::time::Duration::from_secs(600);
         block_on(engine.load("copy from the main engine", main.save(&[image]), limit)).unwrap();
     }
 }
 
-impl Drop for PrivateEngine {
+impl Drop for SecondEngine {
     fn drop(&mut self) {
         self.stop();
         let root = self.dir.join("root");
