@@ -29,7 +29,6 @@ fn ok(out: std::process::Output, what: &str) {
     );
 }
 
-
 fn main() {
     let platforms: Vec<String> = std::env::var("GUIX_MATRIX_BENCH_PLATFORMS")
         .unwrap_or_else(|_| {

@@ -1,5 +1,6 @@
-//! Shared by the integration tests: one runtime, one harness (so each
-//! platform's image is prepared once however many tests use it), one lock.
+//! Shared by the engine tier's tests: one pipeline on the real engine (so
+//! each platform's image is prepared once however many tests use it), one
+//! lock, and the test kit's CLI driver and leftover count.
 
 use harness::matrix::Matrix;
 use harness::paths::Checkout;
@@ -25,7 +26,13 @@ pub fn harness() -> &'static Pipeline {
             options.pull = harness::pull::Want::Pull(harness::pull::By::GuixPull);
         }
         options.allow_pull = std::env::var_os("GUIX_MATRIX_BUILD_BASE").is_none();
-        block_on(Pipeline::new(matrix, options)).unwrap_or_else(|e| panic!("{}", e.report()))
+        block_on(Pipeline::new(matrix, options)).unwrap_or_else(|e| {
+            panic!(
+                "the engine tier needs a Docker engine: {}\n\
+                 without one, run the engine-free tier: cargo test -p harness --lib --test offline",
+                e.report()
+            )
+        })
     })
 }
 

@@ -6,16 +6,15 @@
 mod amd64;
 mod cli;
 mod common;
-mod docs;
+
 mod engine_faults;
 mod engines;
 mod failure_modes;
 mod incremental;
-mod no_panic;
+
 mod platforms;
 mod pull_stage;
 mod release;
 mod scenarios;
 mod session;
 mod trust;
-mod workflows;
