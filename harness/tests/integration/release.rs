@@ -56,54 +56,129 @@ fn sha256(path: &Path) -> String {
     hex::encode(sha.finalize())
 }
 
+/// What the three release tests share: amd64 and arm/v7 proved (smoke),
+/// released once into `dist` and pushed, signed, to a registry of its own.
+struct Released {
+    registry: Registry,
+    /// The fixture's directory (under the target directory, made anew).
+    work: PathBuf,
+    report: PathBuf,
+    dist: PathBuf,
+    private: PathBuf,
+    public: PathBuf,
+    /// What the first `release` said.
+    first_push: String,
+}
+
+impl Released {
+    fn repo(&self) -> String {
+        self.registry.repo()
+    }
+
+    /// `REPO:v20260101`.
+    fn reference(&self) -> String {
+        format!("{}:v20260101", self.repo())
+    }
+
+    /// The file names of the images and the index, as SHA256SUMS lists them.
+    fn names(&self) -> Vec<String> {
+        let sums = std::fs::read_to_string(self.dist.join("SHA256SUMS")).unwrap();
+        let mut names: Vec<String> = sums
+            .lines()
+            .map(|l| l.split_once("  ").unwrap().1.to_string())
+            .collect();
+        names.split_off(5)
+    }
+
+    /// The release's index (its bytes, parsed).
+    fn index(&self) -> (Vec<u8>, serde_json::Value) {
+        let bytes = std::fs::read(self.dist.join(&self.names()[2])).unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap();
+        (bytes, json)
+    }
+}
+
+/// The shared release, made by the first test that asks (the others wait).
+fn released() -> &'static Released {
+    static R: std::sync::OnceLock<Released> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        prepared("linux/amd64");
+        prepared("linux/arm/v7");
+        // The probes the run's tmpfs and chroot checks use: shipped with it.
+        crate::common::block_on(crate::common::harness().probes()).unwrap();
+        // The emulator helpers: this engine's (made for the arm/v7 leg) and the
+        // one an armhf runner would make and hand on (made here under qemu):
+        // each ships with its platform's image.
+        let h = crate::common::harness();
+        let arm = h.matrix.find("linux/arm/v7").unwrap();
+        let spec = harness::recipe::helper_spec(&h.matrix, &h.options.checkout.root, arm);
+        crate::common::block_on(harness::engine::build::build(&h.engine, &spec, &|_| {})).unwrap();
+        let registry = Registry::start();
+        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release-fixture");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let report = proving_run(&["linux/amd64", "linux/arm/v7"], &work.join("reports"));
+        let dist = work.join("dist");
+        let (private, public) = harness::release::trust::keygen(&work.join("release")).unwrap();
+        let out = harness(&[
+            "release",
+            "--unpulled",
+            "--report",
+            report.to_str().unwrap(),
+            "--dist",
+            dist.to_str().unwrap(),
+            "--tag",
+            "v20260101",
+            "--push",
+            &registry.repo(),
+            "--sign-key",
+            private.to_str().unwrap(),
+        ]);
+        let first_push = said(&out);
+        assert!(out.status.success(), "{first_push}");
+        assert!(
+            first_push.contains("not released (did not pass every check): linux/386"),
+            "{first_push}"
+        );
+        Released {
+            registry,
+            work,
+            report,
+            dist,
+            private,
+            public,
+            first_push,
+        }
+    })
+}
+
+/// The three release tests, one at a time: they load, tag and push.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `skopeo inspect --raw` of `what`: the manifest bytes.
+fn skopeo(what: String) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(&what)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{what}: {}", said(&out));
+    out.stdout
+}
+
 #[test]
 fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let _shared = crate::common::shared();
-    prepared("linux/amd64");
-    prepared("linux/arm/v7");
-    // The probes the run's tmpfs and chroot checks use: shipped with it.
-    crate::common::block_on(crate::common::harness().probes()).unwrap();
-    // The emulator helpers: this engine's (made for the arm/v7 leg) and the
-    // one an armhf runner would make and hand on (made here under qemu):
-    // each ships with its platform's image.
-    let h = crate::common::harness();
-    let arm = h.matrix.find("linux/arm/v7").unwrap();
-    let spec = harness::recipe::helper_spec(&h.matrix, &h.options.checkout.root, arm);
-    crate::common::block_on(harness::engine::build::build(&h.engine, &spec, &|_| {})).unwrap();
-    let registry = Registry::start();
-    let work = tempfile::tempdir().unwrap();
-    let report = proving_run(
-        &["linux/amd64", "linux/arm/v7"],
-        &work.path().join("reports"),
-    );
-    let dist = work.path().join("dist");
-    let repo = registry.repo();
-    let (_keys, private, public) = crate::common::keys("release");
-    let out = harness(&[
-        "release",
-        "--unpulled",
-        "--report",
-        report.to_str().unwrap(),
-        "--dist",
-        dist.to_str().unwrap(),
-        "--tag",
-        "v20260101",
-        "--push",
-        &repo,
-        "--sign-key",
-        private.to_str().unwrap(),
-    ]);
-    let text = said(&out);
-    let first_push = text.clone();
-    assert!(out.status.success(), "{text}");
-    assert!(
-        text.contains("not released (did not pass every check): linux/386"),
-        "{text}"
-    );
-
+    let _one = one_at_a_time();
+    let r = released();
+    let (dist, repo, reference) = (&r.dist, r.repo(), r.reference());
+    let (index_bytes, index) = r.index();
+    let mut names = vec![];
     // Tarballs and checksums.
     let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
-    let mut names = vec![];
     for line in sums.lines() {
         let (sum, name) = line.split_once("  ").unwrap();
         assert_eq!(sha256(&dist.join(name)), sum, "{name}");
@@ -123,7 +198,8 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
             "guix-matrix-v20260101.index.json"
         ]
     );
-    let names = names.split_off(5);
+    assert_eq!(names.split_off(5), r.names());
+    let names = r.names();
     // `docker load` takes a tarball back: the image with the release's
     // labels on its config (so another ID; the proved one is tagged back).
     let proved_id = String::from_utf8_lossy(
@@ -149,8 +225,6 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         .status
         .success());
     // The index: both platforms, our annotations.
-    let index_bytes = std::fs::read(dist.join(&names[2])).unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
     let platforms: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()
@@ -175,15 +249,6 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     // One set of digests: any OCI tool reads each tarball as an OCI
     // image, whose manifest is the one the index names and the registry
     // holds; the registry's index is the file's bytes.
-    let skopeo = |what: String| {
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(&what)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{what}: {}", said(&out));
-        out.stdout
-    };
     for (i, name) in names[..2].iter().enumerate() {
         let manifest = skopeo(format!("oci-archive:{}", dist.join(name).display()));
         let digest = harness::registry::Digest::of(&manifest).to_string();
@@ -201,7 +266,6 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     );
 
     // The registry: one reference, the right image for each platform.
-    let reference = format!("{repo}:v20260101");
     let pull = docker(&["pull", "--platform", "linux/arm/v7", &reference]);
     assert!(pull.status.success(), "{}", said(&pull));
     let inspect = |r: &str, f: &str| {
@@ -235,6 +299,21 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     );
     assert!(!inspect(&reference, &label("org.opencontainers.image.created")).is_empty());
 
+    docker(&["rmi", "-f", &r.reference()]);
+}
+
+/// The published release checked as users get it: from the registry and
+/// the tarballs, pinned or signed (a tag alone vouches for nothing), a
+/// repro and a shell from it, a first repro on an empty engine, and a
+/// damaged tarball refused.
+#[test]
+fn a_published_release_is_checked_and_reproduced_as_users_get_it() {
+    let _shared = crate::common::shared();
+    let _one = one_at_a_time();
+    let r = released();
+    let (dist, repo, reference) = (&r.dist, r.repo(), r.reference());
+    let names = r.names();
+    let (_, index) = r.index();
     // The published image, checked as users get it: from the registry and from the tarballs.
     let check_registry = |more: &[&str]| {
         let mut args = vec![
@@ -247,7 +326,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
             "smoke",
             "--report",
         ];
-        let r1 = work.path().join("r1");
+        let r1 = r.work.join("r1");
         args.push(r1.to_str().unwrap());
         args.extend(more);
         harness(&args)
@@ -260,18 +339,18 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "{}",
         said(&unverified)
     );
-    let from_registry = check_registry(&["--trust-key", public.to_str().unwrap()]);
+    let from_registry = check_registry(&["--trust-key", r.public.to_str().unwrap()]);
     assert!(from_registry.status.success(), "{}", said(&from_registry));
     assert!(
         said(&from_registry).contains("signed by release.pub"),
         "{}",
         said(&from_registry)
     );
-    let from_dist = check_image(&dist, &work.path().join("r2"));
+    let from_dist = check_image(dist, &r.work.join("r2"));
     assert!(from_dist.status.success(), "{}", said(&from_dist));
     // The same release, one leg with full output, and a shell on its image:
     // from the release, no build.
-    let pinned = crate::common::pinned(&dist);
+    let pinned = crate::common::pinned(dist);
     let repro = harness(&[
         "repro",
         "--platform",
@@ -281,7 +360,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "--image",
         &pinned,
         "--report",
-        work.path().join("repro").to_str().unwrap(),
+        r.work.join("repro").to_str().unwrap(),
     ]);
     assert!(repro.status.success(), "{}", said(&repro));
     assert!(said(&repro).contains("published "), "{}", said(&repro));
@@ -326,7 +405,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "--image",
         &pinned,
         "--report",
-        work.path().join("repro-empty").to_str().unwrap(),
+        r.work.join("repro-empty").to_str().unwrap(),
     ]);
     let text = said(&repro);
     assert!(repro.status.success(), "{text}\n{}", empty.log());
@@ -357,16 +436,15 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     );
 
     // A damaged tarball is refused, never loaded.
-    let broken = work.path().join("broken");
+    let broken = r.work.join("broken");
     std::fs::create_dir(&broken).unwrap();
     std::fs::copy(dist.join("SHA256SUMS"), broken.join("SHA256SUMS")).unwrap();
     let bytes = std::fs::read(dist.join(&names[0])).unwrap();
     std::fs::write(broken.join(&names[0]), &bytes[..bytes.len() / 2]).unwrap();
-    let out = check_image(&broken, &work.path().join("r3"));
+    let out = check_image(&broken, &r.work.join("r3"));
     let text = said(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    let bundle =
-        std::fs::read_to_string(work.path().join("r3/failures/amd64.txt")).unwrap_or_default();
+    let bundle = std::fs::read_to_string(r.work.join("r3/failures/amd64.txt")).unwrap_or_default();
     assert!(
         bundle.contains("SHA256SUMS says") && bundle.contains("it was not loaded"),
         "{text}\n{bundle}"
@@ -380,16 +458,34 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "{bundle}"
     );
 
+    for tag in [
+        reference.as_str(),
+        "guix-matrix-published:arm-v7",
+        "guix-matrix-published:amd64",
+    ] {
+        docker(&["rmi", "-f", tag]);
+    }
+}
+
+/// The same release pushed again uploads nothing and keeps its digests; a
+/// dated tag is never overwritten with other content unless asked; another
+/// repository of the registry mounts what the first holds.
+#[test]
+fn a_release_pushed_again_uploads_nothing_and_never_overwrites_its_tag() {
+    let _shared = crate::common::shared();
+    let _one = one_at_a_time();
+    let r = released();
+    let (repo, reference) = (r.repo(), r.reference());
     // The same release pushed again is a no-op: the same index, no refusal;
     // --json says what was written and pushed, $GITHUB_OUTPUT the digests.
-    let github_output = work.path().join("github-output");
+    let github_output = r.work.join("github-output");
     let out = crate::common::command()
         .args(["release", "--unpulled", "--json", "--report"])
-        .arg(&report)
+        .arg(&r.report)
         .arg("--dist")
-        .arg(work.path().join("dist-again"))
+        .arg(r.work.join("dist-again"))
         .args(["--tag", "v20260101", "--push", &repo, "--sign-key"])
-        .arg(&private)
+        .arg(&r.private)
         .env("GITHUB_OUTPUT", &github_output)
         .output()
         .unwrap();
@@ -398,10 +494,11 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         .unwrap_or_else(|e| panic!("{e}: release --json printed {}", said(&out)));
     let index = json["pushed"]["index"].as_str().unwrap().to_string();
     assert!(
-        first_push.contains(&format!(
+        r.first_push.contains(&format!(
             "pushed {reference} and {repo}:latest ({index}, signed)"
         )),
-        "not the same index digest: {index}\n{first_push}"
+        "not the same index digest: {index}\n{}",
+        r.first_push
     );
     assert!(json["pushed"]["signed"].as_bool().unwrap());
     for p in ["linux/amd64", "linux/arm/v7"] {
@@ -423,7 +520,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     assert!(files
         .iter()
         .all(|f| f["size"].as_u64().unwrap() > 0 && f["sha256"].as_str().unwrap().len() == 64));
-    let sums = std::fs::read(work.path().join("dist-again/SHA256SUMS")).unwrap();
+    let sums = std::fs::read(r.work.join("dist-again/SHA256SUMS")).unwrap();
     let sums_digest = harness::registry::Digest::of(&sums).to_string();
     assert_eq!(json["sums_digest"], sums_digest.as_str());
     let outputs = std::fs::read_to_string(&github_output).unwrap();
@@ -442,9 +539,24 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let out = harness(&["verify", &format!("{reference}@{index}")]);
     assert!(said(&out).contains("verified, pinned"), "{}", said(&out));
 
-    // The dated tag is never overwritten with other content, unless asked.
-    let amd64_only = proving_run(&["linux/amd64"], &work.path().join("reports2"));
-    let dist2 = work.path().join("dist2");
+    // The dated tag is never overwritten with other content, unless asked
+    // (on a tag of its own: the other tests read v20260101).
+    let dated = format!("{repo}:v20260102");
+    let first = harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        r.report.to_str().unwrap(),
+        "--dist",
+        r.work.join("dist-0102").to_str().unwrap(),
+        "--tag",
+        "v20260102",
+        "--push",
+        &repo,
+    ]);
+    assert!(first.status.success(), "{}", said(&first));
+    let amd64_only = proving_run(&["linux/amd64"], &r.work.join("reports2"));
+    let dist2 = r.work.join("dist2");
     let again = |force: bool| {
         let mut args = vec![
             "release",
@@ -454,7 +566,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
             "--dist",
             dist2.to_str().unwrap(),
             "--tag",
-            "v20260101",
+            "v20260102",
             "--push",
             &repo,
         ];
@@ -467,7 +579,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     let text = said(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
-        text.contains(&format!("{reference} already exists with other content")),
+        text.contains(&format!("{dated} already exists with other content")),
         "{text}"
     );
     assert!(text.contains("--force"), "{text}");
@@ -484,7 +596,7 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         "--report",
         amd64_only.to_str().unwrap(),
         "--dist",
-        work.path().join("dist3").to_str().unwrap(),
+        r.work.join("dist3").to_str().unwrap(),
         "--tag",
         "v20260101",
         "--push",
@@ -498,14 +610,6 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
     assert_eq!(uploaded["blobs"], 1, "{json}");
     assert!(uploaded["bytes"].as_u64().unwrap() < 64 << 10, "{json}");
     assert!(uploaded["mounted"].as_u64().unwrap() > 0, "{json}");
-
-    for r in [
-        reference.as_str(),
-        "guix-matrix-published:arm-v7",
-        "guix-matrix-published:amd64",
-    ] {
-        docker(&["rmi", "-f", r]);
-    }
 }
 
 /// A registry that is not there, or answers garbage: the error names the
