@@ -1,4 +1,4 @@
-//! Shipping what the matrix proved: what may ship (gate), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the push (push), and one release of them all (ship).
+//! The release wing, both directions. Making one from what the matrix proved: what may ship (gate), what goes with it (contents), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the push (push), one release of them all (ship). Reading one: where it is (source), what vouches for it (trust), opening and fetching it (open, archive), the run's release opened once (input), and the reuse decision (reuse).
 
 // Making a release.
 pub mod contents;

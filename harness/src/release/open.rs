@@ -1,4 +1,4 @@
-//! Images that were published, as users get them: loaded from a release directory (its checksums verified first) or pulled from a registry for one platform.
+//! Opening a release (vouched for once) and fetching its parts as users get them: loaded from a release directory (its checksums verified first) or pulled from a registry for one platform.
 
 use super::archive::{inspect, probes_of, tokio_stream_of, without_names, ChannelWriter, Probes};
 use crate::engine::{Engine, EngineError, LocalImage};
