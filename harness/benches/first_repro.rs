@@ -53,7 +53,7 @@ fn main() {
         let report = d(&format!("repro-{round}"));
         let (total, said) = harness(&[
             "--engine",
-            &empty.host(),
+            &empty.url(),
             "repro",
             "--platform",
             "linux/arm/v7",

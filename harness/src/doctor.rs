@@ -73,7 +73,7 @@ async fn engine(host: &str) -> (Finding, String) {
                 "engine",
                 format!(
                     "{} answers: Docker {} (API {})",
-                    e.host,
+                    e.url,
                     v.as_ref().map(|v| v.version.as_str()).unwrap_or_default(),
                     v.as_ref().map(|v| v.api_version.as_str()).unwrap_or_default()
                 ),
@@ -103,7 +103,7 @@ fn binfmt(matrix: &Matrix) -> Vec<Finding> {
     let mut out = vec![finding(Level::Ok, "binfmt_misc", "mounted", None)];
     // This host's own view (doctor reads its /proc): 32-bit modes assumed,
     // a run probes them (`harness emulators` shows the decision).
-    let host = crate::placement::Host {
+    let host = crate::placement::Machine {
         arch: crate::placement::local_arch().into(),
         runs_32bit: Some(true),
         handlers: vec![],

@@ -197,7 +197,7 @@ pub async fn register(
                 .map(|p| p.platform.as_str())
                 .collect();
             return Err(EmulatorError::NoHandler {
-                engine: engine.host.clone(),
+                engine: engine.url.clone(),
                 arch: placements
                     .first()
                     .map(|p| p.engine_arch.clone())

@@ -1,6 +1,6 @@
 //! The crate's error: every step's failure, typed, with its fix and the exit code it means.
 
-use crate::release::{self, open as published, reuse as incremental, trust};
+use crate::release::{self, open, reuse, trust};
 use crate::{base, emulators, engine, matrix, paths, pin, pull, record};
 use std::path::PathBuf;
 
@@ -26,9 +26,9 @@ pub enum Error {
     #[error(transparent)]
     Release(#[from] release::ReleaseError),
     #[error(transparent)]
-    Published(#[from] published::PublishedError),
+    Open(#[from] open::OpenError),
     #[error(transparent)]
-    Incremental(#[from] incremental::IncrementalError),
+    Incremental(#[from] reuse::ReuseError),
     #[error(transparent)]
     Pull(#[from] pull::PullError),
     #[error(transparent)]
@@ -75,7 +75,7 @@ impl Error {
             Error::Run(e) => e.fix(),
             Error::Pin(e) => e.fix(),
             Error::Release(e) => e.fix(),
-            Error::Published(e) => e.fix(),
+            Error::Open(e) => e.fix(),
             Error::Incremental(e) => e.fix(),
             Error::Pull(e) => e.fix(),
             Error::Report(e) => Some(e.fix()),
@@ -120,13 +120,12 @@ impl Error {
             },
             Error::Release(e) => release_exit(e),
             Error::Trust(e) => trust_exit(e),
-            Error::Published(e) => published_exit(e),
+            Error::Open(e) => open_exit(e),
             Error::Incremental(e) => match e {
-                incremental::IncrementalError::Altered { .. }
-                | incremental::IncrementalError::Content { .. } => Refused,
-                incremental::IncrementalError::Published(e) => published_exit(e),
-                incremental::IncrementalError::Engine(e) => engine_exit(e),
-                incremental::IncrementalError::Tree { .. } => Usage,
+                reuse::ReuseError::Altered { .. } | reuse::ReuseError::Content { .. } => Refused,
+                reuse::ReuseError::Open(e) => open_exit(e),
+                reuse::ReuseError::Engine(e) => engine_exit(e),
+                reuse::ReuseError::Tree { .. } => Usage,
             },
             Error::Base(_)
             | Error::Build(_)
@@ -152,8 +151,8 @@ fn engine_exit(e: &engine::EngineError) -> Exit {
 }
 
 /// A release that is not what it says (checksum, listing, platform) is refused.
-fn published_exit(e: &published::PublishedError) -> Exit {
-    use published::PublishedError as P;
+fn open_exit(e: &open::OpenError) -> Exit {
+    use open::OpenError as P;
     match e {
         P::Checksum { .. } | P::Unlisted { .. } | P::Foreign { .. } | P::WrongPlatform { .. } => {
             Exit::Refused

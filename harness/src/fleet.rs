@@ -130,7 +130,7 @@ impl Fleet {
             let n = e.remove_tracked().await + e.remove_created_since(started).await;
             eprintln!(
                 "{}: removed {n} container(s); images being built are not tagged",
-                e.host
+                e.url
             );
         }
         Exit::Interrupted(signal)

@@ -36,9 +36,9 @@ pub fn budget(h: &Pipeline, placement: &Placement, checks: usize) -> (Duration, 
 fn failed(h: &Pipeline, platform: &Platform, error: String, elapsed: Duration) -> Leg {
     let mut leg = Leg::new(&platform.docker, h.image_tag(platform), elapsed);
     leg.checkout = h.options.checkout.root.display().to_string();
-    leg.engine = h.engine.host.clone();
+    leg.engine = h.engine.url.clone();
     // Which engine, when there may be several: the first thing to look at.
-    leg.error = Some(format!("engine {}: {error}", h.engine.host));
+    leg.error = Some(format!("engine {}: {error}", h.engine.url));
     leg.release = h.reproduce_with();
     leg
 }
@@ -97,7 +97,7 @@ async fn body(
     };
     let mut leg = Leg::new(&platform.docker, h.image_tag(platform), started.elapsed());
     leg.checkout = h.options.checkout.root.display().to_string();
-    leg.engine = h.engine.host.clone();
+    leg.engine = h.engine.url.clone();
     leg.placement = p.placement.summary();
     leg.emulator = p
         .emulator

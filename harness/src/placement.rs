@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// What an engine's host is, as far as placing platforms on it goes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Host {
+pub struct Machine {
     /// The engine's architecture, as it reports it (Docker's names: `amd64`, `arm64`).
     pub arch: String,
     /// Whether its kernel accepts the 32-bit personality (`setarch linux32`);
@@ -95,7 +95,7 @@ pub fn expected_slowdown(p: &Platform, arch: &str) -> f64 {
 }
 
 /// Decides how the engine on `host` runs `p`.
-pub fn decide(p: &Platform, host: &Host) -> Placement {
+pub fn decide(p: &Platform, host: &Machine) -> Placement {
     let arch = host.arch.as_str();
     let native = |uname: &str, why: String| Placement {
         platform: p.docker.clone(),
@@ -147,8 +147,8 @@ mod tests {
         Matrix::load(crate::paths::Checkout::find().unwrap().matrix()).unwrap()
     }
 
-    fn host(arch: &str, runs_32bit: Option<bool>, handlers: &[&str]) -> Host {
-        Host {
+    fn host(arch: &str, runs_32bit: Option<bool>, handlers: &[&str]) -> Machine {
+        Machine {
             arch: arch.into(),
             runs_32bit,
             handlers: handlers.iter().map(|h| h.to_string()).collect(),
@@ -156,7 +156,7 @@ mod tests {
     }
 
     /// Each platform of the repository's matrix.toml: `native uname` or the handler.
-    fn table(h: &Host) -> Vec<String> {
+    fn table(h: &Machine) -> Vec<String> {
         matrix()
             .platforms
             .iter()

@@ -46,7 +46,7 @@ impl MatrixArgs {
                     row["runner"] = r.label.clone().into();
                     row["placement"] = crate::placement::decide(
                         p,
-                        &crate::placement::Host {
+                        &crate::placement::Machine {
                             arch: r.arch.clone(),
                             // GitHub's x86_64 runners run i386 programs.
                             runs_32bit: Some(true),
@@ -94,7 +94,7 @@ pub async fn emulators(ctx: &Context, global: &super::Global) -> Result<Exit, Er
             .into_iter()
             .filter(|pl| mine.iter().any(|p| p.docker == pl.platform))
             .collect();
-        println!("engine {} ({})", h.engine.host, h.arch().await?);
+        println!("engine {} ({})", h.engine.url, h.arch().await?);
         let handlers = h.emulators().await?;
         for (s, pl) in emulators::statuses(&placements, handlers)
             .iter()

@@ -115,7 +115,8 @@ impl EngineError {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) docker: Docker,
-    pub host: String,
+    /// Where it answers, as `--engine` takes it (`unix:///…`, `tcp://…`).
+    pub url: String,
     /// Live containers: id -> the platform they run for.
     live: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
@@ -169,7 +170,7 @@ impl Engine {
         .await??;
         Ok(Engine {
             docker,
-            host,
+            url: host,
             live: Arc::default(),
         })
     }

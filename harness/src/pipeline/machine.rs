@@ -6,7 +6,7 @@ use crate::emulators;
 use crate::engine::{build, run, LocalImage};
 use crate::error::Error;
 use crate::matrix::Platform;
-use crate::placement::{self, Host, Placement};
+use crate::placement::{self, Machine, Placement};
 use crate::recipe;
 use crate::release::open;
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ impl Pipeline {
     /// What the engine's host can run, as far as `platforms` need to know:
     /// its architecture, and where one of them may run natively in a 32-bit
     /// mode, whether it does (probed once) and which handlers take it first.
-    pub async fn host(&self, platforms: &[Platform]) -> Result<Host, Error> {
+    pub async fn host(&self, platforms: &[Platform]) -> Result<Machine, Error> {
         let arch = self.arch().await?.clone();
         let compat = platforms.iter().any(|p| placement::needs_probe(p, &arch));
         let (runs_32bit, handlers) = if compat {
@@ -32,7 +32,7 @@ impl Pipeline {
         } else {
             (None, vec![])
         };
-        Ok(Host {
+        Ok(Machine {
             arch,
             runs_32bit,
             handlers,
@@ -154,7 +154,7 @@ impl Pipeline {
             .cloned()
             .ok_or_else(|| Error::NoNativePlatform {
                 path: self.matrix.path.clone(),
-                engine: self.engine.host.clone(),
+                engine: self.engine.url.clone(),
                 arch,
             })
     }
@@ -185,7 +185,7 @@ impl Pipeline {
                             "emulator helper: release {}'s is of other inputs; building",
                             release.name()
                         ),
-                        Err(open::PublishedError::NotInRelease { .. }) => {}
+                        Err(open::OpenError::NotInRelease { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }

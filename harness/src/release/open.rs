@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PublishedError {
+pub enum OpenError {
     #[error("{dir} has no image for {platform} (no guix-matrix-*-{slug}.tar in its SHA256SUMS)")]
     NotInRelease {
         dir: PathBuf,
@@ -45,24 +45,24 @@ pub enum PublishedError {
     Engine(#[from] EngineError),
 }
 
-impl PublishedError {
+impl OpenError {
     pub fn fix(&self) -> Option<String> {
         match self {
-            PublishedError::NotInRelease { .. } | PublishedError::WrongPlatform { .. } => {
+            OpenError::NotInRelease { .. } | OpenError::WrongPlatform { .. } => {
                 Some("check a release that has this platform, or leave it out (--platform)".into())
             }
-            PublishedError::Checksum { .. }
-            | PublishedError::Unlisted { .. }
-            | PublishedError::Foreign { .. } => Some(
-                "download the release again; never use a tarball whose checksum does not match"
-                    .into(),
-            ),
-            PublishedError::Fetch { .. } => Some(
+            OpenError::Checksum { .. } | OpenError::Unlisted { .. } | OpenError::Foreign { .. } => {
+                Some(
+                    "download the release again; never use a tarball whose checksum does not match"
+                        .into(),
+                )
+            }
+            OpenError::Fetch { .. } => Some(
                 "check the reference and that the registry answers (`docker pull` it by hand)"
                     .into(),
             ),
-            PublishedError::Engine(e) => e.fix(),
-            PublishedError::Io { .. } => None,
+            OpenError::Engine(e) => e.fix(),
+            OpenError::Io { .. } => None,
         }
     }
 }
@@ -142,7 +142,7 @@ impl Release {
         platform: &Platform,
         tag: &str,
         part: Part,
-    ) -> Result<LocalImage, PublishedError> {
+    ) -> Result<LocalImage, OpenError> {
         let source = self.source.to_string();
         // A pull by digest names the image `REPO@sha256:…`: that name is
         // given back to what it named before once the image has its own
@@ -163,13 +163,13 @@ impl Release {
         let img = engine
             .local_image(&reference)
             .await?
-            .ok_or_else(|| PublishedError::Fetch {
+            .ok_or_else(|| OpenError::Fetch {
                 from: source.clone(),
                 message: format!("{reference} is not in the engine after fetching it"),
             })?;
         let oci = platform.oci();
         if img.architecture != oci.architecture {
-            return Err(PublishedError::WrongPlatform {
+            return Err(OpenError::WrongPlatform {
                 from: source,
                 platform: platform.docker.clone(),
                 found: img.architecture,
@@ -192,7 +192,7 @@ impl Release {
     /// hash of their recipe: read once from a bounded regular file, checked
     /// against the vouched SHA256SUMS. None: it carries none (or is a
     /// registry release).
-    pub fn probes(&self) -> Result<Option<(String, Probes)>, PublishedError> {
+    pub fn probes(&self) -> Result<Option<(String, Probes)>, OpenError> {
         let Source::Dir { path, .. } = &self.source else {
             return Ok(None);
         };
@@ -204,7 +204,7 @@ impl Release {
             return Ok(None);
         };
         let file = path.join(name);
-        let io = |source| PublishedError::Io {
+        let io = |source| OpenError::Io {
             path: file.clone(),
             source,
         };
@@ -216,7 +216,7 @@ impl Release {
         .map_err(io)?;
         let have = hex::encode(Sha256::digest(&bytes));
         if have != want {
-            return Err(PublishedError::Checksum {
+            return Err(OpenError::Checksum {
                 file,
                 want: want.to_string(),
                 have,
@@ -231,14 +231,14 @@ impl Release {
     }
 
     /// The manifest digest of `part` for `platform` in the vouched index.
-    fn digest_of(&self, platform: &Platform, part: Part) -> Result<Digest, PublishedError> {
-        let missing = || PublishedError::NotInRelease {
+    fn digest_of(&self, platform: &Platform, part: Part) -> Result<Digest, OpenError> {
+        let missing = || OpenError::NotInRelease {
             dir: self.source.to_string().into(),
             platform: platform.docker.clone(),
             slug: platform.slug(),
         };
         let index: oci_spec::image::ImageIndex = serde_json::from_slice(&self.vouched.content)
-            .map_err(|e| PublishedError::Fetch {
+            .map_err(|e| OpenError::Fetch {
                 from: self.source.to_string(),
                 message: format!("its index does not parse: {e}"),
             })?;
@@ -268,7 +268,7 @@ impl Release {
                 .cloned()
                 .ok_or_else(missing)?,
         };
-        Digest::parse(&digest).map_err(|why| PublishedError::Fetch {
+        Digest::parse(&digest).map_err(|why| OpenError::Fetch {
             from: self.source.to_string(),
             message: why,
         })
@@ -283,10 +283,10 @@ async fn load(
     listed: &str,
     platform: &Platform,
     part: Part,
-) -> Result<String, PublishedError> {
+) -> Result<String, OpenError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| PublishedError::Io { path, source }
+        move |source| OpenError::Io { path, source }
     };
     let sums = dir.join(trust::SUMS);
     // The file is the one the vouched SHA256SUMS names for this platform.
@@ -306,14 +306,14 @@ async fn load(
                     .map(|(s, n)| (s.to_string(), n.to_string()))
             })
         })
-        .ok_or_else(|| PublishedError::NotInRelease {
+        .ok_or_else(|| OpenError::NotInRelease {
             dir: dir.to_path_buf(),
             platform: platform.docker.clone(),
             slug: platform.slug(),
         })?;
     let file = dir.join(&name);
     if !file.exists() {
-        return Err(PublishedError::Unlisted { file, sums });
+        return Err(OpenError::Unlisted { file, sums });
     }
     let file2 = file.clone();
     let (opened, have, names) = tokio::task::spawn_blocking(move || inspect(&file2))
@@ -321,13 +321,13 @@ async fn load(
         .expect("hash task")
         .map_err(io(&file))?;
     if have != want {
-        return Err(PublishedError::Checksum { file, want, have });
+        return Err(OpenError::Checksum { file, want, have });
     }
     // What `docker load` would name: one image, one name, this platform's.
     match names {
-        Err(why) => return Err(PublishedError::Foreign { file, why }),
+        Err(why) => return Err(OpenError::Foreign { file, why }),
         Ok(names) if names.len() != 1 || !part.names_ok(&names[0], platform) => {
-            return Err(PublishedError::Foreign {
+            return Err(OpenError::Foreign {
                 file,
                 why: format!(
                     "it names {} ({}), not one {} image of {}",
@@ -356,18 +356,18 @@ async fn load(
     let result = engine.load(&step, body, Duration::from_secs(900)).await;
     let _ = writer.await;
     let loaded = result?;
-    loaded.ok_or_else(|| PublishedError::Fetch {
+    loaded.ok_or_else(|| OpenError::Fetch {
         from: file.display().to_string(),
         message: "the engine loaded no image from it".into(),
     })
 }
 
-async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(), PublishedError> {
+async fn pull(engine: &Engine, reference: &str, platform: &Platform) -> Result<(), OpenError> {
     let limit = platform.timeout(Duration::from_secs(600));
     engine
         .pull(reference, &platform.docker, limit)
         .await
-        .map_err(|e| PublishedError::Fetch {
+        .map_err(|e| OpenError::Fetch {
             from: reference.to_string(),
             message: e.to_string(),
         })

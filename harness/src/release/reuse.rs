@@ -5,7 +5,7 @@ use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::{Defaults, Platform};
 use crate::names;
 use crate::names::LABEL_PLATFORM;
-use crate::release::open::{Part, PublishedError, Release};
+use crate::release::open::{OpenError, Part, Release};
 use std::path::Path;
 
 /// Where a leg's image came from, as the report and the summary say it.
@@ -49,7 +49,7 @@ impl std::fmt::Display for Start {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum IncrementalError {
+pub enum ReuseError {
     #[error("{platform}: the image of release {release} is refused: {why}")]
     Altered {
         platform: String,
@@ -65,7 +65,7 @@ pub enum IncrementalError {
         path: String,
     },
     #[error(transparent)]
-    Published(#[from] PublishedError),
+    Open(#[from] OpenError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("{platform}: cannot read {path} to verify the release: {source}")]
@@ -76,16 +76,16 @@ pub enum IncrementalError {
     },
 }
 
-impl IncrementalError {
+impl ReuseError {
     pub fn fix(&self) -> Option<String> {
         match self {
-            IncrementalError::Altered { .. } | IncrementalError::Content { .. } => Some(
+            ReuseError::Altered { .. } | ReuseError::Content { .. } => Some(
                 "use a release made by `harness release` and not modified since; or drop --from to build"
                     .into(),
             ),
-            IncrementalError::Published(e) => e.fix(),
-            IncrementalError::Engine(e) => e.fix(),
-            IncrementalError::Tree { .. } => None,
+            ReuseError::Open(e) => e.fix(),
+            ReuseError::Engine(e) => e.fix(),
+            ReuseError::Tree { .. } => None,
         }
     }
 }
@@ -120,7 +120,7 @@ pub struct Seeding<'a> {
 /// (the first is the build's, the others images it accepts). A release
 /// that cannot be reached is a cold build, said so; a release that is not
 /// what its labels or checksums say is an error, never used.
-pub async fn seed(s: &Seeding<'_>) -> Result<Seed, IncrementalError> {
+pub async fn seed(s: &Seeding<'_>) -> Result<Seed, ReuseError> {
     let Seeding {
         engine,
         release: release_,
@@ -134,7 +134,7 @@ pub async fn seed(s: &Seeding<'_>) -> Result<Seed, IncrementalError> {
     let tag = names::from_release(defaults, platform);
     let img = match release_.fetch(engine, platform, &tag, Part::Image).await {
         Ok(img) => img,
-        Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
+        Err(e @ (OpenError::Fetch { .. } | OpenError::NotInRelease { .. })) => {
             tracing::warn!(
                 "{}: release {release} cannot be used ({e}); building instead",
                 platform.docker
@@ -157,7 +157,7 @@ pub async fn seed(s: &Seeding<'_>) -> Result<Seed, IncrementalError> {
 
 /// What the fetched release image `img` (under its `-release` tag) does
 /// for the build.
-async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, IncrementalError> {
+async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, ReuseError> {
     let Seeding {
         engine,
         release: release_,
@@ -171,7 +171,7 @@ async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, IncrementalErr
     let tag = names::from_release(defaults, platform);
     let base_tag = names::from_release_base(defaults, platform);
     let base_tag = base_tag.as_str();
-    let altered = |why: String| IncrementalError::Altered {
+    let altered = |why: String| ReuseError::Altered {
         platform: platform.docker.clone(),
         release: release.clone(),
         why,
@@ -217,7 +217,7 @@ async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, IncrementalErr
             })
         }
         Ok(_) => Err(altered("its base is not the bottom of its layers".into())),
-        Err(e @ (PublishedError::Fetch { .. } | PublishedError::NotInRelease { .. })) => {
+        Err(e @ (OpenError::Fetch { .. } | OpenError::NotInRelease { .. })) => {
             tracing::warn!(
                 "{}: release {release} has no base to build on ({e}); building cold",
                 platform.docker
@@ -245,9 +245,9 @@ async fn verify_content(
     release: &str,
     want: &Inputs,
     root: &Path,
-) -> Result<(), IncrementalError> {
+) -> Result<(), ReuseError> {
     let read = |rel: &str| {
-        std::fs::read(root.join(rel)).map_err(|source| IncrementalError::Tree {
+        std::fs::read(root.join(rel)).map_err(|source| ReuseError::Tree {
             platform: platform.docker.clone(),
             path: rel.to_string(),
             source,
@@ -268,13 +268,13 @@ async fn verify_content(
         let tree = read(&file)?;
         let tar = crate::engine::run::copy_out(engine, image, &path)
             .await
-            .map_err(|e| IncrementalError::Altered {
+            .map_err(|e| ReuseError::Altered {
                 platform: platform.docker.clone(),
                 release: release.to_string(),
                 why: format!("cannot read {path} from it: {e}"),
             })?;
         if first_file(&tar).as_deref() != Some(tree.as_slice()) {
-            return Err(IncrementalError::Content {
+            return Err(ReuseError::Content {
                 platform: platform.docker.clone(),
                 release: release.to_string(),
                 hash: want.hash.chars().take(12).collect(),

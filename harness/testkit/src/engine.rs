@@ -36,7 +36,7 @@ impl SecondEngine {
     }
 
     /// Its socket, as `--engine` takes it.
-    pub fn host(&self) -> String {
+    pub fn url(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
@@ -48,7 +48,7 @@ impl SecondEngine {
         let child = Command::new("unshare")
             .args(["--net", "--", "dockerd"])
             .arg("--host")
-            .arg(self.host())
+            .arg(self.url())
             .arg("--data-root")
             .arg(d.join("root"))
             .arg("--exec-root")
@@ -62,7 +62,7 @@ impl SecondEngine {
             .expect("dockerd is installed (.ci/run installs docker.io)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while block_on(Engine::connect_to(&self.host())).is_err() {
+        while block_on(Engine::connect_to(&self.url())).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "private dockerd did not answer:\n{}",
@@ -96,7 +96,7 @@ impl SecondEngine {
 
     /// Copies an image from `main` (docker save | docker load, through the API).
     pub fn load_from(&self, main: &Engine, image: &str) {
-        let engine = block_on(Engine::connect_to(&self.host())).unwrap();
+        let engine = block_on(Engine::connect_to(&self.url())).unwrap();
         let limit = std::time::Duration::from_secs(600);
         block_on(engine.load("copy from the main engine", main.save(&[image]), limit)).unwrap();
     }

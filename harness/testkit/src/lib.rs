@@ -38,5 +38,5 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 /// engine that cannot be asked fails the test, it never counts as zero.
 pub fn leftovers(engine: &Engine, prefix: &str) -> Leftovers {
     block_on(engine.leftovers(prefix))
-        .unwrap_or_else(|e| panic!("cannot count what the harness left in {}: {e}", engine.host))
+        .unwrap_or_else(|e| panic!("cannot count what the harness left in {}: {e}", engine.url))
 }

@@ -576,7 +576,7 @@ fn every_command_takes_the_engine_option_and_the_docker_context() {
 
     // A context of the docker CLI's own config, pointing at this engine.
     let config = tempfile::tempdir().unwrap();
-    let host = harness().engine.host.clone();
+    let host = harness().engine.url.clone();
     use sha2::Digest as _;
     let id = hex::encode(sha2::Sha256::digest(b"here"));
     let meta = config.path().join("contexts/meta").join(id);

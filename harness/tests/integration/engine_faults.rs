@@ -20,7 +20,7 @@ fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
     let bridge_before = Path::new("/sys/class/net/docker0").exists();
     let mut private = SecondEngine::start("gone", None);
     private.load_from(&crate::common::harness().engine, &base);
-    let engine = block_on(Engine::connect_to(&private.host())).unwrap();
+    let engine = block_on(Engine::connect_to(&private.url())).unwrap();
     let spec = |name: &str| {
         RunSpec::new(base.clone(), name)
             .platform("linux/amd64")
@@ -60,7 +60,7 @@ fn the_engine_going_away_mid_run_is_a_clear_error_and_the_next_run_works() {
     }
     // The engine is back: the next run works.
     private.spawn();
-    let engine = block_on(Engine::connect_to(&private.host())).unwrap();
+    let engine = block_on(Engine::connect_to(&private.url())).unwrap();
     let out = block_on(run::run(&engine, &spec("after").cmd(["true"]))).unwrap();
     assert_eq!(out.exit_code, 0);
     drop(private);
@@ -78,7 +78,7 @@ fn a_full_data_root_during_an_image_build_names_the_cause() {
     let p = prepared("linux/amd64");
     let private = SecondEngine::start("full", Some("400m"));
     private.load_from(&crate::common::harness().engine, &p.base.reference);
-    let engine = block_on(Engine::connect_to(&private.host())).unwrap();
+    let engine = block_on(Engine::connect_to(&private.url())).unwrap();
     // The Guix layer: Debian's guix, the heavy part of the image.
     let mut spec = h.guix_spec(&p.platform);
     spec.tag = "guix-matrix-diskfull:amd64".into();

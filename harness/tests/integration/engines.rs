@@ -30,7 +30,7 @@ fn split_run(
         cmd.args(["--scenario", s]);
     }
     cmd.arg("--report").arg(report).arg("--engine");
-    cmd.arg(format!("linux/amd64={}", private.host()));
+    cmd.arg(format!("linux/amd64={}", private.url()));
     cmd
 }
 
@@ -74,8 +74,8 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
             .unwrap_or_else(|| panic!("{p} not in {report:?}"))
             .clone()
     };
-    let main = harness().engine.host.clone();
-    assert_eq!(leg("linux/amd64").engine, private.host().as_str());
+    let main = harness().engine.url.clone();
+    assert_eq!(leg("linux/amd64").engine, private.url().as_str());
     assert_eq!(leg("linux/386").engine, main.as_str());
     assert_eq!(leg("linux/arm/v7").engine, main.as_str());
     assert!(
@@ -101,10 +101,10 @@ fn a_run_split_over_two_engines_passes_and_names_each_legs_engine() {
     );
     assert!(
         text.lines()
-            .any(|l| l.starts_with("linux/amd64") && l.contains(&private.host())),
+            .any(|l| l.starts_with("linux/amd64") && l.contains(&private.url())),
         "the table names the engine:\n{text}"
     );
-    assert_eq!(left_on(&private.host()), 0);
+    assert_eq!(left_on(&private.url()), 0);
     assert_eq!(left_on(&main), 0);
 }
 
@@ -122,7 +122,7 @@ fn an_engine_that_goes_away_fails_only_its_own_legs() {
         .unwrap();
     let engines = [EngineArg {
         platform: Some("amd64".into()),
-        url: private.host(),
+        url: private.url(),
     }];
     let fleet = block_on(Fleet::connect(&h.matrix, &h.options, &engines, &selected)).unwrap();
     assert_eq!(fleet.all().len(), 2);
@@ -138,13 +138,13 @@ fn an_engine_that_goes_away_fails_only_its_own_legs() {
     let why = gone.error.clone().unwrap_or_default();
     eprintln!("what the user sees:\n{why}");
     assert!(
-        why.contains(&format!("engine {}", private.host()))
+        why.contains(&format!("engine {}", private.url()))
             && why.contains("the Docker engine went away")
             && why.contains("fix: start it again"),
         "{why}"
     );
     assert!(!kept.failed(), "{kept:?}");
-    assert_eq!(kept.engine, h.engine.host);
+    assert_eq!(kept.engine, h.engine.url);
 }
 
 /// Engine arguments that cannot work are refused before anything runs,
@@ -241,7 +241,7 @@ fn an_engine_without_an_emulator_for_a_platform_says_so() {
     let _shared = crate::common::shared();
     let h = harness();
     let p = h.matrix.find("linux/386").unwrap();
-    let host = harness::placement::Host {
+    let host = harness::placement::Machine {
         arch: "amd64".into(),
         runs_32bit: Some(false),
         handlers: vec![],
@@ -262,7 +262,7 @@ fn an_engine_without_an_emulator_for_a_platform_says_so() {
     assert!(
         msg.contains(&format!(
             "engine {} (amd64) cannot run linux/386: not its architecture, and its qemu-user-static has no handler qemu-i386-nonesuch",
-            h.engine.host
+            h.engine.url
         )) && msg.contains("fix: run linux/386 on another engine (--engine linux/386=URL)"),
         "{msg}"
     );
@@ -368,7 +368,7 @@ fn ctrl_c_cleans_every_engine() {
         .unwrap();
     // Interrupt once the second engine runs one of the leg's containers.
     let deadline = Instant::now() + Duration::from_secs(300);
-    while left_on(&private.host()) == 0 {
+    while left_on(&private.url()) == 0 {
         assert!(Instant::now() < deadline, "no container ever started there");
         assert!(child.try_wait().unwrap().is_none(), "the run ended early");
         std::thread::sleep(Duration::from_millis(100));
@@ -381,7 +381,7 @@ fn ctrl_c_cleans_every_engine() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    for host in [private.host(), harness().engine.host.clone()] {
+    for host in [private.url(), harness().engine.url.clone()] {
         assert!(err.contains(&format!("{host}: removed ")), "{host}:\n{err}");
         assert_eq!(left_on(&host), 0, "{host} kept a container");
     }

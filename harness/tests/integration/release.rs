@@ -395,7 +395,7 @@ fn a_published_release_is_checked_and_reproduced_as_users_get_it() {
     let empty = testkit::SecondEngine::start("empty", None);
     let repro = harness(&[
         "--engine",
-        &empty.host(),
+        &empty.url(),
         "repro",
         "--platform",
         "linux/arm/v7",
