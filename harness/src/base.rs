@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-pub use crate::names::LABEL_ORIGIN;
+use crate::names::LABEL_ORIGIN;
 
 /// Pulls of one multi-arch tag for several platforms must not interleave:
 /// each pull moves the tag.

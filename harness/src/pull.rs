@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub use crate::names::{LABEL_PULL, LABEL_PULLED, LABEL_PULL_KEY};
+use crate::names::{LABEL_PULL, LABEL_PULL_KEY};
 
 /// Where the pull step's stand-in goes in the pull container (first on PATH).
 const STAND_IN_DIR: &str = "/usr/local/lib/guix-matrix-stand-in";

@@ -31,7 +31,7 @@ impl Pipeline {
         let key = pull::key(&guix.hash, by);
         let tag = names::pulled(d, platform);
         let pin = crate::pin::read(&self.options.checkout.channels())?;
-        let keyed = |img: &LocalImage| img.labels.get(pull::LABEL_PULL_KEY) == Some(&key);
+        let keyed = |img: &LocalImage| img.labels.get(crate::names::LABEL_PULL_KEY) == Some(&key);
         let mut have = self.engine.local_image(&tag).await?.filter(keyed);
         if have.is_none() {
             // The image of an earlier tree (or a release's, reused) pulled on

@@ -79,10 +79,11 @@ impl Pipeline {
         let mut spec = self.top_spec(platform, &guix, by, &layer, &base);
         spec.cache_from = cache_from.to_vec();
         if let Some(p) = stage.pulled() {
-            spec.labels.insert(pull::LABEL_PULL.into(), p.label());
+            spec.labels
+                .insert(crate::names::LABEL_PULL.into(), p.label());
         }
         spec.labels.insert(
-            pull::LABEL_PULLED.into(),
+            crate::names::LABEL_PULLED.into(),
             stage
                 .pulled()
                 .map_or_else(|| "no".into(), |p| format!("{} {}", p.by, p.commit)),

@@ -134,8 +134,8 @@ pub async fn stage(
             let mut d = sp.image.manifest.clone();
             // The base it was built on and the helper, vouched for with the index.
             let annotations: HashMap<String, String> = [
-                (crate::release::open::BASE_DIGEST, &sp.base),
-                (crate::release::open::HELPER_DIGEST, &sp.helper),
+                (crate::names::BASE_DIGEST, &sp.base),
+                (crate::names::HELPER_DIGEST, &sp.helper),
             ]
             .into_iter()
             .filter_map(|(k, s)| s.as_ref().map(|s| (k.to_string(), s.digest().to_string())))

@@ -3,6 +3,7 @@
 use super::archive::{inspect, probes_of, tokio_stream_of, without_names, ChannelWriter, Probes};
 use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::Platform;
+use crate::names::{BASE_DIGEST, HELPER_DIGEST};
 use crate::registry::Digest;
 use crate::release::source::Source;
 use crate::release::trust::{self, Keys, TrustError, Vouched};
@@ -102,8 +103,6 @@ impl Part {
         }
     }
 }
-
-pub use crate::names::{BASE_DIGEST, HELPER_DIGEST};
 
 /// A release whose root document (a directory's SHA256SUMS, a registry's
 /// index) was vouched for: everything fetched from it is checked against

@@ -6,8 +6,9 @@
 //! own name (`guix-matrix-t22`) and start from the tests' amd64 base.
 
 use crate::common::{block_on, exclusive, harness, prepared};
+use harness::names::{LABEL_PULL, LABEL_PULLED};
 use harness::pipeline::{Options, Pipeline, Prepared};
-use harness::pull::{By, Stage, Want, LABEL_PULL, LABEL_PULLED};
+use harness::pull::{By, Stage, Want};
 use harness::scenarios::{self, Scenario, Verdict};
 use std::path::Path;
 

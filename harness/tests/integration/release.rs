@@ -376,7 +376,7 @@ fn a_published_release_is_checked_and_reproduced_as_users_get_it() {
     // registers qemu-arm; nothing is built.
     for i in 0..2 {
         assert!(
-            index["manifests"][i]["annotations"][harness::release::open::HELPER_DIGEST]
+            index["manifests"][i]["annotations"][harness::names::HELPER_DIGEST]
                 .as_str()
                 .is_some_and(|d| d.starts_with("sha256:")),
             "each helper is vouched for with the index: {index}"
@@ -384,7 +384,7 @@ fn a_published_release_is_checked_and_reproduced_as_users_get_it() {
     }
     // ... and the registry holds it under that digest (a repro from the
     // registry pulls it from there).
-    let helper_digest = index["manifests"][0]["annotations"][harness::release::open::HELPER_DIGEST]
+    let helper_digest = index["manifests"][0]["annotations"][harness::names::HELPER_DIGEST]
         .as_str()
         .unwrap();
     let helper_manifest = skopeo(format!("docker://{repo}@{helper_digest}"));
