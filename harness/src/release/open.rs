@@ -221,7 +221,10 @@ impl Release {
                 have,
             });
         }
-        let mut probes = probes_of(bytes.as_slice()).map_err(io)?;
+        let mut probes = probes_of(bytes.as_slice()).map_err(|e| OpenError::Foreign {
+            file: file.clone(),
+            why: e.to_string(),
+        })?;
         let inputs = probes
             .remove("inputs")
             .map(|b| String::from_utf8_lossy(&b).trim().to_string())
@@ -315,7 +318,7 @@ async fn load(
         return Err(OpenError::Unlisted { file, sums });
     }
     let file2 = file.clone();
-    let (opened, have, names) = tokio::task::spawn_blocking(move || inspect(&file2))
+    let (opened, have, layout) = tokio::task::spawn_blocking(move || inspect(&file2))
         .await
         .expect("hash task")
         .map_err(io(&file))?;
@@ -323,22 +326,22 @@ async fn load(
         return Err(OpenError::Checksum { file, want, have });
     }
     // What `docker load` would name: one image, one name, this platform's.
-    match names {
+    let layout = match layout {
         Err(why) => return Err(OpenError::Foreign { file, why }),
-        Ok(names) if names.len() != 1 || !part.names_ok(&names[0], platform) => {
+        Ok(l) if l.names.len() != 1 || !part.names_ok(&l.names[0], platform) => {
             return Err(OpenError::Foreign {
                 file,
                 why: format!(
                     "it names {} ({}), not one {} image of {}",
-                    names.len(),
-                    names.join(", "),
+                    l.names.len(),
+                    l.names.join(", "),
                     part.what(),
                     platform.docker
                 ),
             })
         }
-        Ok(_) => {}
-    }
+        Ok(l) => l,
+    };
     // The bytes loaded are the bytes hashed: the file opened once, rewound,
     // and loaded without its names (RepoTags dropped, no `repositories`),
     // so that the load itself names nothing — whatever happens next, the
@@ -346,7 +349,7 @@ async fn load(
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
     let writer = tokio::task::spawn_blocking(move || {
         let failed = tx.clone();
-        if let Err(e) = without_names(opened, ChannelWriter(tx)) {
+        if let Err(e) = without_names(opened, &layout, ChannelWriter(tx)) {
             let _ = failed.blocking_send(Err(e));
         }
     });

@@ -993,16 +993,14 @@ fn a_tarball_with_more_than_its_image_is_refused_before_loading() {
         "v20260105",
     ]);
     assert!(out.status.success(), "{}", said(&out));
-    // Two images in the platform's tarball, its checksum made to match.
+    // Two images in the platform's tarball (its image and its base, in the
+    // release's own layout), its checksum made to match.
     let raw = work.path().join("two.tar");
-    let saved = docker(&[
-        "save",
-        "-o",
-        raw.to_str().unwrap(),
-        "guix-matrix:amd64",
-        "guix-matrix-base:amd64",
-    ]);
-    assert!(saved.status.success(), "{saved:?}");
+    two_images(
+        &dist.join("guix-matrix-v20260105-amd64.tar"),
+        &dist.join("guix-matrix-base-v20260105-amd64.tar"),
+        &raw,
+    );
     let name = "guix-matrix-v20260105-amd64.tar";
     let tarball = dist.join(name);
     std::fs::rename(&raw, &tarball).unwrap();
@@ -1072,4 +1070,43 @@ fn a_tarball_with_more_than_its_image_is_refused_before_loading() {
             "{what}"
         );
     }
+}
+
+/// One tarball in the release's layout holding the images of `image` and
+/// `base` (each a release tarball): every blob once, both manifest entries.
+fn two_images(image: &Path, base: &Path, out: &Path) {
+    use std::io::Read;
+    let mut blobs = std::collections::BTreeMap::new();
+    let mut manifest: Vec<serde_json::Value> = vec![];
+    for file in [image, base] {
+        let mut archive = tar::Archive::new(std::fs::File::open(file).unwrap());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut bytes = vec![];
+            entry.read_to_end(&mut bytes).unwrap();
+            match name.as_str() {
+                "manifest.json" => {
+                    let images: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+                    manifest.extend(images);
+                }
+                n if n.starts_with("blobs/") => {
+                    blobs.insert(name, bytes);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut tar = tar::Builder::new(std::fs::File::create(out).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    for (name, bytes) in &blobs {
+        add(name, bytes);
+    }
+    tar.into_inner().unwrap();
 }
