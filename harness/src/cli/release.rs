@@ -32,8 +32,9 @@ pub struct ReleaseArgs {
     pub unpulled: bool,
     /// Also push to REGISTRY/REPO the same blobs: each platform's image by
     /// digest, then one multi-platform index under the tag and `latest`
-    /// (the login of `docker login`, or GUIX_MATRIX_REGISTRY_USER and
-    /// GUIX_MATRIX_REGISTRY_TOKEN).
+    /// (the login of `docker login` for that host, or GUIX_MATRIX_REGISTRY_USER
+    /// and GUIX_MATRIX_REGISTRY_TOKEN, which go to this host only, or to
+    /// GUIX_MATRIX_REGISTRY_HOST's when it is set).
     #[arg(long, value_name = "REGISTRY/REPO", value_parser = parse_registry)]
     pub push: Option<String>,
     /// Overwrite a tag that already holds other content.
@@ -247,6 +248,11 @@ impl ReleaseArgs {
             .push
             .as_deref()
             .map(|t| PushTarget::parse(t).expect("checked by clap"));
+        // The harness's login variables are for the registry pushed to
+        // (unless GUIX_MATRIX_REGISTRY_HOST names another): no other sees them.
+        if let Some(r) = &registry {
+            crate::registry::auth::pushing_to(&r.host);
+        }
         let shipped = release::ship(
             &h.engine,
             &proved,

@@ -1,6 +1,6 @@
 //! Logins: how a registry's challenge is answered, and where a login may travel.
 
-use super::Reference;
+use super::reference::is_loopback;
 use std::time::Duration;
 
 /// How a registry's 401 challenge asks to be answered.
@@ -37,17 +37,16 @@ pub fn auth_for(challenge: &str) -> Result<Auth, String> {
     }
     let realm = field("realm")
         .ok_or_else(|| format!("the registry wants a login it does not describe: `{challenge}`"))?;
-    let (realm_scheme, rest) = realm
-        .split_once("://")
-        .ok_or_else(|| format!("the registry's token realm `{realm}` is not a URL"))?;
-    let host = rest.split(['/', '?']).next().unwrap_or_default();
-    let loopback = Reference {
-        host: host.to_string(),
-        repo: String::new(),
-        tag: None,
+    let not_url = || format!("the registry's token realm `{realm}` is not a URL");
+    let uri: ureq::http::Uri = realm.parse().map_err(|_| not_url())?;
+    let authority = uri.authority().ok_or_else(not_url)?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "the registry's token realm `{realm}` carries a user name: refused (a login goes only to the host it is for)"
+        ));
     }
-    .loopback();
-    match realm_scheme {
+    let loopback = is_loopback(authority.as_str());
+    match uri.scheme_str().unwrap_or_default() {
         "https" => {}
         "http" if loopback => {}
         _ => {
@@ -62,21 +61,58 @@ pub fn auth_for(challenge: &str) -> Result<Auth, String> {
     })
 }
 
+/// The registry host the command itself pushes to (`release --push`): the
+/// host GUIX_MATRIX_REGISTRY_USER/_TOKEN log in to when
+/// GUIX_MATRIX_REGISTRY_HOST names none.
+static PUSH_HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Says which host the command pushes to (see [`basic_login`]).
+pub fn pushing_to(host: &str) {
+    let _ = PUSH_HOST.set(host.to_ascii_lowercase());
+}
+
+/// The host the harness's own login variables are for:
+/// GUIX_MATRIX_REGISTRY_HOST, else the host `release --push` names.
+fn variables_host() -> Option<String> {
+    std::env::var("GUIX_MATRIX_REGISTRY_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .map(|h| h.to_ascii_lowercase())
+        .or_else(|| PUSH_HOST.get().cloned())
+}
+
 /// The login for `host`, base64 `user:secret`: GUIX_MATRIX_REGISTRY_USER /
-/// _TOKEN when set, else what `docker login` stored in the docker CLI's
-/// config (`auths.HOST.auth`).
+/// _TOKEN when set and `host` is the one they are for (see
+/// [`variables_host`]; any other registry never sees them), else what
+/// `docker login` stored for `host` itself in the docker CLI's config.
 pub fn basic_login(host: &str) -> Option<String> {
     use base64::Engine as _;
-    if let (Ok(user), Ok(pass)) = (
+    if let (Ok(user), Ok(pass), Some(scope)) = (
         std::env::var("GUIX_MATRIX_REGISTRY_USER"),
         std::env::var("GUIX_MATRIX_REGISTRY_TOKEN"),
+        variables_host(),
     ) {
-        return Some(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
+        if same_host(&scope, host) {
+            return Some(
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")),
+            );
+        }
     }
     let dir = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
     docker_login(&dir, host, None)
+}
+
+/// Whether two registry hosts are one (Docker Hub's names are one registry).
+fn same_host(a: &str, b: &str) -> bool {
+    let hub = |h: &str| match h {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            "registry-1.docker.io".to_string()
+        }
+        h => h.to_ascii_lowercase(),
+    };
+    hub(a) == hub(b)
 }
 
 /// What `docker login` left for `host` in the docker CLI's config in
@@ -197,5 +233,51 @@ mod tests {
             auth_for(r#"Bearer realm="http://127.0.0.1:5001/auth""#),
             Ok(Auth::Bearer { .. })
         ));
+        // Plain http only when the host *is* a loopback address.
+        for realm in [
+            "http://127.0.0.1.evil.example/token",
+            "http://127.evil.example/token",
+            "http://[::2]/token",
+            "http://localhost.evil.example:80/token",
+        ] {
+            let e = auth_for(&format!(r#"Bearer realm="{realm}""#)).unwrap_err();
+            assert!(e.contains("not https: refused"), "{realm}: {e}");
+        }
+        for realm in [
+            "http://[::1]:5000/token",
+            "http://localhost/token",
+            "http://127.0.0.2/t",
+        ] {
+            assert!(
+                auth_for(&format!(r#"Bearer realm="{realm}""#)).is_ok(),
+                "{realm}"
+            );
+        }
+        // A user name in the realm (`127.0.0.1@evil.example`) never passes as loopback.
+        let e = auth_for(r#"Bearer realm="http://127.0.0.1@evil.example/token""#).unwrap_err();
+        assert!(e.contains("carries a user name"), "{e}");
+    }
+
+    #[test]
+    fn the_harness_login_goes_only_to_the_host_it_names() {
+        std::env::set_var("GUIX_MATRIX_REGISTRY_USER", "bot");
+        std::env::set_var("GUIX_MATRIX_REGISTRY_TOKEN", "s3cret");
+        std::env::set_var("GUIX_MATRIX_REGISTRY_HOST", "ghcr.io");
+        std::env::set_var("DOCKER_CONFIG", "/nonexistent");
+        let ours = basic_login("ghcr.io");
+        let theirs = basic_login("evil.example");
+        std::env::remove_var("GUIX_MATRIX_REGISTRY_HOST");
+        let unscoped = basic_login("ghcr.io");
+        for v in ["USER", "TOKEN"] {
+            std::env::remove_var(format!("GUIX_MATRIX_REGISTRY_{v}"));
+        }
+        std::env::remove_var("DOCKER_CONFIG");
+        assert!(ours.is_some(), "the named host gets the login");
+        assert_eq!(theirs, None, "another registry never sees it");
+        assert_eq!(
+            unscoped, None,
+            "with no host named (and no push), nobody gets it"
+        );
+        assert!(same_host("docker.io", "registry-1.docker.io"));
     }
 }

@@ -244,11 +244,26 @@ impl Client {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .ok_or("the registry gave no upload location")?;
-        Ok(if location.starts_with('/') {
-            format!("{}://{}{location}", self.scheme(), self.host)
-        } else {
-            location.to_string()
-        })
+        if location.starts_with('/') && !location.starts_with("//") {
+            return Ok(format!("{}://{}{location}", self.scheme(), self.host));
+        }
+        // An absolute location is followed only on the registry's own
+        // scheme and host: the upload carries the registry's login.
+        let uri: ureq::http::Uri = location
+            .parse()
+            .map_err(|_| format!("the registry's upload location `{location}` is not a URL"))?;
+        let same = uri.scheme_str() == Some(self.scheme())
+            && uri
+                .authority()
+                .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&self.host));
+        if !same {
+            return Err(format!(
+                "the registry sends the upload to `{location}`, not to {}://{}: refused (its login goes only to the registry)",
+                self.scheme(),
+                self.host
+            ));
+        }
+        Ok(location.to_string())
     }
 
     /// Puts `body` (of `media_type`) under `reference` (a tag).

@@ -123,11 +123,7 @@ impl Reference {
 
     /// Whether the registry is spoken to over plain http (the loopback only).
     pub fn loopback(&self) -> bool {
-        let name = self
-            .host
-            .rsplit_once(':')
-            .map_or(self.host.as_str(), |(h, _)| h);
-        name == "localhost" || name.starts_with("127.") || name == "[::1]"
+        is_loopback(&self.host)
     }
 }
 
@@ -139,4 +135,24 @@ impl fmt::Display for Reference {
         }
         Ok(())
     }
+}
+
+/// Whether `authority` (`host`, `host:port`, `[v6]:port`) names this
+/// machine: `localhost`, or an address that *is* a loopback address
+/// (127.0.0.0/8, ::1) — parsed, never compared as text.
+pub fn is_loopback(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(h, _)| h),
+        None => authority.rsplit_once(':').map_or(authority, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        }),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
