@@ -27,7 +27,9 @@
 #   122  guix-daemon did not answer within GUIX_DAEMON_TIMEOUT (idem)
 #   123  a setting has a value it does not take (GUIX_MATRIX_CHROOT not auto,
 #        yes or no; GUIX_DAEMON_TIMEOUT not 1-3600; GUIX_MATRIX_DAEMON_PID not
-#        a process id): named with its fix, nothing evaluated (idem)
+#        a process id; GUIX_MATRIX_CURRENT not a profile of Guix's own;
+#        GUIX_DAEMON_ARGS with a --listen that is no socket path): named with
+#        its fix, nothing evaluated (idem)
 # (125-127 stay docker's and the shell's own.)
 #
 # After `guix pull`, guix-matrix-pin-check says whether each pinned commit
@@ -332,8 +334,27 @@ check_settings() {
 	if ! [[ "${GUIX_MATRIX_DAEMON_PID:-1}" =~ ^[1-9][0-9]{0,9}$ ]]; then
 		bad GUIX_MATRIX_DAEMON_PID "$GUIX_MATRIX_DAEMON_PID" "not a process id" "unset it: the entry point sets it for the commands it runs"
 	fi
-	# guix-daemon's extra flags, split on blanks into words, never globbed.
+	# Which guix runs: only a profile of Guix's own (what `guix pull` makes).
+	local current=${GUIX_MATRIX_CURRENT-}
+	if [ -n "${GUIX_MATRIX_CURRENT+set}" ] && ! [[ "$current" == "${HOME:-/root}/.config/guix/current" ||
+		"$current" =~ ^/var/guix/profiles/per-user/[a-z_][a-z0-9_-]*/current-guix$ ]]; then
+		bad GUIX_MATRIX_CURRENT "$current" "not a profile of Guix's own (its bin/guix would run as guix)" \
+			"unset it (~/.config/guix/current), or name /var/guix/profiles/per-user/USER/current-guix"
+	fi
+	# guix-daemon's extra flags, split on blanks into words, never globbed;
+	# none may open the daemon to the network (a --listen that is no socket path).
 	read -r -a daemon_args <<<"${GUIX_DAEMON_ARGS-}"
+	local i value
+	for ((i = 0; i < ${#daemon_args[@]}; i++)); do
+		case "${daemon_args[i]}" in
+		--listen=*) value=${daemon_args[i]#--listen=} ;;
+		--listen) value=${daemon_args[i + 1]-} ;;
+		*) continue ;;
+		esac
+		[[ "$value" == /* ]] ||
+			bad GUIX_DAEMON_ARGS "$GUIX_DAEMON_ARGS" "--listen ${value:-(nothing)} opens the daemon to the network" \
+				"listen on a socket path only (--listen=/var/guix/daemon-socket/other), or leave --listen out"
+	done
 }
 
 main() {

@@ -146,8 +146,9 @@ fn second_prepare_rebuilds_nothing() {
 
 /// The entry point takes no code from its environment: a setting whose
 /// value would be evaluated (arithmetic on GUIX_DAEMON_TIMEOUT ran the
-/// command substitution in it before this check) stops with 123, names the
-/// variable and the fix, and runs nothing.
+/// command substitution in it before this check), a GUIX_MATRIX_CURRENT
+/// that is no profile of Guix's own, or daemon flags that open it to the
+/// network stop with 123, name the variable and the fix, and run nothing.
 #[test]
 fn settings_are_checked_and_never_evaluated() {
     let _shared = crate::common::shared();
@@ -156,7 +157,9 @@ fn settings_are_checked_and_never_evaluated() {
     let script = r#"
         for setting in 'GUIX_DAEMON_TIMEOUT=BASH_VERSINFO[$(touch /tmp/pwned)0]' \
             'GUIX_DAEMON_TIMEOUT=0' 'GUIX_DAEMON_TIMEOUT=99999' \
-            'GUIX_MATRIX_DAEMON_PID=1;touch /tmp/pwned' 'GUIX_MATRIX_CHROOT=$(touch /tmp/pwned)'; do
+            'GUIX_MATRIX_DAEMON_PID=1;touch /tmp/pwned' 'GUIX_MATRIX_CHROOT=$(touch /tmp/pwned)' \
+            'GUIX_MATRIX_CURRENT=/tmp' 'GUIX_DAEMON_ARGS=--listen=0.0.0.0:44146' \
+            'GUIX_DAEMON_ARGS=--max-jobs=2 --listen 127.0.0.1:1'; do
             env "$setting" /entry-point.sh touch /tmp/ran >/tmp/out 2>&1
             echo "rc=$?"
             grep -v '^+' /tmp/out | grep -m1 'the command did not run'
@@ -171,7 +174,7 @@ fn settings_are_checked_and_never_evaluated() {
     spec.entrypoint = Some(vec!["bash".into()]);
     let out = block_on(run::run(&h.engine, &spec)).unwrap_or_else(|e| panic!("{e}"));
     let said = out.stdout.clone();
-    assert_eq!(said.matches("rc=123").count(), 5, "{said}");
+    assert_eq!(said.matches("rc=123").count(), 8, "{said}");
     assert!(
         said.contains("pwned=no") && said.contains("ran=no"),
         "{said}"
@@ -181,6 +184,9 @@ fn settings_are_checked_and_never_evaluated() {
         "guix-matrix: GUIX_DAEMON_TIMEOUT=99999: not a number of seconds",
         r"guix-matrix: GUIX_MATRIX_DAEMON_PID=1\;touch\ /tmp/pwned: not a process id",
         "guix-matrix: GUIX_MATRIX_CHROOT=",
+        "guix-matrix: GUIX_MATRIX_CURRENT=/tmp: not a profile of Guix's own",
+        "guix-matrix: GUIX_DAEMON_ARGS=--listen=0.0.0.0:44146: --listen 0.0.0.0:44146 opens the daemon to the network",
+        r"guix-matrix: GUIX_DAEMON_ARGS=--max-jobs=2\ --listen\ 127.0.0.1:1: --listen 127.0.0.1:1 opens",
     ] {
         assert!(said.contains(line), "`{line}` not in:\n{said}");
     }
