@@ -111,7 +111,55 @@ struct Pushed {
     seconds: f64,
 }
 
+/// What `release` says beyond what it shipped.
+struct Said<'a> {
+    tag: &'a str,
+    dist: &'a std::path::Path,
+    signed: bool,
+    registry: Option<&'a PushTarget>,
+    not_released: Vec<String>,
+}
+
 impl Shipped {
+    /// The summary of a release that shipped.
+    fn of(shipped: release::Shipped, said: Said<'_>) -> Shipped {
+        let (dist, pushed) = (shipped.dist, shipped.pushed);
+        Shipped {
+            tag: said.tag.to_string(),
+            dist: said.dist.to_path_buf(),
+            files: dist
+                .files
+                .iter()
+                .map(|(name, (sum, size))| File {
+                    name: name.clone(),
+                    sha256: sum.clone(),
+                    size: *size,
+                })
+                .collect(),
+            sums_digest: dist.sums_digest.clone(),
+            index: shipped.index,
+            platforms: shipped.platforms.into_iter().collect(),
+            signed: said.signed,
+            not_released: said.not_released,
+            pushed: pushed.map(|pushed| {
+                let r = said.registry.expect("pushed to a registry");
+                Pushed {
+                    reference: r.reference(said.tag),
+                    latest: r.reference("latest"),
+                    index: pushed.index,
+                    platforms: pushed.platforms.into_iter().collect(),
+                    signed: pushed.signed,
+                    uploaded: pushed.uploaded,
+                    seconds: round(pushed.seconds),
+                }
+            }),
+            seconds: Seconds {
+                export: round(shipped.export_seconds),
+                dist: round(dist.seconds),
+            },
+        }
+    }
+
     fn print_dist(&self) {
         let dist = self.dist.display();
         for f in &self.files {
@@ -274,7 +322,6 @@ impl ReleaseArgs {
             },
         )
         .await?;
-        let (dist, pushed) = (shipped.dist, shipped.pushed);
         let left: Vec<String> = h
             .matrix
             .platforms
@@ -282,40 +329,16 @@ impl ReleaseArgs {
             .filter(|p| !proved.iter().any(|q| q.platform.docker == p.docker))
             .map(|p| p.docker.clone())
             .collect();
-        let out = Shipped {
-            tag: tag.clone(),
-            dist: self.dist.clone(),
-            files: dist
-                .files
-                .iter()
-                .map(|(name, (sum, size))| File {
-                    name: name.clone(),
-                    sha256: sum.clone(),
-                    size: *size,
-                })
-                .collect(),
-            sums_digest: dist.sums_digest.clone(),
-            index: shipped.index,
-            platforms: shipped.platforms.into_iter().collect(),
-            signed: signer.is_some(),
-            not_released: left,
-            pushed: pushed.map(|pushed| {
-                let r = registry.as_ref().expect("pushed to a registry");
-                Pushed {
-                    reference: r.reference(&tag),
-                    latest: r.reference("latest"),
-                    index: pushed.index,
-                    platforms: pushed.platforms.into_iter().collect(),
-                    signed: pushed.signed,
-                    uploaded: pushed.uploaded,
-                    seconds: round(pushed.seconds),
-                }
-            }),
-            seconds: Seconds {
-                export: round(shipped.export_seconds),
-                dist: round(dist.seconds),
+        let out = Shipped::of(
+            shipped,
+            Said {
+                tag: &tag,
+                dist: &self.dist,
+                signed: signer.is_some(),
+                registry: registry.as_ref(),
+                not_released: left,
             },
-        };
+        );
         if !self.json {
             out.print_dist();
             out.print_push();
