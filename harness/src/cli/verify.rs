@@ -19,14 +19,15 @@ impl VerifyArgs {
         let keys = self.trust.keys(ctx)?;
         let release = crate::release::open::open(&self.source, &keys).await?;
         println!(
-            "{}: verified, {} (its {} is {})",
+            "{}: verified, {} (its {} is {}); version {}",
             self.source,
             release.vouched.by,
             match self.source {
                 Source::Dir { .. } => crate::release::trust::SUMS,
                 Source::Registry { .. } => "index",
             },
-            release.vouched.digest
+            release.vouched.digest,
+            release.vouched.version().as_deref().unwrap_or("unnamed"),
         );
         Ok(Exit::Success)
     }

@@ -195,6 +195,20 @@ pub struct Vouched {
     pub content: Vec<u8>,
 }
 
+impl Vouched {
+    /// The release version the vouched-for bytes name: the index's
+    /// `org.opencontainers.image.version`, or the tag of the index file a
+    /// directory's SHA256SUMS lists.
+    pub fn version(&self) -> Option<String> {
+        index_version(&self.content).or_else(|| {
+            String::from_utf8_lossy(&self.content)
+                .lines()
+                .filter_map(|l| l.split_once("  "))
+                .find_map(|(_, n)| crate::names::tag_of_index_file(n).map(str::to_string))
+        })
+    }
+}
+
 /// Checks what vouches for `source`: its pin, else a signature by one of `keys`.
 pub fn verify(source: &Source, keys: &Keys) -> Result<Vouched, TrustError> {
     match source {
@@ -336,6 +350,16 @@ fn verify_registry(
                 source_: name.clone(),
                 why: format!("{} signed {why}", key.name),
             })?;
+            let version = check_version(reference.tag.as_deref(), &content, Some(&payload))
+                .map_err(|why| TrustError::Tampered {
+                    source_: name.clone(),
+                    why,
+                })?;
+            if matches!(reference.tag.as_deref(), None | Some("latest")) {
+                if let Some(v) = &version {
+                    tracing::info!("{name}: latest is {v}");
+                }
+            }
             return Ok(Vouched {
                 digest,
                 by: Vouch::Signed {
@@ -359,17 +383,62 @@ pub fn signature_tag(digest: &Digest) -> String {
     format!("sha256-{}.sig", digest.hex())
 }
 
-/// The simple-signing payload cosign signs for `digest` in `repository`.
-pub fn payload(repository: &str, digest: &Digest) -> Vec<u8> {
+/// The simple-signing payload cosign signs for `digest` in `repository`,
+/// naming the release's version in its optional claims when it has one.
+pub fn payload(repository: &str, digest: &Digest, version: Option<&str>) -> Vec<u8> {
+    let optional = version.map(|v| serde_json::json!({ VERSION_CLAIM: v }));
     serde_json::to_vec(&serde_json::json!({
         "critical": {
             "identity": { "docker-reference": repository },
             "image": { "docker-manifest-digest": digest.to_string() },
             "type": SIGNATURE_TYPE,
         },
-        "optional": null,
+        "optional": optional,
     }))
     .expect("payload")
+}
+
+/// The optional claim of a signature that names the release's version.
+pub const VERSION_CLAIM: &str = "io.guix-matrix.version";
+
+/// The release version an index names (its `org.opencontainers.image.version`).
+pub fn index_version(index: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(index).ok()?;
+    v["annotations"]["org.opencontainers.image.version"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// No rollback: the version a vouched-for index names (and its signature
+/// claims, when it does) must be the tag asked for, unless that tag is
+/// `latest` (or none), which resolves to it. Returns the version.
+pub fn check_version(
+    asked: Option<&str>,
+    index: &[u8],
+    payload: Option<&[u8]>,
+) -> Result<Option<String>, String> {
+    let version = index_version(index);
+    let claimed = payload
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .and_then(|p| p["optional"][VERSION_CLAIM].as_str().map(str::to_string));
+    if let (Some(claimed), Some(version)) = (&claimed, &version) {
+        if claimed != version {
+            return Err(format!(
+                "its signature names version {claimed}, its index {version}"
+            ));
+        }
+    }
+    let named = claimed.or(version);
+    match (asked, &named) {
+        (None | Some("latest"), _) => Ok(named),
+        (Some(tag), Some(v)) if v == tag => Ok(named),
+        (Some(tag), Some(v)) => Err(format!(
+            "the registry serves version {v} under the tag {tag}: a rollback"
+        )),
+        (Some(tag), None) => Err(format!(
+            "its index names no version, so it cannot be the release {tag}"
+        )),
+    }
 }
 
 /// A signed payload must name this image of this repository.
@@ -408,8 +477,9 @@ pub fn attach_signature(
     reference: &Reference,
     digest: &Digest,
     signer: &Signer,
+    version: Option<&str>,
 ) -> Result<Digest, RegistryError> {
-    let payload = payload(&reference.repository(), digest);
+    let payload = payload(&reference.repository(), digest, version);
     let signature = signer.sign(&payload);
     let layer = client.put_blob(&payload)?;
     let config = serde_json::to_vec(&serde_json::json!({
@@ -444,7 +514,7 @@ pub fn attach_signature(
 }
 
 /// Signs the index `digest` (of bytes `index`) and every image it lists,
-/// as `cosign sign --recursive` does: cosign verifies the index a tag
+/// each signature naming the index's version, as `cosign sign --recursive` does: cosign verifies the index a tag
 /// names, podman and skopeo the platform's image they pull from it.
 pub fn sign_recursive(
     client: &Client,
@@ -458,12 +528,13 @@ pub fn sign_recursive(
             what: format!("sign {}", reference.at(digest)),
             message: format!("not an image index: {e}"),
         })?;
+    let version = index_version(index);
     for m in listed.manifests() {
         if let Ok(d) = Digest::parse(m.digest().as_ref()) {
-            attach_signature(client, reference, &d, signer)?;
+            attach_signature(client, reference, &d, signer, version.as_deref())?;
         }
     }
-    attach_signature(client, reference, digest, signer)?;
+    attach_signature(client, reference, digest, signer, version.as_deref())?;
     Ok(())
 }
 
@@ -508,12 +579,48 @@ mod tests {
     fn a_payload_names_one_image_of_one_repository() {
         let r = Reference::parse("127.0.0.1:5000/guix-matrix:v1").unwrap();
         let d = Digest::of(b"index");
-        let p = payload(&r.repository(), &d);
+        let p = payload(&r.repository(), &d, Some("v1"));
         assert!(check_payload(&p, &r, &d).is_ok());
         let e = check_payload(&p, &r, &Digest::of(b"other")).unwrap_err();
         assert!(e.contains("another image"), "{e}");
         let elsewhere = Reference::parse("127.0.0.1:5000/other:v1").unwrap();
         let e = check_payload(&p, &elsewhere, &d).unwrap_err();
         assert!(e.contains("another repository"), "{e}");
+    }
+
+    #[test]
+    fn an_older_release_under_a_newer_tag_is_a_rollback() {
+        let index = |v: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "annotations": { "org.opencontainers.image.version": v }
+            }))
+            .unwrap()
+        };
+        let (old, d) = (index("v20260101"), Digest::of(b"i"));
+        let signed = payload("r/guix-matrix", &d, Some("v20260101"));
+        // The tag asked for is the version signed: taken, and latest resolves to it.
+        assert_eq!(
+            check_version(Some("v20260101"), &old, Some(&signed)),
+            Ok(Some("v20260101".into()))
+        );
+        assert_eq!(
+            check_version(Some("latest"), &old, Some(&signed)),
+            Ok(Some("v20260101".into()))
+        );
+        // The old index under the new tag: refused.
+        let e = check_version(Some("v20260108"), &old, Some(&signed)).unwrap_err();
+        assert!(
+            e.contains("serves version v20260101 under the tag v20260108"),
+            "{e}"
+        );
+        // A signature of one version over an index of another: refused.
+        let e = check_version(None, &index("v20260108"), Some(&signed)).unwrap_err();
+        assert!(
+            e.contains("names version v20260101, its index v20260108"),
+            "{e}"
+        );
+        // An index that names no version is no dated release.
+        let e = check_version(Some("v20260108"), b"{}", None).unwrap_err();
+        assert!(e.contains("names no version"), "{e}");
     }
 }

@@ -538,6 +538,7 @@ fn a_release_pushed_again_uploads_nothing_and_never_overwrites_its_tag() {
     // The pins it printed are what the user types.
     let out = harness(&["verify", &format!("{reference}@{index}")]);
     assert!(said(&out).contains("verified, pinned"), "{}", said(&out));
+    assert!(said(&out).contains("version v20260101"), "{}", said(&out));
 
     // The dated tag is never overwritten with other content, unless asked
     // (on a tag of its own: the other tests read v20260101).

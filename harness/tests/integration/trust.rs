@@ -206,6 +206,8 @@ fn push_tiny_image(client: &Client, tag: &str, content: &[u8]) -> Digest {
             "digest": manifest_digest.to_string(), "size": manifest.len(),
             "platform": {"architecture": "amd64", "os": "linux"},
         }],
+        // As every release's index: the version it is.
+        "annotations": {"org.opencontainers.image.version": tag},
     }))
     .unwrap();
     client
@@ -337,6 +339,29 @@ fn a_registry_release_is_taken_by_its_cosign_signature_and_never_replayed() {
     // Pinned by digest: taken without a signature (the digest is the proof).
     let out = verify(&format!("{repo}@{first}"), &[]);
     assert_eq!(code(&out), Some(0), "{}", said(&out));
+
+    // No rollback: the older signed index served under a newer tag is
+    // refused (the signature and the index name v1); `latest` resolves to
+    // the version it names, said.
+    let index_media = "application/vnd.oci.image.index.v1+json";
+    client
+        .put_manifest("v2", index_media, &index(&first))
+        .unwrap();
+    let out = verify(&format!("{repo}:v2"), &[&ours_pub]);
+    assert_eq!(code(&out), Some(4), "{}", said(&out));
+    assert!(
+        said(&out).contains("serves version v1 under the tag v2: a rollback"),
+        "{}",
+        said(&out)
+    );
+    client
+        .put_manifest("latest", index_media, &index(&first))
+        .unwrap();
+    let out = verify(&format!("{repo}:latest"), &[&ours_pub]);
+    assert_eq!(code(&out), Some(0), "{}", said(&out));
+    assert!(said(&out).contains("version v1"), "{}", said(&out));
+    let payload: serde_json::Value = serde_json::from_slice(&stored[0].0).unwrap();
+    assert_eq!(payload["optional"]["io.guix-matrix.version"], "v1");
 
     // The tag moved to other content, and our signature of the first index
     // replayed as the new one's: refused as not what it was signed for.
