@@ -169,6 +169,35 @@ impl Platform {
         self.docker.split('/').nth(1).unwrap_or_default()
     }
 
+    /// Every name a user may type for it, from its row: the Docker platform
+    /// as Docker normalises it (`linux/arm64` for `linux/arm64/v8`,
+    /// `linux/arm` for `linux/arm/v7`), the bare architecture (`arm64`,
+    /// `arm`), its slug, `uname -m`, the Debian architecture and the Guix
+    /// system. A new row brings its own.
+    pub fn names(&self) -> Vec<String> {
+        let oci = self.oci();
+        let mut names = vec![self.docker.clone(), self.slug(), oci.architecture.clone()];
+        // Docker's defaults: arm64's variant is v8, arm's v7.
+        let default_variant = match oci.architecture.as_str() {
+            "arm64" => Some("v8"),
+            "arm" => Some("v7"),
+            _ => None,
+        };
+        if oci.variant.is_some() && oci.variant.as_deref() == default_variant {
+            names.push(format!("{}/{}", oci.os, oci.architecture));
+        }
+        if let Some(v) = &oci.variant {
+            names.push(format!("{}/{v}", oci.architecture));
+            names.push(format!("{}{v}", oci.architecture));
+        }
+        names.extend([
+            self.uname_m.clone(),
+            self.debian_arch.clone(),
+            self.guix_system.clone(),
+        ]);
+        names
+    }
+
     /// A name safe for tags, file names and test names: `arm-v7`.
     pub fn slug(&self) -> String {
         self.docker.trim_start_matches("linux/").replace('/', "-")
@@ -255,21 +284,31 @@ impl Matrix {
         wanted.iter().map(|w| self.find(w).cloned()).collect()
     }
 
-    /// One platform by Docker platform (`linux/arm/v7`), slug (`arm-v7`) or
-    /// Guix system (`armhf-linux`).
+    /// The platform `wanted` names, as a user types it (see [`Platform::names`]).
     pub fn find(&self, wanted: &str) -> Result<&Platform, MatrixError> {
-        self.platforms
+        let wanted_lc = wanted.to_ascii_lowercase();
+        // The Docker platform and the slug first: a bare name two rows
+        // share (a Debian architecture that is another's `uname -m`) goes
+        // to the row that is that platform.
+        let exact = self
+            .platforms
             .iter()
-            .find(|p| p.docker == wanted || p.slug() == wanted || p.guix_system == wanted)
+            .find(|p| p.docker == wanted_lc || p.slug() == wanted_lc);
+        exact
+            .or_else(|| {
+                self.platforms
+                    .iter()
+                    .find(|p| p.names().contains(&wanted_lc))
+            })
             .ok_or_else(|| MatrixError::UnknownPlatform {
                 path: self.path.clone(),
                 wanted: wanted.to_string(),
                 known: self
                     .platforms
                     .iter()
-                    .map(|p| p.docker.as_str())
+                    .map(|p| format!("{} ({})", p.docker, p.names()[1..].join(", ")))
                     .collect::<Vec<_>>()
-                    .join(", "),
+                    .join("; "),
             })
     }
 }
@@ -348,8 +387,24 @@ slowdown = 6.0
         assert_eq!(p.slug(), "arm-v7");
         assert_eq!(p.arch(), "arm");
         assert_eq!(p.timeout(Duration::from_secs(10)), Duration::from_secs(60));
-        assert_eq!(m.find("armhf-linux").unwrap().docker, "linux/arm/v7");
-        assert_eq!(m.find("arm-v7").unwrap().docker, "linux/arm/v7");
+        for name in [
+            "armhf-linux",
+            "arm-v7",
+            "linux/arm",
+            "arm",
+            "armhf",
+            "armv7l",
+            "LINUX/ARM/V7",
+        ] {
+            assert_eq!(m.find(name).unwrap().docker, "linux/arm/v7", "{name}");
+        }
+        let e = m.find("sparc").unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "linux/arm/v7 (arm-v7, arm, linux/arm, arm/v7, armv7, armv7l, armhf, armhf-linux)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

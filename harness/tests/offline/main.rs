@@ -9,4 +9,5 @@ mod docs;
 mod floors;
 mod help;
 mod no_panic;
+mod platform_names;
 mod workflows;
