@@ -75,6 +75,11 @@ impl ReproArgs {
             signal = interrupt() => return Ok(fleet.clean_after_interrupt(ctx.started, signal).await),
         };
         println!("\n{}\n", report::table(std::slice::from_ref(&leg)));
+        // The hints run the container as the leg did (its tmpfs cache).
+        let leg_cache_tmpfs = h
+            .placement(&p)
+            .await
+            .map_or(p.cache_tmpfs, |placed| placed.cache_tmpfs);
         for o in &leg.outcomes {
             let Some(id) = &o.kept_container else {
                 continue;
@@ -83,7 +88,11 @@ impl ReproArgs {
                 h.engine.remove_container(id).await;
                 continue;
             }
-            for line in inspect_hints(o, id, &p) {
+            let look = Look {
+                cli: h.engine.cli_flags(),
+                cache_tmpfs: leg_cache_tmpfs,
+            };
+            for line in inspect_hints(o, id, &p, &look) {
                 println!("{line}");
             }
         }
@@ -111,22 +120,39 @@ pub fn kept(o: &Outcome) -> bool {
     o.verdict.is_failure()
 }
 
-/// How to look inside the kept container of a failed check.
-pub fn inspect_hints(o: &Outcome, id: &str, p: &Platform) -> Vec<String> {
+/// Where the kept container is and how its leg ran it.
+pub struct Look {
+    /// The docker CLI's options for the leg's engine (`--host URL`, or none).
+    pub cli: Vec<String>,
+    /// Whether the leg put Guix's cache on tmpfs (armhf under qemu).
+    pub cache_tmpfs: bool,
+}
+
+/// How to look inside the kept container of a failed check: on the leg's
+/// engine, run as the leg ran it.
+pub fn inspect_hints(o: &Outcome, id: &str, p: &Platform, look: &Look) -> Vec<String> {
     let short = &id[..12.min(id.len())];
+    let docker = std::iter::once("docker".to_string())
+        .chain(look.cli.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tmpfs = match look.cache_tmpfs {
+        true => " --tmpfs /root/.cache/guix:rw,exec,size=2g",
+        false => "",
+    };
     vec![
         format!(
             "{} failed; its container is kept for inspection:",
             o.scenario.name()
         ),
-        format!("  docker logs {short}"),
+        format!("  {docker} logs {short}"),
         format!(
-            "  docker commit {short} guix-matrix-repro:{slug} && docker run --rm -it --platform {} {} --entrypoint bash guix-matrix-repro:{slug}",
+            "  {docker} commit {short} guix-matrix-repro:{slug} && {docker} run --rm -it --platform {} {}{tmpfs} --entrypoint bash guix-matrix-repro:{slug}",
             p.docker,
             Privilege::GuixDaemon.docker_flags(),
             slug = p.slug()
         ),
-        format!("  remove it: docker rm {short}  (or `harness clean`)"),
+        format!("  remove it: {docker} rm {short}  (or `harness clean`)"),
     ]
 }
 
@@ -156,12 +182,29 @@ mod tests {
             crate::matrix::Matrix::load(crate::paths::Checkout::find().unwrap().matrix()).unwrap();
         let p = m.find("linux/arm/v7").unwrap();
         let o = outcome(Verdict::Failed("x".into()));
-        let hints = inspect_hints(&o, "0123456789abcdef0123", p).join("\n");
+        let look = Look {
+            cli: vec!["--host".into(), "tcp://arm:2375".into()],
+            cache_tmpfs: true,
+        };
+        let hints = inspect_hints(&o, "0123456789abcdef0123", p, &look).join("\n");
         assert!(
             hints.starts_with("tmpfs failed; its container is kept"),
             "{hints}"
         );
-        assert!(hints.contains("docker logs 0123456789ab\n"), "{hints}");
+        assert!(
+            hints.contains("docker --host tcp://arm:2375 logs 0123456789ab\n"),
+            "{hints}"
+        );
+        assert!(
+            hints.contains("--tmpfs /root/.cache/guix:rw,exec,size=2g --entrypoint bash"),
+            "{hints}"
+        );
+        let here = Look {
+            cli: vec![],
+            cache_tmpfs: false,
+        };
+        let hints = inspect_hints(&o, "0123456789abcdef0123", p, &here).join("\n");
+        assert!(hints.contains("  docker logs 0123456789ab\n"), "{hints}");
         assert!(
             hints.contains("--platform linux/arm/v7 --cap-add SYS_ADMIN"),
             "{hints}"

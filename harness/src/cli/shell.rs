@@ -36,7 +36,9 @@ impl ShellArgs {
         } else {
             self.command
         };
-        let args = spec.docker_args();
+        // The shell runs on the engine the image was prepared on.
+        let mut args = h.engine.cli_flags();
+        args.extend(spec.docker_args());
         eprintln!("docker {}", args.join(" "));
         let status = std::process::Command::new("docker")
             .args(&args)

@@ -175,6 +175,17 @@ impl Engine {
         })
     }
 
+    /// The docker CLI's options that reach this engine: none when it is the
+    /// one the CLI uses anyway, else `--host URL` (a command we print or
+    /// run through the CLI goes to the engine the command used).
+    pub fn cli_flags(&self) -> Vec<String> {
+        if self.url == Self::default_host() {
+            vec![]
+        } else {
+            vec!["--host".into(), self.url.clone()]
+        }
+    }
+
     /// What the engine says of itself: its version, API version and data directory.
     pub async fn describe(&self) -> Result<Described, EngineError> {
         let limit = Duration::from_secs(30);
