@@ -47,7 +47,7 @@ pub struct ReleaseArgs {
     /// org.opencontainers.image.source of the release (default: none).
     #[arg(long, env = "GUIX_MATRIX_SOURCE")]
     pub source: Option<String>,
-    /// org.opencontainers.image.revision (default: none).
+    /// org.opencontainers.image.revision (default: the checkout's commit).
     #[arg(long, env = "GITHUB_SHA")]
     pub revision: Option<String>,
     /// Sign the release with this private key (PKCS#8 PEM, `harness keygen`):
@@ -280,6 +280,9 @@ impl ReleaseArgs {
             .as_deref()
             .map(crate::release::trust::Signer::load)
             .transpose()?;
+        // The revision the images were made from: the checkout's commit
+        // unless one is given (GITHUB_SHA in a workflow).
+        let revision = self.revision.clone().or_else(|| ctx.checkout.commit());
         let contents = release::contents::decide(
             &h.engine,
             &h.matrix,
@@ -288,7 +291,7 @@ impl ReleaseArgs {
             &release::contents::Meta {
                 tag: &tag,
                 source: self.source.as_deref(),
-                revision: self.revision.as_deref(),
+                revision: revision.as_deref(),
             },
         )
         .await?;
