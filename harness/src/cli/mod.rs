@@ -38,13 +38,24 @@ Exit codes:
 Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_BUILD_BASE, GUIX_MATRIX_ONLINE,
 GUIX_MATRIX_ENGINES, GUIX_MATRIX_FROM, GUIX_MATRIX_TRUST_KEYS, GUIX_MATRIX_REQUIRE_VERIFIED,
 GUIX_MATRIX_SIGNING_KEY (the options they stand for are shown with them), GUIX_MATRIX_LOG
-(log filter), NO_COLOR, DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (as the docker
+(log filter), NO_COLOR and CARGO_TERM_COLOR (colour, when --color is auto), GUIX_MATRIX_REGISTRY_USER,
+GUIX_MATRIX_REGISTRY_TOKEN and GUIX_MATRIX_REGISTRY_HOST (a registry login, for that host only), DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (as the docker
 CLI reads them), GITHUB_STEP_SUMMARY (run writes its table there in Markdown).";
+
+/// `harness --version`: the crate's version, the commit and its date.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("GUIX_MATRIX_COMMIT"),
+    " ",
+    env!("GUIX_MATRIX_COMMIT_DATE"),
+    ")"
+);
 
 #[derive(Debug, Parser)]
 #[command(
     name = "harness",
-    version,
+    version = VERSION,
     about = "Build and check the guix-matrix image on every platform of matrix.toml",
     after_help = EXIT_CODES
 )]
@@ -57,6 +68,7 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// The checkout to use (default: found from the current directory upwards).
     #[arg(long, global = true, env = "GUIX_MATRIX_ROOT")]
@@ -75,7 +87,8 @@ pub struct Global {
     /// Only warnings and errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Colour in the log: auto (a terminal, unless NO_COLOR is set), always, never.
+    /// Colour in the log: auto (CARGO_TERM_COLOR when set, else a terminal
+    /// unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
     /// The engine: URL (unix:///…, tcp://HOST:PORT with TLS when
@@ -136,6 +149,7 @@ pub enum Command {
 
 /// Where the image comes from instead of a build, and what vouches for it.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Release input")]
 pub struct SourceArgs {
     /// Check this published image instead of building: a registry reference
     /// (REGISTRY/REPO:TAG, pulled per platform by digest) or a release
@@ -166,6 +180,7 @@ impl SourceArgs {
 /// Which releases are taken: those vouched for by a pinned digest
 /// (`DIR@sha256:…`, `REF@sha256:…`) or signed by a trusted key.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Release input")]
 pub struct TrustArgs {
     /// Trust releases signed by this public key (PEM) too; repeatable. The
     /// checkout's trust/*.pub are always trusted.
@@ -209,6 +224,7 @@ impl TrustArgs {
 
 /// Whether the legs use the internet, and how the pull stage pulls.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Network")]
 pub struct PullArgs {
     /// Use the internet: the pull stage runs the real `guix pull` to the pin
     /// (the image checked and released is the pulled one), and the legs that
@@ -286,10 +302,17 @@ impl Global {
         })
     }
 
-    /// Colour on a terminal unless NO_COLOR says otherwise, or as asked.
+    /// Colour as asked; else as CARGO_TERM_COLOR says (what CI sets for
+    /// cargo); else on a terminal unless NO_COLOR says otherwise.
     pub fn ansi(&self) -> bool {
         use std::io::IsTerminal;
-        match self.color {
+        let cargo = std::env::var("CARGO_TERM_COLOR").ok();
+        let color = match (self.color, cargo.as_deref()) {
+            (Color::Auto, Some("always")) => Color::Always,
+            (Color::Auto, Some("never")) => Color::Never,
+            (asked, _) => asked,
+        };
+        match color {
             Color::Always => true,
             Color::Never => false,
             Color::Auto => {

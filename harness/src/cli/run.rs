@@ -12,29 +12,35 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Only these platforms (Docker platform, slug or Guix system); repeatable.
-    #[arg(long = "platform")]
+    /// Only these platforms, by any name of their matrix.toml row
+    /// (linux/arm64, arm64, aarch64, aarch64-linux…); repeatable.
+    #[arg(long = "platform", value_name = "PLATFORM", help_heading = "Selection")]
     pub platforms: Vec<String>,
     /// Only these scenarios; repeatable.
-    #[arg(long = "scenario", value_enum)]
+    #[arg(
+        long = "scenario",
+        value_name = "SCENARIO",
+        value_enum,
+        help_heading = "Selection"
+    )]
     pub scenarios: Vec<Scenario>,
     /// Legs at a time (default: the number of cores).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Selection")]
     pub jobs: Option<u16>,
     /// Write report.json, junit.xml and failure bundles in this directory
     /// (default: reports/, and reports/image/ for --image, so that checking a
     /// published image never overwrites the report of the run that proved it).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub pull: super::PullArgs,
     #[command(flatten)]
     pub source: super::SourceArgs,
     /// A run in which no check ran (every one skipped) exits 0, not 6.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub accept_skipped: bool,
     /// Without a terminal, say every this many seconds which step each leg is in.
-    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Output")]
     pub heartbeat: u64,
 }
 
