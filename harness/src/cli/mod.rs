@@ -71,10 +71,10 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct Global {
     /// The checkout to use (default: found from the current directory upwards).
-    #[arg(long, global = true, env = "GUIX_MATRIX_ROOT")]
+    #[arg(long, global = true, value_name = "DIR", env = "GUIX_MATRIX_ROOT")]
     pub root: Option<PathBuf>,
     /// The matrix file (default: the checkout's matrix.toml).
-    #[arg(long, global = true, env = "GUIX_MATRIX_FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "GUIX_MATRIX_FILE")]
     pub matrix: Option<PathBuf>,
     /// Build the Debian base from the mirror (mmdebstrap), never try to pull
     /// it from a registry. (The internet checks and the real `guix pull` are
@@ -89,7 +89,7 @@ pub struct Global {
     pub quiet: bool,
     /// Colour in the log: auto (CARGO_TERM_COLOR when set, else a terminal
     /// unless NO_COLOR is set), always, never.
-    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    #[arg(long, global = true, value_name = "WHEN", value_enum, default_value_t = Color::Auto)]
     pub color: Color,
     /// The engine: URL (unix:///…, tcp://HOST:PORT with TLS when
     /// DOCKER_TLS_VERIFY is set, https://HOST:PORT) for every command, or

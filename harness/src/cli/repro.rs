@@ -11,14 +11,14 @@ use crate::scenarios::{Outcome, Scenario};
 
 #[derive(Debug, clap::Args)]
 pub struct ReproArgs {
-    /// The platform (Docker platform, slug or Guix system).
-    #[arg(long)]
+    /// The platform, by any name of its matrix.toml row (linux/arm/v7, arm, armhf…).
+    #[arg(long, value_name = "PLATFORM", help_heading = "Selection")]
     pub platform: String,
     /// The scenario; every scenario when omitted.
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "SCENARIO", value_enum, help_heading = "Selection")]
     pub scenario: Vec<Scenario>,
     /// Remove the containers even when a check fails.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_keep: bool,
     #[command(flatten)]
     pub pull: super::PullArgs,
@@ -26,10 +26,15 @@ pub struct ReproArgs {
     pub source: super::SourceArgs,
     /// Write the leg's report.json, junit.xml and failure bundle in this
     /// directory (default: reports/repro/, never the run's reports/).
-    #[arg(long, value_name = "DIR", default_value = "reports/repro")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "reports/repro",
+        help_heading = "Output"
+    )]
     pub report: std::path::PathBuf,
     /// A repro in which no check ran (every one skipped) exits 0, not 6.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub accept_skipped: bool,
 }
 

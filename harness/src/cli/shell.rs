@@ -7,15 +7,21 @@ use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
 pub struct ShellArgs {
-    #[arg(long)]
+    /// The platform whose image to enter, by any name of its matrix.toml
+    /// row (linux/riscv64, riscv64…).
+    #[arg(long, value_name = "PLATFORM", help_heading = "Selection")]
     pub platform: String,
     /// Put Guix's cache on tmpfs (default: what matrix.toml says for the platform).
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL", help_heading = "Selection")]
     pub tmpfs: Option<bool>,
     #[command(flatten)]
     pub source: super::SourceArgs,
     /// The command (default: bash, with /entry-point.sh available).
-    #[arg(trailing_var_arg = true)]
+    #[arg(
+        trailing_var_arg = true,
+        value_name = "COMMAND",
+        help_heading = "Arguments"
+    )]
     pub command: Vec<String>,
 }
 
