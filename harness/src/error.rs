@@ -170,6 +170,9 @@ fn trust_exit(e: &trust::TrustError) -> Exit {
         T::Unverified { .. } => Exit::Unverified,
         T::Tampered { .. } => Exit::Refused,
         T::Key { .. } => Exit::Usage,
+        // A path the user gave that is not there, or a key that would be
+        // overwritten: the user's to fix (2); the machine's otherwise (3).
+        T::Io { source, .. } if trust::TrustError::is_users(source) => Exit::Usage,
         T::Io { .. } | T::Registry(_) => Exit::Setup,
     }
 }

@@ -39,12 +39,32 @@ pub enum TrustError {
 }
 
 impl TrustError {
+    /// Whether an I/O failure is about a path the user gave (missing, or
+    /// one that would be overwritten), not about the machine.
+    pub fn is_users(e: &std::io::Error) -> bool {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists
+        )
+    }
+
+    /// What to do about it.
     pub fn fix(&self) -> Option<String> {
         Some(match self {
             TrustError::Unverified { .. } => "pin the release's digest (DIR@sha256:… is the sha256 of its SHA256SUMS; REF@sha256:… its index, as `harness release` prints them), or trust the key that signed it (--trust-key FILE, or a .pub in trust/)".into(),
             TrustError::Tampered { .. } => "download the release again from where it was published; never use one that does not match its pin or signature".into(),
             TrustError::Key { .. } => "a key is a PEM file: an ECDSA P-256 public key (trust) or its PKCS#8 private key (signing), as `harness keygen` writes them".into(),
-            TrustError::Io { .. } => return None,
+            TrustError::Io { source, path } => match source.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "check the path ({} is not there): a release directory holds SHA256SUMS (`harness release --dist DIR`), a key is a PEM file (`harness keygen PREFIX`)",
+                    path.display()
+                ),
+                std::io::ErrorKind::AlreadyExists => format!(
+                    "{} exists and is never overwritten: give another PREFIX, or move the old key pair away first",
+                    path.display()
+                ),
+                _ => return None,
+            },
             TrustError::Registry(_) => "check the reference and that the registry answers".into(),
         })
     }

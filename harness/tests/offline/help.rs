@@ -44,3 +44,27 @@ fn completions_and_man_pages_are_generated_from_the_cli() {
         "the exit codes are in the man page"
     );
 }
+
+/// A path the user gave that is wrong is the user's to fix: exit 2 with the
+/// fix, not 3 ("the machine is not ready").
+#[test]
+fn a_wrong_path_given_is_a_usage_error_with_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-release");
+    let out = bin().arg("verify").arg(&missing).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fix: check the path"), "{err}");
+    let prefix = dir.path().join("release");
+    assert!(bin()
+        .arg("keygen")
+        .arg(&prefix)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let out = bin().arg("keygen").arg(&prefix).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is never overwritten"), "{err}");
+}
