@@ -22,7 +22,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    everything that ran passed
   1    one or more legs failed (a check, or a platform's preparation)
-  2    usage: a wrong option, platform or scenario, or a bad matrix.toml
+  2    usage: a wrong option, platform, scenario or path given, or a bad matrix.toml
   3    setup: the machine is not ready (no engine, no emulator, no disk, no network)
   4    refused: `release` found an image that is not the Guix of the checkout's pin
        (not pulled by guix pull, pulled to another commit, a run of another pin, or
