@@ -116,11 +116,14 @@ pub struct PinArgs {
     /// Print the newest commit ci.guix.gnu.org evaluated successfully (needs the internet).
     #[arg(long, conflicts_with = "set")]
     pub latest: bool,
+    /// With --latest: pin that commit too (channels/channels.scm).
+    #[arg(long, requires = "latest")]
+    pub write: bool,
     /// Pin this commit.
-    #[arg(long)]
+    #[arg(long, value_name = "COMMIT")]
     pub set: Option<String>,
     /// The Cuirass instance for --latest.
-    #[arg(long, default_value = "https://ci.guix.gnu.org")]
+    #[arg(long, value_name = "URL", default_value = "https://ci.guix.gnu.org")]
     pub cuirass: String,
 }
 
@@ -128,7 +131,13 @@ impl PinArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         let path = ctx.checkout.channels();
         if self.latest {
-            println!("{}", pin::latest(&self.cuirass).await?);
+            let commit = pin::latest(&self.cuirass).await?;
+            if self.write {
+                let old = pin::write(&path, &commit)?;
+                println!("{}: {old} -> {commit}", path.display());
+            } else {
+                println!("{commit}");
+            }
         } else if let Some(commit) = self.set {
             let old = pin::write(&path, &commit)?;
             println!("{}: {old} -> {commit}", path.display());
