@@ -10,6 +10,8 @@ fn main() -> std::process::ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+    // Old variable names, before any thread starts.
+    harness::cli::read_renamed_variables();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

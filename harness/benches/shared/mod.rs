@@ -23,8 +23,8 @@ pub fn harness(args: &[&str]) -> (Duration, String) {
 /// runs trust: an unverified `--from` would build instead.
 pub fn own_release_key(dir: &Path) {
     let (private, public) = harness::release::trust::keygen(&dir.join("bench")).unwrap();
-    std::env::set_var("GUIX_MATRIX_SIGNING_KEY", &private);
-    std::env::set_var("GUIX_MATRIX_TRUST_KEYS", &public);
+    std::env::set_var("GUIX_MATRIX_SIGN_KEY", &private);
+    std::env::set_var("GUIX_MATRIX_TRUST_KEY", &public);
 }
 
 /// The platforms a bench times (GUIX_MATRIX_BENCH_PLATFORMS, comma

@@ -15,7 +15,7 @@ impl KeygenArgs {
     pub fn exec(self) -> Result<Exit, Error> {
         let (private, public) = crate::release::trust::keygen(&self.prefix)?;
         println!(
-            "private key: {} (keep it secret: the release workflow's GUIX_MATRIX_SIGNING_KEY)",
+            "private key: {} (keep it secret: the release workflow's secret GUIX_MATRIX_SIGNING_KEY; GUIX_MATRIX_SIGN_KEY or --sign-key names the file)",
             private.display()
         );
         println!(

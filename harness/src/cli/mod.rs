@@ -35,12 +35,38 @@ Exit codes:
        platform); --accept-skipped makes such a run exit 0
   130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the containers it started are removed
 
-Environment: GUIX_MATRIX_ROOT, GUIX_MATRIX_FILE, GUIX_MATRIX_BUILD_BASE, GUIX_MATRIX_ONLINE,
-GUIX_MATRIX_ENGINES, GUIX_MATRIX_FROM, GUIX_MATRIX_TRUST_KEYS, GUIX_MATRIX_REQUIRE_VERIFIED,
-GUIX_MATRIX_SIGNING_KEY (the options they stand for are shown with them), GUIX_MATRIX_LOG
+Environment: one variable per option, named after it (GUIX_MATRIX_ROOT, GUIX_MATRIX_MATRIX,
+GUIX_MATRIX_BUILD_BASE, GUIX_MATRIX_ONLINE, GUIX_MATRIX_ENGINE, GUIX_MATRIX_FROM,
+GUIX_MATRIX_TRUST_KEY, GUIX_MATRIX_REQUIRE_VERIFIED, GUIX_MATRIX_SIGN_KEY, GUIX_MATRIX_SOURCE;
+each shown with its option; the old GUIX_MATRIX_FILE, GUIX_MATRIX_ENGINES, GUIX_MATRIX_TRUST_KEYS
+and GUIX_MATRIX_SIGNING_KEY are read for one more release, with a deprecation line), GUIX_MATRIX_LOG
 (log filter), NO_COLOR and CARGO_TERM_COLOR (colour, when --color is auto), GUIX_MATRIX_REGISTRY_USER,
 GUIX_MATRIX_REGISTRY_TOKEN and GUIX_MATRIX_REGISTRY_HOST (a registry login, for that host only), DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (as the docker
 CLI reads them), GITHUB_STEP_SUMMARY (run writes its table there in Markdown).";
+
+/// Variables renamed after their options, the old name first: read for one
+/// more release, with a deprecation line.
+pub const RENAMED: &[(&str, &str)] = &[
+    ("GUIX_MATRIX_FILE", "GUIX_MATRIX_MATRIX"),
+    ("GUIX_MATRIX_ENGINES", "GUIX_MATRIX_ENGINE"),
+    ("GUIX_MATRIX_TRUST_KEYS", "GUIX_MATRIX_TRUST_KEY"),
+    ("GUIX_MATRIX_SIGNING_KEY", "GUIX_MATRIX_SIGN_KEY"),
+];
+
+/// Takes each old variable name as its new one (unless the new one is set),
+/// saying so. Called before any thread starts (it sets variables).
+pub fn read_renamed_variables() {
+    for (old, new) in RENAMED {
+        let Some(value) = std::env::var_os(old) else {
+            continue;
+        };
+        if std::env::var_os(new).is_none() {
+            // SAFETY (edition 2024's rule): no other thread runs yet.
+            std::env::set_var(new, value);
+        }
+        eprintln!("warning: {old} is deprecated: set {new} (read for one more release)");
+    }
+}
 
 /// `harness --version`: the crate's version, the commit and its date.
 const VERSION: &str = concat!(
@@ -74,7 +100,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DIR", env = "GUIX_MATRIX_ROOT")]
     pub root: Option<PathBuf>,
     /// The matrix file (default: the checkout's matrix.toml).
-    #[arg(long, global = true, value_name = "FILE", env = "GUIX_MATRIX_FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "GUIX_MATRIX_MATRIX")]
     pub matrix: Option<PathBuf>,
     /// Build the Debian base from the mirror (mmdebstrap), never try to pull
     /// it from a registry. (The internet checks and the real `guix pull` are
@@ -100,7 +126,7 @@ pub struct Global {
         long = "engine",
         global = true,
         value_name = "[PLATFORM=]URL",
-        env = "GUIX_MATRIX_ENGINES",
+        env = "GUIX_MATRIX_ENGINE",
         value_delimiter = ','
     )]
     pub engines: Vec<crate::fleet::EngineArg>,
@@ -187,7 +213,7 @@ pub struct TrustArgs {
     #[arg(
         long = "trust-key",
         value_name = "FILE",
-        env = "GUIX_MATRIX_TRUST_KEYS",
+        env = "GUIX_MATRIX_TRUST_KEY",
         value_delimiter = ','
     )]
     pub keys: Vec<PathBuf>,

@@ -53,7 +53,7 @@ pub struct ReleaseArgs {
     /// Sign the release with this private key (PKCS#8 PEM, `harness keygen`):
     /// SHA256SUMS.sig beside SHA256SUMS (as `cosign sign-blob` writes it),
     /// and with --push a cosign signature of the index in the registry.
-    #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_SIGNING_KEY")]
+    #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_SIGN_KEY")]
     pub sign_key: Option<PathBuf>,
     /// Print what was written and pushed as JSON (files with sizes and
     /// checksums, each platform's manifest digest, the index digest). In
