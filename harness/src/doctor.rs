@@ -75,7 +75,9 @@ async fn engine(host: &str) -> (Finding, String) {
                     "{} answers: Docker {} (API {})",
                     e.url,
                     v.as_ref().map(|v| v.version.as_str()).unwrap_or_default(),
-                    v.as_ref().map(|v| v.api_version.as_str()).unwrap_or_default()
+                    v.as_ref()
+                        .map(|v| v.api_version.as_str())
+                        .unwrap_or_default()
                 ),
                 None,
             )
@@ -84,7 +86,7 @@ async fn engine(host: &str) -> (Finding, String) {
             Level::Problem,
             "engine",
             err.to_string().lines().next().unwrap_or_default(),
-            Some("apt-get install -y docker.io && (rm -f /var/run/docker.pid; dockerd >/tmp/dockerd.log 2>&1 &)"),
+            Some(crate::engine::ENGINE_FIX),
         ),
     };
     (finding, root)

@@ -7,21 +7,44 @@ use crate::error::{Error, Exit};
 use crate::pin;
 use crate::pipeline::Pipeline;
 
-pub async fn doctor(ctx: &Context) -> Result<Exit, Error> {
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Print the findings as JSON (`{"version": 1, "ready": …, "findings": […]}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `harness doctor`: exit 0 when the machine is ready, 3 when it is not.
+pub async fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<Exit, Error> {
     let findings = doctor::run(&ctx.matrix, &ctx.options.engine).await;
-    println!("{}", doctor::render(&findings));
     let problems = findings
         .iter()
         .filter(|f| f.level == Level::Problem)
         .count();
-    if problems > 0 {
+    if args.json {
+        let out = serde_json::json!({
+            "version": 1,
+            "ready": problems == 0,
+            "findings": findings,
+        });
         println!(
-            "\n{problems} problem(s): run the fix commands above, then `harness doctor` again"
+            "{}",
+            serde_json::to_string_pretty(&out).expect("doctor json")
         );
-        return Ok(Exit::LegsFailed);
+    } else {
+        println!("{}", doctor::render(&findings));
+        match problems {
+            0 => println!("\nready"),
+            n => println!(
+                "\n{n} problem(s): run the fix commands above, then `harness doctor` again"
+            ),
+        }
     }
-    println!("\nready");
-    Ok(Exit::Success)
+    Ok(if problems == 0 {
+        Exit::Success
+    } else {
+        Exit::Setup
+    })
 }
 
 #[derive(Debug, clap::Args)]

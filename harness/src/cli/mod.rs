@@ -149,7 +149,7 @@ pub enum Command {
     /// with the capabilities the scenarios use.
     Shell(shell::ShellArgs),
     /// Check the engine, binfmt_misc, emulators, disk, mirror and registry; print fixes.
-    Doctor,
+    Doctor(info::DoctorArgs),
     /// The platform list, for a CI matrix.
     Matrix(info::MatrixArgs),
     /// Decide how each engine runs each platform (natively, or through
@@ -382,7 +382,7 @@ impl Command {
             Command::Run(args) => args.exec(ctx, global).await,
             Command::Repro(args) => args.exec(ctx, global).await,
             Command::Shell(args) => args.exec(ctx).await,
-            Command::Doctor => info::doctor(ctx).await,
+            Command::Doctor(args) => info::doctor(ctx, &args).await,
             Command::Matrix(args) => args.exec(ctx),
             Command::Emulators => info::emulators(ctx, global).await,
             Command::Pin(args) => args.exec(ctx).await,

@@ -12,12 +12,35 @@ pub struct VerifyArgs {
     pub source: Source,
     #[command(flatten)]
     pub trust: TrustArgs,
+    /// Print what vouches for it as JSON (`{"version": 1, "source", "vouched", "key", "digest", "release"}`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl VerifyArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         let keys = self.trust.keys(ctx)?;
         let release = crate::release::open::open(&self.source, &keys).await?;
+        if self.json {
+            use crate::release::trust::Vouch;
+            let (vouched, key) = match &release.vouched.by {
+                Vouch::Pinned(_) => ("pinned", None),
+                Vouch::Signed { key } => ("signed", Some(key.clone())),
+            };
+            let out = serde_json::json!({
+                "version": 1,
+                "source": self.source.to_string(),
+                "vouched": vouched,
+                "key": key,
+                "digest": release.vouched.digest.to_string(),
+                "release": release.vouched.version(),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("verify json")
+            );
+            return Ok(Exit::Success);
+        }
         println!(
             "{}: verified, {} (its {} is {}); version {}",
             self.source,

@@ -26,6 +26,10 @@ pub struct Described {
     pub root_dir: Option<String>,
 }
 
+/// What to do when no engine answers: the same words from `doctor` and
+/// from every other command.
+pub const ENGINE_FIX: &str = "start one: apt-get install -y docker.io && (rm -f /var/run/docker.pid; dockerd >/tmp/dockerd.log 2>&1 &) — or `bash .ci/run`, which does both — or set DOCKER_HOST";
+
 /// The engine when nothing names one.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
@@ -70,7 +74,7 @@ impl EngineError {
     /// What to do about it.
     pub fn fix(&self) -> Option<String> {
         match self {
-            EngineError::Unavailable { .. } => Some("start one (`sudo dockerd &`, or `bash .ci/run` which installs and starts it), or set DOCKER_HOST".into()),
+            EngineError::Unavailable { .. } => Some(ENGINE_FIX.into()),
             EngineError::Lost { .. } => Some("start it again (`bash .ci/run` starts one; `harness doctor` checks it), then rerun: what was built is kept".into()),
             EngineError::Twice { platform, .. } => Some(format!("give {platform} one --engine: a platform's legs run on one engine")),
             EngineError::BadUrl { .. } => Some("give unix:///path/to/docker.sock, tcp://HOST:PORT (TLS when DOCKER_TLS_VERIFY is set, as the docker CLI does) or https://HOST:PORT".into()),

@@ -68,3 +68,25 @@ fn a_wrong_path_given_is_a_usage_error_with_its_fix() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is never overwritten"), "{err}");
 }
+
+/// `doctor` exits 0 when the machine is ready and 3 when it is not (here:
+/// no engine), its findings as JSON with `--json`, the engine's fix the
+/// words every other command gives.
+#[test]
+fn doctor_says_json_and_exits_3_when_the_machine_is_not_ready() {
+    let out = bin()
+        .args(["doctor", "--json"])
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["ready"], false);
+    let engine = &json["findings"][0];
+    assert_eq!(
+        (engine["check"].as_str(), engine["level"].as_str()),
+        (Some("engine"), Some("problem"))
+    );
+    assert_eq!(engine["fix"], harness::engine::ENGINE_FIX);
+}
