@@ -12,6 +12,9 @@ use crate::release::trust::Signer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+/// The annotation (and label) naming a release's version.
+const VERSION: &str = "org.opencontainers.image.version";
+
 /// What to release, and where.
 pub struct Plan<'a> {
     pub dist: &'a Path,
@@ -54,12 +57,16 @@ pub async fn ship(
         Some(r) => format!("{}/{}@{d}", r.host, r.repo),
         None => crate::names::base_tarball(plan.tag, p),
     };
+    // A release names its version, whatever else it says: the tag is what
+    // a signature and a reader bind it to (no rollback under another tag).
+    let mut annotations = plan.annotations.clone();
+    annotations.insert(VERSION.into(), plan.tag.to_string());
     let staging = stage(
         engine,
         proved,
         plan.dist,
         &Labels {
-            annotations: plan.annotations,
+            annotations: &annotations,
             base_name: &base_name,
         },
     )
