@@ -116,13 +116,22 @@ forward() {
 }
 
 # Waits for the command; a trapped signal interrupts `wait`, so wait again
-# until the command itself has ended, and return its exit code.
+# until the command itself has ended, and return its exit code. A `wait` cut
+# short by the trap returns 128+n even when the command ended meanwhile (bash
+# reaped it): then its own status, which bash still holds, is asked for once
+# more (127: none held, the first answer was the command's own).
 wait_command() {
-	local rc
+	local rc again
 	while :; do
 		rc=0
 		wait "$command_pid" || rc=$?
-		kill -0 "$command_pid" 2>/dev/null || return "$rc"
+		kill -0 "$command_pid" 2>/dev/null && continue
+		if [ "$rc" -gt 128 ]; then
+			again=0
+			wait "$command_pid" 2>/dev/null || again=$?
+			[ "$again" -eq 127 ] || rc=$again
+		fi
+		return "$rc"
 	done
 }
 
