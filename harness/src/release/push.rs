@@ -86,10 +86,16 @@ pub async fn push(
             }
         }
     }
+    // Progress: a line each time a blob is done (the layers are hundreds
+    // of MiB each; a push of a release is gigabytes).
+    let total_blobs = blobs.len();
+    let total_bytes: u64 = blobs.iter().map(|b| b.3).sum();
+    let done = std::sync::Mutex::new((0usize, 0u64));
     let uploads: Vec<(Sent, u64)> = futures::stream::iter(blobs)
         .map(|(platform, digest, path, size)| {
             let client = client.clone();
             let fail = &fail;
+            let done = &done;
             let from = mount_from.map(str::to_string);
             async move {
                 let uploaded = tokio::task::spawn_blocking(move || {
@@ -98,6 +104,15 @@ pub async fn push(
                 .await
                 .expect("upload task")
                 .map_err(|e| fail(Some(&platform), e))?;
+                let mut d = done.lock().expect("progress lock");
+                (d.0, d.1) = (d.0 + 1, d.1 + size);
+                tracing::info!(
+                    "push: {} of {total_blobs} blobs, {} of {} MiB ({:?})",
+                    d.0,
+                    d.1 >> 20,
+                    total_bytes >> 20,
+                    uploaded
+                );
                 Ok::<_, ReleaseError>((uploaded, size))
             }
         })
