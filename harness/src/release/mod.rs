@@ -15,6 +15,7 @@ pub mod archive;
 pub mod input;
 pub mod open;
 pub mod reuse;
+pub mod signature;
 pub mod source;
 pub mod trust;
 

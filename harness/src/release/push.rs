@@ -176,7 +176,7 @@ pub async fn push(
         // The signature before the tags: a tag never names an unsigned
         // index of a signed release.
         if let Some(signer) = &signer {
-            crate::release::trust::sign_recursive(&client, &reference, &want2, &body, signer)
+            crate::release::signature::sign_recursive(&client, &reference, &want2, &body, signer)
                 .map_err(|e| fail(None, e))?;
         }
         for t in [tag, "latest"] {
