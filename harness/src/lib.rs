@@ -10,7 +10,7 @@
 //! 5. fleet — which engine runs which legs
 //! 6. pipeline — prepare on one engine: machine facts, build stages, the pull stage, starting from a release
 //! 7. error — every failure, its fix and exit code
-//! 8. release — making a release (gate, export, oci, dist, push, ship, contents) and reading one (source, trust, open, archive, input, reuse)
+//! 8. release — making a release (gate, export, oci, dist, push, ship, contents) and reading one (source, trust, signature, open, archive, input, reuse)
 //! 9. doctor — is this machine ready; recipe — what the tree builds and its content hash; record — the run's records (legs, report.json)
 //! 10. base — the Debian base; emulators — binfmt handlers through the helper; pin — the pinned channel; pull — the pull stage's job and record
 //! 11. engine — the only code that speaks bollard; placement — native or which emulator, per engine
