@@ -1,17 +1,10 @@
-//! Signatures as cosign stores them in a registry: the simple-signing payload (naming the image, its repository and the release's version), attaching one, signing an index and its images, and checking what a payload binds (no other image, no other repository, no rollback).
+//! Signing as cosign stores signatures in a registry: the simple-signing payload (naming the image, its repository and the release's version), attaching one, signing an index and its images. What a payload binds is checked in `trust`.
 
-use super::trust::Signer;
+use super::trust::{
+    index_version, signature_tag, Signer, SIGNATURE_ANNOTATION, SIGNATURE_TYPE, SIMPLE_SIGNING,
+    VERSION_CLAIM,
+};
 use crate::registry::{Client, Digest, Reference, RegistryError};
-
-/// The sigstore attachment's layer type and the annotation holding the signature.
-pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-const SIGNATURE_TYPE: &str = "cosign container image signature";
-
-/// The tag cosign keeps an image's signatures under: `sha256-<hex>.sig`.
-pub fn signature_tag(digest: &Digest) -> String {
-    format!("sha256-{}.sig", digest.hex())
-}
 
 /// The simple-signing payload cosign signs for `digest` in `repository`,
 /// naming the release's version in its optional claims when it has one.
@@ -26,81 +19,6 @@ pub fn payload(repository: &str, digest: &Digest, version: Option<&str>) -> Vec<
         "optional": optional,
     }))
     .expect("payload")
-}
-
-/// The optional claim of a signature that names the release's version.
-pub const VERSION_CLAIM: &str = "io.guix-matrix.version";
-
-/// The release version an index names (its `org.opencontainers.image.version`).
-pub fn index_version(index: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(index).ok()?;
-    v["annotations"]["org.opencontainers.image.version"]
-        .as_str()
-        .map(str::to_string)
-}
-
-/// No rollback: the version a vouched-for index names (and its signature
-/// claims, when it does) must be the tag asked for, unless that tag is
-/// `latest` (or none), which resolves to it. Returns the version.
-pub fn check_version(
-    asked: Option<&str>,
-    index: &[u8],
-    payload: Option<&[u8]>,
-) -> Result<Option<String>, String> {
-    let version = index_version(index);
-    let claimed = payload
-        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-        .and_then(|p| p["optional"][VERSION_CLAIM].as_str().map(str::to_string));
-    if let (Some(claimed), Some(version)) = (&claimed, &version) {
-        if claimed != version {
-            return Err(format!(
-                "its signature names version {claimed}, its index {version}"
-            ));
-        }
-    }
-    let named = claimed.or(version);
-    match (asked, &named) {
-        (None | Some("latest"), _) => Ok(named),
-        (Some(tag), Some(v)) if v == tag => Ok(named),
-        (Some(tag), Some(v)) => Err(format!(
-            "the registry serves version {v} under the tag {tag}: a rollback"
-        )),
-        (Some(tag), None) => Err(format!(
-            "its index names no version, so it cannot be the release {tag}"
-        )),
-    }
-}
-
-/// A signed payload must name this image of this repository.
-pub(super) fn check_payload(
-    payload: &[u8],
-    reference: &Reference,
-    digest: &Digest,
-) -> Result<(), String> {
-    let v: serde_json::Value = serde_json::from_slice(payload)
-        .map_err(|e| format!("a payload that does not parse ({e})"))?;
-    let critical = &v["critical"];
-    if critical["type"] != SIGNATURE_TYPE {
-        return Err(format!("a payload of type {}", critical["type"]));
-    }
-    let signed = critical["image"]["docker-manifest-digest"]
-        .as_str()
-        .unwrap_or("(none)");
-    if signed != digest.to_string() {
-        return Err(format!("another image ({signed}), not {digest}"));
-    }
-    let identity = critical["identity"]["docker-reference"]
-        .as_str()
-        .unwrap_or("");
-    let same_repo = Reference::parse(identity.split('@').next().unwrap_or(identity))
-        .is_ok_and(|r| r.repository() == reference.repository());
-    if !same_repo {
-        return Err(format!(
-            "it for another repository ({identity}), not {}",
-            reference.repository()
-        ));
-    }
-    Ok(())
 }
 
 /// Signs the image `digest` of `reference`'s repository and stores the
@@ -174,6 +92,7 @@ pub fn sign_recursive(
 
 #[cfg(test)]
 mod tests {
+    use super::super::trust::{check_payload, check_version};
     use super::*;
 
     #[test]

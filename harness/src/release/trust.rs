@@ -1,9 +1,5 @@
 //! What vouches for a release: a digest the caller pins, or a cosign-compatible signature by a key the checkout trusts (`trust/*.pub`, `--trust-key`) — never its own labels or checksums.
 
-use super::signature::{
-    check_payload, check_version, index_version, signature_tag, SIGNATURE_ANNOTATION,
-    SIMPLE_SIGNING,
-};
 use crate::registry::{Client, RegistryError};
 use crate::registry::{Digest, Reference};
 use crate::release::source::Source;
@@ -405,6 +401,91 @@ pub fn read_small(path: &Path, max: u64) -> std::io::Result<String> {
     let mut text = String::new();
     regular(path, max)?.take(max).read_to_string(&mut text)?;
     Ok(text)
+}
+
+/// The sigstore attachment's layer type and the annotation holding the signature.
+pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+pub(super) const SIGNATURE_TYPE: &str = "cosign container image signature";
+
+/// The tag cosign keeps an image's signatures under: `sha256-<hex>.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("sha256-{}.sig", digest.hex())
+}
+
+/// The optional claim of a signature that names the release's version.
+pub const VERSION_CLAIM: &str = "io.guix-matrix.version";
+
+/// The release version an index names (its `org.opencontainers.image.version`).
+pub fn index_version(index: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(index).ok()?;
+    v["annotations"]["org.opencontainers.image.version"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// No rollback: the version a vouched-for index names (and its signature
+/// claims, when it does) must be the tag asked for, unless that tag is
+/// `latest` (or none), which resolves to it. Returns the version.
+pub fn check_version(
+    asked: Option<&str>,
+    index: &[u8],
+    payload: Option<&[u8]>,
+) -> Result<Option<String>, String> {
+    let version = index_version(index);
+    let claimed = payload
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .and_then(|p| p["optional"][VERSION_CLAIM].as_str().map(str::to_string));
+    if let (Some(claimed), Some(version)) = (&claimed, &version) {
+        if claimed != version {
+            return Err(format!(
+                "its signature names version {claimed}, its index {version}"
+            ));
+        }
+    }
+    let named = claimed.or(version);
+    match (asked, &named) {
+        (None | Some("latest"), _) => Ok(named),
+        (Some(tag), Some(v)) if v == tag => Ok(named),
+        (Some(tag), Some(v)) => Err(format!(
+            "the registry serves version {v} under the tag {tag}: a rollback"
+        )),
+        (Some(tag), None) => Err(format!(
+            "its index names no version, so it cannot be the release {tag}"
+        )),
+    }
+}
+
+/// A signed payload must name this image of this repository.
+pub(crate) fn check_payload(
+    payload: &[u8],
+    reference: &Reference,
+    digest: &Digest,
+) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("a payload that does not parse ({e})"))?;
+    let critical = &v["critical"];
+    if critical["type"] != SIGNATURE_TYPE {
+        return Err(format!("a payload of type {}", critical["type"]));
+    }
+    let signed = critical["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or("(none)");
+    if signed != digest.to_string() {
+        return Err(format!("another image ({signed}), not {digest}"));
+    }
+    let identity = critical["identity"]["docker-reference"]
+        .as_str()
+        .unwrap_or("");
+    let same_repo = Reference::parse(identity.split('@').next().unwrap_or(identity))
+        .is_ok_and(|r| r.repository() == reference.repository());
+    if !same_repo {
+        return Err(format!(
+            "it for another repository ({identity}), not {}",
+            reference.repository()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

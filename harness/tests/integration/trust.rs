@@ -248,7 +248,7 @@ fn openssl_verifies(bytes: &[u8], signature: &str, key: &Path) -> bool {
 /// `sha256-<hex>.sig` tag), read with the registry's API alone.
 fn stored_signatures(client: &Client, digest: &Digest) -> Vec<(Vec<u8>, String)> {
     let Some((manifest, _)) = client
-        .manifest(&harness::release::signature::signature_tag(digest))
+        .manifest(&harness::release::trust::signature_tag(digest))
         .unwrap()
     else {
         return vec![];
@@ -259,9 +259,9 @@ fn stored_signatures(client: &Client, digest: &Digest) -> Vec<(Vec<u8>, String)>
         .unwrap()
         .iter()
         .map(|l| {
-            assert_eq!(l["mediaType"], harness::release::signature::SIMPLE_SIGNING);
+            assert_eq!(l["mediaType"], harness::release::trust::SIMPLE_SIGNING);
             let d = Digest::parse(l["digest"].as_str().unwrap()).unwrap();
-            let sig = l["annotations"][harness::release::signature::SIGNATURE_ANNOTATION]
+            let sig = l["annotations"][harness::release::trust::SIGNATURE_ANNOTATION]
                 .as_str()
                 .unwrap()
                 .to_string();
@@ -367,12 +367,12 @@ fn a_registry_release_is_taken_by_its_cosign_signature_and_never_replayed() {
     // replayed as the new one's: refused as not what it was signed for.
     let second = push_tiny_image(&client, "v1", b"second\n");
     let (sig, _) = client
-        .manifest(&harness::release::signature::signature_tag(&first))
+        .manifest(&harness::release::trust::signature_tag(&first))
         .unwrap()
         .unwrap();
     client
         .put_manifest(
-            &harness::release::signature::signature_tag(&second),
+            &harness::release::trust::signature_tag(&second),
             "application/vnd.oci.image.manifest.v1+json",
             &sig,
         )
