@@ -180,9 +180,11 @@ fn trust_exit(e: &trust::TrustError) -> Exit {
 fn release_exit(e: &release::ReleaseError) -> Exit {
     use release::ReleaseError as R;
     match e {
-        R::NotPulled { .. } | R::NotAll { .. } | R::OtherPin { .. } | R::OtherRun { .. } => {
-            Exit::Refused
-        }
+        R::NotPulled { .. }
+        | R::NotAll { .. }
+        | R::OtherPin { .. }
+        | R::OtherRun { .. }
+        | R::TwoReports { .. } => Exit::Refused,
         R::Report(_)
         | R::Pin(_)
         | R::NothingPassed { .. }

@@ -121,6 +121,11 @@ impl Fleet {
         &self.pipelines
     }
 
+    /// The helpers and probes every engine's pipeline used so far.
+    pub fn tools(&self) -> Vec<crate::record::Tool> {
+        self.pipelines.iter().flat_map(Pipeline::tools).collect()
+    }
+
     /// After a signal: what this process started is removed on every engine.
     pub async fn clean_after_interrupt(&self, started: i64, signal: i32) -> Exit {
         let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };

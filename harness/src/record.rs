@@ -112,11 +112,12 @@ impl Outcome {
     }
 }
 
-/// The version of report.json this harness writes and reads (3: a leg's
-/// `runs` became `placement`).
-pub const VERSION: u32 = 3;
-/// The older version it still reads (its `runs` read as `placement`).
-const READS_ALSO: u32 = 2;
+/// The version of report.json this harness writes and reads (4: the run's
+/// `tools`; 3: a leg's `runs` became `placement`).
+pub const VERSION: u32 = 4;
+/// The older versions it still reads (no tools; version 2's `runs` read as
+/// `placement`).
+const READS_ALSO: [u32; 2] = [2, 3];
 /// The largest report.json a reader accepts.
 const MAX_REPORT: u64 = 64 << 20;
 
@@ -133,6 +134,46 @@ pub struct RunReport {
     /// The scenarios the run was asked for.
     pub scenarios: Vec<Scenario>,
     pub legs: Vec<Leg>,
+    /// The emulator helpers and readdir() probes the run used (none in a
+    /// report before version 4): a release ships these and no others.
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+}
+
+/// What a tool image is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolRole {
+    /// The emulator helper that registered the run's binfmt handlers.
+    Helper,
+    /// The readdir() probes the tmpfs and chroot checks ran.
+    Probes,
+}
+
+/// An image a run used besides its legs' own, as the run found it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tool {
+    pub role: ToolRole,
+    /// The engine it was used on (its address).
+    pub engine: String,
+    /// Its local tag (`guix-matrix-binfmt:amd64`).
+    pub image: String,
+    /// Its image ID when the engine held it; none when it came from a release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The release it came from instead of an image of the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+impl Tool {
+    /// "emulator helper" or "readdir() probes".
+    pub fn what(&self) -> &'static str {
+        match self.role {
+            ToolRole::Helper => "emulator helper",
+            ToolRole::Probes => "readdir() probes",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +191,20 @@ impl ReportError {
 }
 
 impl RunReport {
-    pub fn new(pin: &str, commit: Option<String>, scenarios: &[Scenario], legs: &[Leg]) -> Self {
+    pub fn new(
+        pin: &str,
+        commit: Option<String>,
+        scenarios: &[Scenario],
+        legs: &[Leg],
+        tools: Vec<Tool>,
+    ) -> Self {
         RunReport {
             version: VERSION,
             pin: pin.to_string(),
             commit,
             scenarios: scenarios.to_vec(),
             legs: legs.to_vec(),
+            tools,
         }
     }
 
@@ -184,7 +232,8 @@ impl RunReport {
         let version: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
         match version.get("version").and_then(|v| v.as_u64()) {
-            Some(v) if v == u64::from(VERSION) || v == u64::from(READS_ALSO) => {}
+            Some(v) if v == u64::from(VERSION) || READS_ALSO.iter().any(|&r| v == u64::from(r)) => {
+            }
             Some(v) => {
                 return Err(format(format!(
                     "version {v}, this harness reads version {VERSION}"
@@ -326,7 +375,7 @@ mod tests {
         report["version"] = 1.into();
         let err = read(&report).unwrap_err().to_string();
         assert!(
-            err.contains("version 1, this harness reads version 3"),
+            err.contains("version 1, this harness reads version 4"),
             "{err}"
         );
     }

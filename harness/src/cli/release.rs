@@ -253,7 +253,7 @@ impl ReleaseArgs {
             .tag
             .clone()
             .unwrap_or_else(|| release::dated_tag(std::time::SystemTime::now()));
-        let mut proved = release::proved(
+        let proving = release::proved(
             &h.engine,
             &h.matrix,
             &h.options.checkout.root,
@@ -274,6 +274,7 @@ impl ReleaseArgs {
             },
         )
         .await?;
+        let mut proved = proving.platforms;
         // A key that cannot sign is found before anything is written.
         let signer = self
             .sign_key
@@ -288,6 +289,7 @@ impl ReleaseArgs {
             &h.matrix,
             &h.options.checkout.root,
             &mut proved,
+            &proving.tools,
             &release::contents::Meta {
                 tag: &tag,
                 source: self.source.as_deref(),
@@ -295,6 +297,9 @@ impl ReleaseArgs {
             },
         )
         .await?;
+        for line in &contents.left_out {
+            eprintln!("left out: {line}");
+        }
         let registry = self
             .push
             .as_deref()

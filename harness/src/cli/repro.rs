@@ -108,6 +108,7 @@ impl ReproArgs {
             ctx.checkout.commit(),
             &scenarios,
             std::slice::from_ref(&leg),
+            h.tools(),
         );
         match report::write(&self.report, &run) {
             Ok(()) => println!("reports: {}/report.json", self.report.display()),

@@ -5,6 +5,7 @@ use super::{interrupt, Context, Global};
 use crate::error::{Error, Exit};
 use crate::fleet::Fleet;
 use crate::leg;
+use crate::record::Tool;
 use crate::report::{self, Leg};
 use crate::scenarios::Scenario;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ impl RunArgs {
             Err(e) => {
                 // The uploaded artifact is never empty: the report names the step.
                 let legs = [setup_failure("connect to the Docker engines", &e)];
-                self.write(&scenarios, &legs, &pin, &commit);
+                self.write(&scenarios, &legs, &pin, &commit, vec![]);
                 return Err(e);
             }
         };
@@ -99,7 +100,7 @@ impl RunArgs {
                     ideal.as_secs_f64(),
                     wall.as_secs_f64() / ideal.as_secs_f64().max(0.001)
                 );
-                self.write(&scenarios, &legs, &pin, &commit);
+                self.write(&scenarios, &legs, &pin, &commit, fleet.tools());
                 println!("{}", report::closing_line(&legs));
                 Ok(leg::exit(&legs, self.accept_skipped))
             }
@@ -112,7 +113,7 @@ impl RunArgs {
                     leg.error = Some(format!("interrupted (signal {signal}) during `{step}`"));
                     legs.push(leg);
                 }
-                self.write(&scenarios, &legs, &pin, &commit);
+                self.write(&scenarios, &legs, &pin, &commit, fleet.tools());
                 Ok(exit)
             }
         }
@@ -131,9 +132,16 @@ impl RunArgs {
 
     /// report.json, junit.xml, failure bundles and, in GitHub Actions, the
     /// step summary; a report that cannot be written is said, never fatal.
-    fn write(&self, scenarios: &[Scenario], legs: &[Leg], pin: &str, commit: &Option<String>) {
+    fn write(
+        &self,
+        scenarios: &[Scenario],
+        legs: &[Leg],
+        pin: &str,
+        commit: &Option<String>,
+        tools: Vec<Tool>,
+    ) {
         let dir = &self.report_dir();
-        let run = report::RunReport::new(pin, commit.clone(), scenarios, legs);
+        let run = report::RunReport::new(pin, commit.clone(), scenarios, legs, tools);
         match report::write(dir, &run) {
             Ok(()) => println!(
                 "reports: {}/report.json, {}/junit.xml",

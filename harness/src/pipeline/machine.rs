@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::matrix::Platform;
 use crate::placement::{self, Machine, Placement};
 use crate::recipe;
+use crate::record::{Tool, ToolRole};
 use crate::release::open;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -111,7 +112,8 @@ impl Pipeline {
     /// the run's release when it carries this tree's (no base, no cross
     /// compilers to fetch), else built on the native base of the probe suite.
     pub async fn probes(&self) -> Result<&HashMap<String, Vec<u8>>, Error> {
-        self.probes
+        let (probes, _) = self
+            .probes
             .get_or_try_init(|| async {
                 let native = self.native_platform().await?;
                 let root = &self.options.checkout.root;
@@ -120,7 +122,9 @@ impl Pipeline {
                     if let Some((key, probes)) = release.probes()? {
                         if key == recipe::probes_key(&self.matrix, root, &native)? {
                             tracing::info!("readdir probes: from release {}", release.name());
-                            return Ok(probes);
+                            let mut tool = self.tool(ToolRole::Probes, spec.tag, None);
+                            tool.from = Some(release.name().to_string());
+                            return Ok::<_, Error>((probes, tool));
                         }
                         tracing::info!(
                             "readdir probes: release {}'s are of other inputs; building",
@@ -138,10 +142,34 @@ impl Pipeline {
                 )
                 .await?;
                 let built = build::build(&self.engine, &spec, &|_| {}).await?;
-                let tar = run::copy_out(&self.engine, &built.tag, "/probes").await?;
-                crate::release::archive::probes_of(tar.as_slice()).map_err(Error::ProbeArchive)
+                let tar = run::copy_out(&self.engine, &built.id, "/probes").await?;
+                let probes = crate::release::archive::probes_of(tar.as_slice())
+                    .map_err(Error::ProbeArchive)?;
+                Ok((
+                    probes,
+                    self.tool(ToolRole::Probes, built.tag, Some(built.id)),
+                ))
             })
-            .await
+            .await?;
+        Ok(probes)
+    }
+
+    /// The helper and probes this pipeline used so far, as a report records them.
+    pub fn tools(&self) -> Vec<Tool> {
+        let helper = self.helper.get().cloned();
+        let probes = self.probes.get().map(|(_, t)| t.clone());
+        helper.into_iter().chain(probes).collect()
+    }
+
+    /// A tool image of this pipeline's engine.
+    fn tool(&self, role: ToolRole, image: String, id: Option<String>) -> Tool {
+        Tool {
+            role,
+            engine: self.engine.url.clone(),
+            image,
+            id,
+            from: None,
+        }
     }
 
     /// The platform this engine runs natively (no base needed).
@@ -163,14 +191,16 @@ impl Pipeline {
     /// date, else the one shipped with the run's release (an empty engine
     /// then needs no base and no mirror), else built on the native base.
     pub async fn helper(&self) -> Result<&String, Error> {
-        self.helper
+        let tool = self
+            .helper
             .get_or_try_init(|| async {
                 let native = self.native_platform().await?;
                 let spec = recipe::helper_spec(&self.matrix, &self.options.checkout.root, &native);
                 let want = build::inputs(&spec)?.hash;
                 let ours = |img: &LocalImage| img.has_inputs(&want);
-                if self.engine.up_to_date(&spec.tag, &want).await?.is_some() {
-                    return Ok(spec.tag);
+                let used = |id: String| self.tool(ToolRole::Helper, spec.tag.clone(), Some(id));
+                if let Some(img) = self.engine.up_to_date(&spec.tag, &want).await? {
+                    return Ok::<_, Error>(used(img.id));
                 }
                 if let Some(release) = self.vouched().await? {
                     match release
@@ -179,7 +209,7 @@ impl Pipeline {
                     {
                         Ok(img) if ours(&img) => {
                             tracing::info!("emulator helper: from release {}", release.name());
-                            return Ok(spec.tag);
+                            return Ok::<_, Error>(used(img.id));
                         }
                         Ok(_) => tracing::info!(
                             "emulator helper: release {}'s is of other inputs; building",
@@ -190,9 +220,10 @@ impl Pipeline {
                     }
                 }
                 self.native().await?;
-                Ok(build::build(&self.engine, &spec, &|_| {}).await?.tag)
+                Ok(used(build::build(&self.engine, &spec, &|_| {}).await?.id))
             })
-            .await
+            .await?;
+        Ok(&tool.image)
     }
 
     /// Registers every emulator the matrix needs (once), returning the handlers.

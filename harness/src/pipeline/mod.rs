@@ -9,6 +9,7 @@ use crate::matrix::{Matrix, Platform};
 use crate::paths::Checkout;
 use crate::placement::Placement;
 use crate::pull;
+use crate::record::Tool;
 use crate::release::reuse::Start;
 use from_release::Seeded;
 use std::collections::HashMap;
@@ -70,11 +71,11 @@ pub struct Pipeline {
     pub engine: Engine,
     pub matrix: Matrix,
     pub options: Options,
-    probes: OnceCell<HashMap<String, Vec<u8>>>,
+    probes: OnceCell<(HashMap<String, Vec<u8>>, Tool)>,
     arch: OnceCell<String>,
     compat: OnceCell<(bool, Vec<String>)>,
     native: OnceCell<(Platform, base::Base)>,
-    helper: OnceCell<String>,
+    helper: OnceCell<Tool>,
     handlers: OnceCell<Vec<emulators::Handler>>,
     prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
 }

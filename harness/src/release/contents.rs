@@ -1,12 +1,13 @@
-//! What goes into a release, decided in one place: the proved images with their bases, the emulator helper of each proved platform the engine has, the readdir() probes of this tree, and the index's annotations.
+//! What goes into a release, decided in one place: the proved images with their bases, the emulator helpers and readdir() probes the proving runs used (by image ID, from their reports), and the index's annotations.
 
 use super::archive::{probes_of, Probes};
 use super::{Proved, ReleaseError};
 use crate::engine::{build, run, Engine};
 use crate::matrix::Matrix;
 use crate::recipe;
+use crate::record::{Tool, ToolRole};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the release says of itself beyond its images.
 #[derive(Debug, Clone, Copy)]
@@ -24,71 +25,146 @@ pub struct Meta<'a> {
 pub struct Contents {
     /// The index's annotations.
     pub annotations: BTreeMap<String, String>,
-    /// The readdir() probes (their key, the files), when the engine has this tree's.
+    /// The readdir() probes (their key, the files), when the run used this tree's.
     pub probes: Option<(String, Probes)>,
+    /// What the engine has but the release leaves out, and why.
+    pub left_out: Vec<String>,
 }
 
 /// Decides what ships: each proved platform's helper (set on `proved`),
-/// the probes, and the annotations.
+/// the probes — each only when the run that proved the release used that
+/// very image (`tools`, from the reports) — and the annotations.
 pub async fn decide(
     engine: &Engine,
     matrix: &Matrix,
     root: &Path,
     proved: &mut [Proved],
+    tools: &[(PathBuf, Tool)],
     meta: &Meta<'_>,
 ) -> Result<Contents, ReleaseError> {
-    helpers(engine, matrix, root, proved).await?;
+    let mut left_out = helpers(engine, matrix, root, proved, tools).await?;
+    let (probes, why) = probes(engine, matrix, root, tools).await?;
+    left_out.extend(why);
     Ok(Contents {
         annotations: annotations(meta, proved, root),
-        probes: probes(engine, matrix, root).await?,
+        probes,
+        left_out,
     })
 }
 
-/// The readdir() probes of this tree, when the engine has them (the run
-/// that proved the images, or a prove job on a runner of any architecture,
-/// made them for its tmpfs and chroot checks): shipped with the release,
-/// under the key that says what they are whatever machine built them, so
-/// that a repro from it needs no probe image.
+/// Whether the engine's image `tag` is one the reports say their runs
+/// used in `role`: its ID then, else why not (None: no run used any).
+async fn used(
+    engine: &Engine,
+    tag: &str,
+    role: ToolRole,
+    tools: &[(PathBuf, Tool)],
+) -> Result<Option<Result<String, String>>, ReleaseError> {
+    let runs: Vec<&(PathBuf, Tool)> = tools
+        .iter()
+        .filter(|(_, t)| t.role == role && t.image == tag)
+        .collect();
+    let Some((path, first)) = runs.first() else {
+        return Ok(None);
+    };
+    let Some(local) = engine.local_image(tag).await? else {
+        return Ok(Some(Err(format!(
+            "{tag}: the engine no longer has the {} {} used",
+            first.what(),
+            path.display()
+        ))));
+    };
+    if runs
+        .iter()
+        .any(|(_, t)| t.id.as_deref() == Some(local.id.as_str()))
+    {
+        return Ok(Some(Ok(local.id)));
+    }
+    let said: Vec<String> = runs
+        .iter()
+        .map(|(path, t)| match (&t.id, &t.from) {
+            (Some(id), _) => format!("{} used image {}", path.display(), super::gate::short(id)),
+            (None, Some(from)) => format!("{} took it from release {from}", path.display()),
+            (None, None) => format!("{} names no image", path.display()),
+        })
+        .collect();
+    Ok(Some(Err(format!(
+        "{tag}: the engine's {} is image {}, not one the proving run used ({})",
+        first.what(),
+        super::gate::short(&local.id),
+        said.join("; ")
+    ))))
+}
+
+/// The readdir() probes the proving run used, when the engine still has
+/// that very image: shipped with the release under the key that says what
+/// they are whatever machine built them, so that a repro from it needs no
+/// probe image. Else none, and why.
 async fn probes(
     engine: &Engine,
     matrix: &Matrix,
     root: &Path,
-) -> Result<Option<(String, Probes)>, ReleaseError> {
+    tools: &[(PathBuf, Tool)],
+) -> Result<(Option<(String, Probes)>, Vec<String>), ReleaseError> {
+    let mut why = vec![];
     for p in &matrix.platforms {
         let spec = recipe::probe_spec(matrix, root, p);
-        let want = build::inputs(&spec)?.hash;
-        if engine.up_to_date(&spec.tag, &want).await?.is_none() {
-            continue;
+        match used(engine, &spec.tag, ToolRole::Probes, tools).await? {
+            None => continue,
+            Some(Err(no)) => why.push(no),
+            Some(Ok(id)) => {
+                let tar = run::copy_out(engine, &id, "/probes").await?;
+                let probes = probes_of(tar.as_slice()).map_err(|source| ReleaseError::Io {
+                    path: format!("{}:/probes", spec.tag).into(),
+                    source,
+                })?;
+                return Ok((Some((recipe::probes_key(matrix, root, p)?, probes)), vec![]));
+            }
         }
-        let tar = run::copy_out(engine, &spec.tag, "/probes").await?;
-        let probes = probes_of(tar.as_slice()).map_err(|source| ReleaseError::Io {
-            path: format!("{}:/probes", spec.tag).into(),
-            source,
-        })?;
-        return Ok(Some((recipe::probes_key(matrix, root, p)?, probes)));
     }
-    Ok(None)
+    if why.is_empty() && !tools.is_empty() {
+        why.push("readdir() probes: no run of the release built them (it ran no tmpfs or chroot check, or took them from a release)".into());
+    }
+    Ok((None, why))
 }
 
-/// The emulator helper of this tree for each proved platform whose engines
-/// may run the legs (the engine's own, or one a prove job on a runner of
-/// that architecture made and handed on): shipped with that platform's
-/// image, so that a repro from the release on an empty engine of that
-/// architecture registers emulators at once.
+/// The emulator helper of each proved platform's architecture that a run
+/// of the release used to register its emulators (this engine's, or one a
+/// prove job on a runner of that architecture used and handed on): shipped
+/// with that platform's image, so that a repro from the release on an empty
+/// engine of that architecture registers emulators at once. A helper no
+/// proving run used is left out, whatever its tag and labels say: users
+/// run it with CAP_SYS_ADMIN.
 async fn helpers(
     engine: &Engine,
     matrix: &Matrix,
     root: &Path,
     proved: &mut [Proved],
-) -> Result<(), ReleaseError> {
+    tools: &[(PathBuf, Tool)],
+) -> Result<Vec<String>, ReleaseError> {
+    let mut left_out = vec![];
     for p in proved.iter_mut() {
         let spec = recipe::helper_spec(matrix, root, &p.platform);
         let want = build::inputs(&spec)?.hash;
-        if engine.up_to_date(&spec.tag, &want).await?.is_some() {
-            p.helper = Some(spec.tag);
+        let here = engine.up_to_date(&spec.tag, &want).await?.is_some();
+        match used(engine, &spec.tag, ToolRole::Helper, tools).await? {
+            Some(Ok(id)) if here => {
+                p.ids.insert(spec.tag.clone(), id);
+                p.helper = Some(spec.tag);
+            }
+            Some(Ok(_)) => left_out.push(format!(
+                "{}: no longer this tree's emulator helper",
+                spec.tag
+            )),
+            Some(Err(why)) => left_out.push(why),
+            None if here => left_out.push(format!(
+                "{}: no run of the release used this emulator helper",
+                spec.tag
+            )),
+            None => {}
         }
     }
-    Ok(())
+    Ok(left_out)
 }
 
 /// The standard OCI annotations of the index, and whether its images

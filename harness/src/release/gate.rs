@@ -6,7 +6,7 @@ use crate::matrix::{Matrix, Platform};
 use crate::names;
 use crate::names::LABEL_INPUTS;
 use crate::pull::{By, Pulled};
-use crate::record::{RunReport, Scenario};
+use crate::record::{RunReport, Scenario, Tool};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,50 @@ pub struct Proved {
     pub helper: Option<String>,
     /// Its real `guix pull` of the pin (None: shipped unpulled, as asked).
     pub pulled: Option<Pulled>,
+    /// The image ID each of those tags had when checked: the export ships
+    /// these images or nothing, whatever a tag points to by then.
+    pub ids: HashMap<String, String>,
+}
+
+impl Proved {
+    /// `image` (and `base`) as the engine has them now, taken as proved
+    /// without a report: for callers that vouch for them themselves (tests).
+    pub async fn inspect(
+        engine: &Engine,
+        platform: &Platform,
+        image: &str,
+        base: Option<&str>,
+    ) -> Result<Proved, ReleaseError> {
+        let mut ids = HashMap::new();
+        for name in std::iter::once(image).chain(base) {
+            let local = engine
+                .local_image(name)
+                .await?
+                .ok_or_else(|| ReleaseError::Missing {
+                    platform: platform.docker.clone(),
+                    image: name.to_string(),
+                })?;
+            ids.insert(name.to_string(), local.id);
+        }
+        Ok(Proved {
+            platform: platform.clone(),
+            image: image.to_string(),
+            id: ids[image].clone(),
+            base: base.map(str::to_string),
+            helper: None,
+            pulled: None,
+            ids,
+        })
+    }
+}
+
+/// What the reports prove: the platforms that passed, and the tools
+/// (emulator helpers, readdir() probes) their runs used.
+#[derive(Debug, Clone, Default)]
+pub struct Proving {
+    pub platforms: Vec<Proved>,
+    /// Each tool with the report that names it.
+    pub tools: Vec<(PathBuf, Tool)>,
 }
 
 /// What the release asks of the report and the images.
@@ -49,7 +93,7 @@ pub async fn proved(
     root: &Path,
     reports: &[PathBuf],
     gate: Gate,
-) -> Result<Vec<Proved>, ReleaseError> {
+) -> Result<Proving, ReleaseError> {
     let pin = crate::pin::read(&root.join("channels/channels.scm"))
         .map_err(|e| ReleaseError::Pin(e.to_string()))?;
     let commit = crate::paths::Checkout::at(root)
@@ -71,8 +115,9 @@ pub async fn proved(
                 ),
             });
         }
-        proving.push(run);
+        proving.push((path.clone(), run));
     }
+    one_report_each(&proving)?;
     let report = reports
         .iter()
         .map(|p| p.display().to_string())
@@ -82,7 +127,7 @@ pub async fn proved(
     // --require-all: every check passed (none skipped); else no failure.
     let passed: HashMap<&str, &str> = proving
         .iter()
-        .flat_map(|run| &run.legs)
+        .flat_map(|(_, run)| &run.legs)
         .filter(|l| {
             if gate.require_all {
                 l.passed_all()
@@ -100,7 +145,7 @@ pub async fn proved(
         .collect();
     if gate.require_all && !missing.is_empty() {
         let why = |platform: &str| {
-            let leg = proving.iter().find_map(|r| r.leg(platform));
+            let leg = proving.iter().find_map(|(_, r)| r.leg(platform));
             let not: Vec<String> = leg
                 .map(|l| {
                     l.outcomes
@@ -142,7 +187,33 @@ pub async fn proved(
             report.display()
         );
     }
-    Ok(out)
+    let tools = proving
+        .into_iter()
+        .flat_map(|(path, run)| run.tools.into_iter().map(move |t| (path.clone(), t)))
+        .collect();
+    Ok(Proving {
+        platforms: out,
+        tools,
+    })
+}
+
+/// Each platform passed in one report at most: a release of reports from
+/// several prove jobs takes each image from its own job's report, and no
+/// job's report can stand in for another platform's.
+fn one_report_each(proving: &[(PathBuf, RunReport)]) -> Result<(), ReleaseError> {
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for (path, run) in proving {
+        for leg in run.legs.iter().filter(|l| l.passed()) {
+            if let Some(first) = seen.insert(leg.platform.as_str(), path) {
+                return Err(ReleaseError::TwoReports {
+                    platform: leg.platform.clone(),
+                    first: first.to_path_buf(),
+                    second: path.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--require-all`: the run was asked for every scenario of the harness,
@@ -235,11 +306,15 @@ async fn check(
     // The base is released only if it is this image's own base (its layers
     // are the bottom of the image's): another base seeds no build cache.
     let base_tag = names::base(&matrix.defaults, p);
+    let mut ids = HashMap::from([(image.clone(), local.id.clone())]);
     let base = engine
         .local_image(&base_tag)
         .await?
         .filter(|b| !b.layers.is_empty() && local.layers.starts_with(&b.layers))
-        .map(|_| base_tag);
+        .map(|b| {
+            ids.insert(base_tag.clone(), b.id);
+            base_tag
+        });
     if base.is_none() {
         tracing::warn!("{}: the engine no longer has the base {image} was built on; released without it (a build from this release rebuilds every layer)", p.docker);
     }
@@ -261,6 +336,7 @@ async fn check(
         base,
         helper: None,
         pulled: pulled.filter(|got| got.by == By::GuixPull),
+        ids,
     })
 }
 

@@ -20,7 +20,7 @@ pub mod source;
 pub mod trust;
 
 pub use dist::Dist;
-pub use gate::{proved, Gate, Proved};
+pub use gate::{proved, Gate, Proved, Proving};
 pub use push::{PushTarget, Pushed, Uploaded};
 pub use ship::{ship, Plan, Shipped};
 
@@ -36,6 +36,12 @@ pub enum ReleaseError {
     Report(#[from] crate::record::ReportError),
     #[error("{path} is not a run of this checkout: {why}; nothing was released")]
     OtherRun { path: PathBuf, why: String },
+    #[error("{platform} passed in two reports, {first} and {second}: each platform's image comes from its own run's report; nothing was released")]
+    TwoReports {
+        platform: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error("cannot read the checkout's pin: {0}")]
     Pin(String),
     #[error("{platform}: not the pinned Guix: {why}; nothing was released")]
@@ -109,6 +115,7 @@ impl ReleaseError {
             ReleaseError::OtherRun { .. } => {
                 "run the matrix again on this checkout (`harness run --online`: the pull follows its pin), then release from that report".into()
             }
+            ReleaseError::TwoReports { platform, .. } => format!("pass one report per platform: the report of the run (or prove job) that proved {platform}"),
             ReleaseError::Pin(_) => "channels/channels.scm must pin a commit (`harness pin --set COMMIT`)".into(),
             ReleaseError::NotPulled { .. } => "run the matrix with the pull stage (`harness run --online`: guix pull to the pin on every platform), then release from that report; or ship the image as it is with `release --unpulled` (said so in the index)".into(),
             ReleaseError::OtherPin { .. } => "run the matrix again (`harness run --online`) so the pull follows the checkout's pin, then release from that report".into(),

@@ -200,12 +200,24 @@ async fn stage_platform(
         Failure::Io(path, source) => ReleaseError::Io { path, source },
         Failure::Bad(message) => failed(message),
     })?;
+    // Each image is the one checked (its config's digest is the image ID
+    // the gate saw), not whatever its tag points to now.
     let tagged = |name: &str| {
-        export
+        let entry = export
             .manifest
             .iter()
             .find(|e| e.repo_tags.iter().flatten().any(|t| t == name))
-            .ok_or_else(|| failed(format!("its manifest.json has no {name}")))
+            .ok_or_else(|| failed(format!("its manifest.json has no {name}")))?;
+        let config = export.small.get(export.resolve(&entry.config));
+        let id = config.map(|c| Digest::of(c).to_string());
+        match (id, p.ids.get(name)) {
+            (Some(id), Some(want)) if &id == want => Ok(entry),
+            (id, want) => Err(failed(format!(
+                "{name} was image {} when checked, and the export holds {}: it changed during the release; run it again",
+                want.map_or("(unchecked)", String::as_str),
+                id.as_deref().unwrap_or("no config")
+            ))),
+        }
     };
     let (platform, dir) = (p.platform.clone(), blobs.to_path_buf());
     // The base and the helper as they are; the image with the release's labels.

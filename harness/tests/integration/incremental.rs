@@ -87,14 +87,13 @@ fn release_into(dist: &Path) -> String {
     let h = fresh(&h0.options.checkout.root, None);
     let built = prepare(&h).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(built.start, Start::Built);
-    let proved = harness::release::Proved {
-        helper: None,
-        platform: built.platform.clone(),
-        image: built.image.tag.clone(),
-        id: built.image.id.clone(),
-        base: Some(format!("{IMAGE}-base:amd64")),
-        pulled: None,
-    };
+    let proved = block_on(harness::release::Proved::inspect(
+        &h.engine,
+        &built.platform,
+        &built.image.tag,
+        Some(&format!("{IMAGE}-base:amd64")),
+    ))
+    .unwrap();
     block_on(harness::release::ship(
         &h.engine,
         &[proved],
@@ -317,14 +316,13 @@ fn spoiled_release_is_refused(dist: &Path, root: &Path) {
     .unwrap();
     block_on(engine.remove_container(&id));
     let spoiled = tempfile::tempdir().unwrap();
-    let proved = harness::release::Proved {
-        helper: None,
-        platform: p.clone(),
-        image: format!("{IMAGE}:amd64"),
-        id: String::new(),
-        base: None,
-        pulled: None,
-    };
+    let proved = block_on(harness::release::Proved::inspect(
+        engine,
+        &p,
+        &format!("{IMAGE}:amd64"),
+        None,
+    ))
+    .unwrap();
     block_on(harness::release::ship(
         engine,
         &[proved],

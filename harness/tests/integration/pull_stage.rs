@@ -254,14 +254,13 @@ fn from_a_release_the_pull_starts_from_its_generation() {
     let (_k, private, public) = crate::common::keys("release");
     let signer = harness::release::trust::Signer::load(&private).unwrap();
     let keys = harness::release::trust::Keys::load(Path::new("/nonexistent"), &[public]).unwrap();
-    let proved = harness::release::Proved {
-        helper: None,
-        platform: first.platform.clone(),
-        image: first.image.tag.clone(),
-        id: first.image.id.clone(),
-        base: Some(format!("{IMAGE}-base:amd64")),
-        pulled: None,
-    };
+    let proved = block_on(harness::release::Proved::inspect(
+        &h.engine,
+        &first.platform,
+        &first.image.tag,
+        Some(&format!("{IMAGE}-base:amd64")),
+    ))
+    .unwrap();
     // The same release in a registry of the test's own.
     let registry = testkit::LocalRegistry::start();
     let repo = registry.repo();

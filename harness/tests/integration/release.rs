@@ -87,7 +87,7 @@ impl Released {
             .lines()
             .map(|l| l.split_once("  ").unwrap().1.to_string())
             .collect();
-        names.split_off(5)
+        names.split_off(4)
     }
 
     /// The release's index (its bytes, parsed).
@@ -104,20 +104,18 @@ fn released() -> &'static Released {
     R.get_or_init(|| {
         prepared("linux/amd64");
         prepared("linux/arm/v7");
-        // The probes the run's tmpfs and chroot checks use: shipped with it.
-        crate::common::block_on(crate::common::harness().probes()).unwrap();
-        // The emulator helpers: this engine's (made for the arm/v7 leg) and the
-        // one an armhf runner would make and hand on (made here under qemu):
-        // each ships with its platform's image.
-        let h = crate::common::harness();
-        let arm = h.matrix.find("linux/arm/v7").unwrap();
-        let spec = harness::recipe::helper_spec(&h.matrix, &h.options.checkout.root, arm);
-        crate::common::block_on(harness::engine::build::build(&h.engine, &spec, &|_| {})).unwrap();
         let registry = Registry::start();
         let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release-fixture");
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
-        let report = proving_run(&["linux/amd64", "linux/arm/v7"], &work.join("reports"));
+        // The tmpfs check runs the readdir() probes: the run records the
+        // probe image it used (and the emulator helper that registered
+        // qemu-arm), and the release ships those.
+        let report = proving_run_with(
+            &["linux/amd64", "linux/arm/v7"],
+            &work.join("reports"),
+            &["--scenario", "tmpfs"],
+        );
         let dist = work.join("dist");
         let (private, public) = harness::release::trust::keygen(&work.join("release")).unwrap();
         let out = harness(&[
@@ -191,14 +189,13 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
             "guix-matrix-base-v20260101-amd64.tar",
             "guix-matrix-base-v20260101-arm-v7.tar",
             "guix-matrix-binfmt-v20260101-amd64.tar",
-            "guix-matrix-binfmt-v20260101-arm-v7.tar",
             "guix-matrix-probes-v20260101.tar",
             "guix-matrix-v20260101-amd64.tar",
             "guix-matrix-v20260101-arm-v7.tar",
             "guix-matrix-v20260101.index.json"
         ]
     );
-    assert_eq!(names.split_off(5), r.names());
+    assert_eq!(names.split_off(4), r.names());
     let names = r.names();
     // `docker load` takes a tarball back: the image with the release's
     // labels on its config (so another ID; the proved one is tagged back).
@@ -374,14 +371,12 @@ fn a_published_release_is_checked_and_reproduced_as_users_get_it() {
     // nothing can come from the mirror): the emulator helper and the probes
     // come with the release, the arm/v7 image is loaded while the helper
     // registers qemu-arm; nothing is built.
-    for i in 0..2 {
-        assert!(
-            index["manifests"][i]["annotations"][harness::names::HELPER_DIGEST]
-                .as_str()
-                .is_some_and(|d| d.starts_with("sha256:")),
-            "each helper is vouched for with the index: {index}"
-        );
-    }
+    assert!(
+        index["manifests"][0]["annotations"][harness::names::HELPER_DIGEST]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "the helper is vouched for with the index: {index}"
+    );
     // ... and the registry holds it under that digest (a repro from the
     // registry pulls it from there).
     let helper_digest = index["manifests"][0]["annotations"][harness::names::HELPER_DIGEST]
@@ -768,6 +763,31 @@ fn a_report_that_is_missing_foreign_or_empty_releases_nothing() {
         said(&out)
     );
 
+    // Two reports that both prove a platform: each platform's image comes
+    // from its own run's report, so neither is taken.
+    let twice = work.path().join("twice.json");
+    std::fs::copy(&report, &twice).unwrap();
+    let out = harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        report.to_str().unwrap(),
+        "--report",
+        twice.to_str().unwrap(),
+        "--dist",
+        dist.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", said(&out));
+    assert!(
+        said(&out).contains(&format!(
+            "linux/amd64 passed in two reports, {} and {}",
+            report.display(),
+            twice.display()
+        )),
+        "{}",
+        said(&out)
+    );
+
     let failed = work.path().join("failed.json");
     let mut run = harness::report::RunReport::read(&report).unwrap();
     for o in run.legs.iter_mut().flat_map(|l| l.outcomes.iter_mut()) {
@@ -1110,4 +1130,79 @@ fn two_images(image: &Path, base: &Path, out: &Path) {
         add(name, bytes);
     }
     tar.into_inner().unwrap();
+}
+
+/// A helper image that carries the right tag and labels but is not the one
+/// the proving run used (anyone can copy a label) is left out of the
+/// release, and the release says which image it found and which the run
+/// used; the probes the run used still ship.
+#[test]
+fn a_helper_no_proving_run_used_is_left_out_whatever_its_labels_say() {
+    let _all = crate::common::exclusive();
+    let r = released();
+    let h = crate::common::harness();
+    let amd64 = h.matrix.find("linux/amd64").unwrap();
+    let tag = harness::recipe::helper_spec(&h.matrix, &h.options.checkout.root, amd64).tag;
+    let inspect = |what: &str| {
+        let out = docker(&["image", "inspect", "--format", "{{.Id}}", what]);
+        assert!(out.status.success(), "{}", said(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let genuine = inspect(&tag);
+    // The look-alike: the helper with one more variable, its labels inherited.
+    let mut build = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    write!(
+        build.stdin.take().unwrap(),
+        "FROM {genuine}\nENV LOOK_ALIKE=1\n"
+    )
+    .unwrap();
+    let built = build.wait_with_output().unwrap();
+    assert!(built.status.success(), "{}", said(&built));
+    let look_alike = inspect(&tag);
+    assert_ne!(look_alike, genuine);
+    let dist = tempfile::tempdir().unwrap();
+    let out = harness(&[
+        "release",
+        "--unpulled",
+        "--report",
+        r.report.to_str().unwrap(),
+        "--dist",
+        dist.path().to_str().unwrap(),
+        "--tag",
+        "v20260105",
+    ]);
+    // The genuine helper back before anything can fail.
+    assert!(docker(&["tag", &genuine, &tag]).status.success());
+    assert!(docker(&["rmi", &look_alike]).status.success());
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    let short = |id: &str| id.trim_start_matches("sha256:")[..12].to_string();
+    let line = format!(
+        "left out: {tag}: the engine's emulator helper is image {}, not one the proving run used ({} used image {})",
+        short(&look_alike),
+        r.report.display(),
+        short(&genuine)
+    );
+    assert!(text.contains(&line), "{line}\n{text}");
+    let shipped: Vec<String> = std::fs::read_dir(dist.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !shipped.iter().any(|n| n.contains("binfmt")),
+        "no helper shipped: {shipped:?}"
+    );
+    assert!(
+        shipped
+            .iter()
+            .any(|n| n == "guix-matrix-probes-v20260105.tar"),
+        "the probes the run used ship: {shipped:?}"
+    );
 }

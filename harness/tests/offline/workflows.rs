@@ -304,13 +304,21 @@ fn the_prove_jobs_hand_the_helper_and_probes_to_the_release() {
     let prove = runs("prove");
     let at = |what: &str| prove.iter().position(|r| r.contains(what));
     let save = at("docker save").expect("the prove job saves its proved image");
-    // The helper is made on every runner, even where no leg was emulated.
-    assert!(
-        at("harness emulators").is_some_and(|i| i < save),
-        "the prove job does not make its runner's helper before saving: {prove:?}"
-    );
+    // It hands on the tools its run used, as its report names them (the
+    // release ships no other), not whatever the engine has under a tag.
     let save = &prove[save];
-    for repo in [format!("{}-binfmt", d.image), format!("{}-probe", d.image)] {
+    assert!(
+        save.contains(".tools[]") && save.contains("report.json"),
+        "the prove job does not hand on the tools its report names: {save}"
+    );
+    assert!(
+        !prove.iter().any(|r| r.contains("harness emulators")),
+        "a helper made outside the run is not one it proved: {prove:?}"
+    );
+    for repo in [
+        format!("{}:$SLUG", d.image),
+        format!("{}-base:$SLUG", d.image),
+    ] {
         assert!(
             save.contains(&repo),
             "the prove job does not hand on {repo}: {save}"
