@@ -122,7 +122,9 @@ impl Error {
             Error::Trust(e) => trust_exit(e),
             Error::Open(e) => open_exit(e),
             Error::Incremental(e) => match e {
-                reuse::ReuseError::Altered { .. } | reuse::ReuseError::Content { .. } => Refused,
+                reuse::ReuseError::Altered { .. }
+                | reuse::ReuseError::Content { .. }
+                | reuse::ReuseError::Older { .. } => Refused,
                 reuse::ReuseError::Open(e) => open_exit(e),
                 reuse::ReuseError::Engine(e) => engine_exit(e),
                 reuse::ReuseError::Tree { .. } => Usage,

@@ -89,11 +89,15 @@ impl Fleet {
             pipelines.push(Pipeline::on(engine?, matrix.clone(), options.clone()));
         }
         let default = urls.iter().position(|u| *u == default_url);
-        Ok(Fleet {
+        let fleet = Fleet {
             pipelines,
             of,
             default,
-        })
+        };
+        for p in selected {
+            fleet.pipeline(p).refuse_rollback(p).await?;
+        }
+        Ok(fleet)
     }
 
     /// One engine for everything (the default pipeline).

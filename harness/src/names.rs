@@ -22,6 +22,8 @@ pub const LABEL_PULL_KEY: &str = "io.guix-matrix.pull.key";
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 /// The digest of the emulator helper shipped beside a platform's image.
 pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
+/// The release version an image or index names (OCI's standard annotation).
+pub const VERSION: &str = "org.opencontainers.image.version";
 
 /// The image a platform's legs check and a release ships: `guix-matrix:arm-v7`.
 pub fn image(d: &Defaults, p: &Platform) -> String {

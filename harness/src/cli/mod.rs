@@ -220,6 +220,10 @@ pub struct TrustArgs {
     /// An unverified --from release is an error (exit 5) instead of a build.
     #[arg(long, env = "GUIX_MATRIX_REQUIRE_VERIFIED", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_verified: bool,
+    /// Start from a --from release older than the one this engine's images
+    /// came from (refused otherwise, exit 4: no rollback).
+    #[arg(long, env = "GUIX_MATRIX_ALLOW_OLDER", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_older: bool,
 }
 
 impl TrustArgs {
@@ -238,6 +242,7 @@ impl TrustArgs {
     pub async fn apply(&self, ctx: &Context, options: &mut Options) -> Result<(), Error> {
         options.release.keys = self.keys(ctx)?;
         options.release.require_verified = self.require_verified;
+        options.release.allow_older = self.allow_older;
         let must = options.release.image.is_some()
             || (options.release.from.is_some() && self.require_verified);
         let input = options.release_input().await?;

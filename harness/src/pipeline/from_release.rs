@@ -56,6 +56,20 @@ impl Pipeline {
         self.options.opened.opened()?.reproduce_with()
     }
 
+    /// No rollback: a `--from` release older than the one this engine's
+    /// images of `platform` came from is refused (exit 4) unless
+    /// `--allow-older`; checked before any leg, and again at the seed.
+    pub async fn refuse_rollback(&self, platform: &Platform) -> Result<(), Error> {
+        if self.options.release.allow_older || self.options.release.from.is_none() {
+            return Ok(());
+        }
+        if let Input::From(release) = self.options.release_input().await? {
+            let d = &self.matrix.defaults;
+            reuse::check_not_older(&self.engine, d, platform, release).await?;
+        }
+        Ok(())
+    }
+
     /// What the release image `image` (fetched as a build cache) offers the
     /// pull: its pulled generation by `by`, when its Guix layer is this
     /// tree's but for the pinned channel (a moved pin: the pull starts
@@ -129,6 +143,7 @@ impl Pipeline {
         };
         let name = release.name();
         let d = &self.matrix.defaults;
+        self.refuse_rollback(platform).await?;
         let seed = reuse::seed(&reuse::Seeding {
             engine: &self.engine,
             release,

@@ -17,6 +17,9 @@ pub struct Asked {
     pub keys: Keys,
     /// An unverified `--from` is an error instead of a build.
     pub require_verified: bool,
+    /// A `--from` release older than the one an engine's images came from
+    /// is taken (else refused: no rollback).
+    pub allow_older: bool,
 }
 
 /// The release a run uses, decided once.

@@ -64,6 +64,13 @@ pub enum ReuseError {
         file: String,
         path: String,
     },
+    #[error("{platform}: release {release} is version {version}, older than {local}, which this engine's images came from: starting from it would roll the engine back")]
+    Older {
+        platform: String,
+        release: String,
+        version: String,
+        local: String,
+    },
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
@@ -83,6 +90,9 @@ impl ReuseError {
                 "use a release made by `harness release` and not modified since; or drop --from to build"
                     .into(),
             ),
+            ReuseError::Older { local, .. } => Some(format!(
+                "start from a release at least as new as {local} (`--from REF:{local}`), or pass --allow-older to go back on purpose"
+            )),
             ReuseError::Open(e) => e.fix(),
             ReuseError::Engine(e) => e.fix(),
             ReuseError::Tree { .. } => None,
@@ -334,6 +344,22 @@ pub fn copied(dockerfile: &str, files: &[String]) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
+mod version_tests {
+    use super::older;
+
+    /// Dated versions compare by date; other shapes never do.
+    #[test]
+    fn versions_compare_only_when_both_are_dated() {
+        assert!(older("v20260101", "v20261204"));
+        assert!(!older("v20261204", "v20260101"));
+        assert!(!older("v20261204", "v20261204"));
+        assert!(!older("v1", "v20261204"));
+        assert!(!older("latest", "v20261204"));
+        assert!(!older("v2026010x", "v20261204"));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -384,4 +410,51 @@ mod tests {
         let err = Inputs::from_labels(&forged).unwrap_err();
         assert!(err.contains("the labels were altered"), "{err}");
     }
+}
+
+/// Whether release version `a` is older than `b`: both `vYYYYMMDD` (or any
+/// `v` and digits of one length); versions of other shapes never compare.
+pub fn older(a: &str, b: &str) -> bool {
+    let digits = |v: &str| {
+        v.strip_prefix('v')
+            .filter(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+    };
+    match (digits(a), digits(b)) {
+        (Some(a), Some(b)) if a.len() == b.len() => a < b,
+        _ => false,
+    }
+}
+
+/// No rollback of an engine: the newest release version the local images
+/// of `platform` came from (its image and the fetched release image keep
+/// the version label of a release), when `release` is older than it.
+pub async fn check_not_older(
+    engine: &Engine,
+    defaults: &Defaults,
+    platform: &Platform,
+    release: &Release,
+) -> Result<(), ReuseError> {
+    let Some(version) = release.vouched.version() else {
+        return Ok(());
+    };
+    for image in [
+        names::image(defaults, platform),
+        names::from_release(defaults, platform),
+    ] {
+        let Some(img) = engine.local_image(&image).await? else {
+            continue;
+        };
+        if let Some(local) = img.labels.get(names::VERSION) {
+            if older(&version, local) {
+                return Err(ReuseError::Older {
+                    platform: platform.docker.clone(),
+                    release: release.name(),
+                    version,
+                    local: local.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -12,8 +12,8 @@ use crate::release::trust::Signer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// The annotation (and label) naming a release's version.
-const VERSION: &str = "org.opencontainers.image.version";
+// The annotation (and label) naming a release's version.
+use crate::names::VERSION;
 
 /// What to release, and where.
 pub struct Plan<'a> {

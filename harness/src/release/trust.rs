@@ -419,7 +419,7 @@ pub const VERSION_CLAIM: &str = "io.guix-matrix.version";
 /// The release version an index names (its `org.opencontainers.image.version`).
 pub fn index_version(index: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(index).ok()?;
-    v["annotations"]["org.opencontainers.image.version"]
+    v["annotations"][crate::names::VERSION]
         .as_str()
         .map(str::to_string)
 }

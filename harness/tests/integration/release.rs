@@ -1206,3 +1206,79 @@ fn a_helper_no_proving_run_used_is_left_out_whatever_its_labels_say() {
         "the probes the run used ship: {shipped:?}"
     );
 }
+
+/// No rollback of an engine: `--from` a release older than the one the
+/// engine's images came from (the version label of its fetched release
+/// image) is refused, exit 4, naming both versions and the fix, before
+/// anything is fetched; `--allow-older` takes it.
+#[test]
+fn a_from_release_older_than_the_engines_images_is_refused_unless_allowed() {
+    let _all = crate::common::exclusive();
+    let r = released();
+    let h = crate::common::harness();
+    let amd64 = h.matrix.find("linux/amd64").unwrap();
+    let newer = harness::names::from_release(&h.matrix.defaults, amd64);
+    let base = harness::names::base(&h.matrix.defaults, amd64);
+    // What a `--from v20991231` run leaves on an engine: the fetched
+    // release image, labelled with its version.
+    let mut build = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &newer, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    write!(
+        build.stdin.take().unwrap(),
+        "FROM {base}\nLABEL {}=v20991231\n",
+        harness::names::VERSION
+    )
+    .unwrap();
+    assert!(build.wait_with_output().unwrap().status.success());
+    let from = crate::common::pinned(&r.dist);
+    let run = |more: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--platform",
+            "linux/amd64",
+            "--scenario",
+            "smoke",
+            "--from",
+            &from,
+            "--report",
+        ];
+        let report = r.work.join("older");
+        args.push(report.to_str().unwrap());
+        args.extend(more);
+        harness(&args)
+    };
+    let refused = run(&[]);
+    let text = said(&refused);
+    let _ = docker(&["rmi", &newer]);
+    assert_eq!(refused.status.code(), Some(4), "{text}");
+    for line in [
+        "is version v20260101, older than v20991231, which this engine's images came from",
+        "pass --allow-older to go back on purpose",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    // Put back, and allowed.
+    let mut build = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", &newer, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(
+        build.stdin.take().unwrap(),
+        "FROM {base}\nLABEL {}=v20991231\n",
+        harness::names::VERSION
+    )
+    .unwrap();
+    assert!(build.wait_with_output().unwrap().status.success());
+    let allowed = run(&["--allow-older"]);
+    let _ = docker(&["rmi", &newer]);
+    assert!(allowed.status.success(), "{}", said(&allowed));
+}
