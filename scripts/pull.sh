@@ -7,12 +7,54 @@
 set -exuo pipefail
 
 readonly channels=/root/.config/guix/channels.scm
+# What the harness's pull stage trusts (matrix.toml's pull_substitutes and
+# pull_keys): "urls URL..." and "keys NAME.pub..." lines. Only for this pull;
+# the image keeps its own servers and every key of substitutes/ for users.
+readonly trust_file=/etc/guix-matrix/pull-trust
+readonly acl=/etc/guix/acl
 # --fallback: a substitute that fails mid-download is built instead.
-readonly pull_args=(--channels="$channels" --fallback)
+pull_args=(--channels="$channels" --fallback)
+install_args=(--fallback)
 started=""
 
 # shellcheck disable=SC2317 # called through the EXIT trap
-cleanup() { [ -z "$started" ] || rm -f "$started"; }
+cleanup() {
+	[ -z "$started" ] || rm -f "$started"
+	if [ -e "$acl.image" ]; then
+		mv -f "$acl.image" "$acl"
+	fi
+	rm -f "$trust_file"
+}
+
+# The pull trusts only the servers and keys of $trust_file, when there is one.
+trust_only() {
+	[ -e "$trust_file" ] || return 0
+	local word urls="" keys="" key
+	while read -r word rest; do
+		case "$word" in
+		urls) urls=$rest ;;
+		keys) keys=$rest ;;
+		esac
+	done <"$trust_file"
+	if [ -z "$urls" ] || [ -z "$keys" ]; then
+		echo "guix-matrix: $trust_file needs a urls and a keys line" >&2
+		exit 2
+	fi
+	cp -p "$acl" "$acl.image"
+	rm -f "$acl"
+	for key in $keys; do
+		case "$key" in
+		*/* | .*)
+			echo "guix-matrix: $trust_file: $key is not a key file name" >&2
+			exit 2
+			;;
+		esac
+		guix archive --authorize <"/etc/guix-matrix/substitutes/$key"
+	done
+	pull_args+=(--substitute-urls="$urls")
+	install_args+=(--substitute-urls="$urls")
+	echo "guix-matrix: this pull trusts $keys only, from $urls"
+}
 
 # The same check the entry point runs after a pull, with the pull's options.
 pin_check() {
@@ -48,6 +90,7 @@ main() {
 	local pinned
 	pinned=$(grep -o '(commit "[0-9a-f]*")' "$channels" | cut -d'"' -f2)
 	started=$(mktemp)
+	trust_only
 	pull
 	# From here on the pulled guix (PATH and the /usr/local/bin wrappers).
 	# shellcheck source=/dev/null # scripts/profile.sh, linted on its own
@@ -58,7 +101,7 @@ main() {
 	guix pull --delete-generations || true
 	guix package --delete-generations || true
 
-	guix install --fallback nss-certs
+	guix install "${install_args[@]}" nss-certs
 	guix gc
 
 	keep_pin "$pinned"

@@ -129,6 +129,7 @@ impl Error {
                 reuse::ReuseError::Engine(e) => engine_exit(e),
                 reuse::ReuseError::Tree { .. } => Usage,
             },
+            Error::Pull(pull::PullError::NoKey { .. }) => Usage,
             Error::Base(_)
             | Error::Build(_)
             | Error::Emulator(_)

@@ -12,7 +12,7 @@
 //! 7. error — every failure, its fix and exit code
 //! 8. release — making a release (gate, export, oci, dist, push, ship, contents) and reading one (source, trust, signature, open, archive, input, reuse)
 //! 9. doctor — is this machine ready; recipe — what the tree builds and its content hash; record — the run's records (legs, report.json)
-//! 10. base — the Debian base; emulators — binfmt handlers through the helper; pin — the pinned channel; pull — the pull stage's job and record
+//! 10. base — the Debian base, its date and the mirror's; emulators — binfmt handlers through the helper; pin — the pinned channel; pull — the pull stage's job and record
 //! 11. engine — the only code that speaks bollard; placement — native or which emulator, per engine
 //! 12. names — every image, label and artifact name; registry — the only code that speaks HTTP to registries; retry — back-off for network steps
 //! 13. matrix — matrix.toml, typed and checked

@@ -22,6 +22,9 @@ pub const LABEL_PULL_KEY: &str = "io.guix-matrix.pull.key";
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 /// The digest of the emulator helper shipped beside a platform's image.
 pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
+/// When a base's Debian packages were current (RFC 3339): the mirror's
+/// Release date it was built from.
+pub const LABEL_BASE_DATE: &str = "io.guix-matrix.base.date";
 /// The release version an image or index names (OCI's standard annotation).
 pub const VERSION: &str = "org.opencontainers.image.version";
 

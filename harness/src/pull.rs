@@ -138,8 +138,38 @@ impl std::fmt::Display for Stage {
 
 /// The key a pulled layer carries: the Guix layer it was pulled on (its
 /// content hash, which covers the pinned channel) and who pulled.
-pub fn key(guix_inputs: &str, by: By) -> String {
-    hex::encode(Sha256::digest(format!("{guix_inputs} {by}").as_bytes()))
+pub fn key(guix_inputs: &str, by: By, trust: &Trust) -> String {
+    let trust = trust.file();
+    hex::encode(Sha256::digest(
+        format!("{guix_inputs} {by} {trust}").as_bytes(),
+    ))
+}
+
+/// The substitute servers and keys the pull trusts (matrix.toml's
+/// `pull_substitutes` and `pull_keys`): the official build farms, since
+/// what the pull makes ships. Empty: the image's own list and keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    pub urls: Vec<String>,
+    /// Key files of the image's /etc/guix-matrix/substitutes/.
+    pub keys: Vec<String>,
+}
+
+/// Where the pull step finds its trust (scripts/pull.sh removes it).
+const TRUST_FILE: &str = "etc/guix-matrix/pull-trust";
+
+impl Trust {
+    /// The pull-trust file scripts/pull.sh reads: `urls …` and `keys …`.
+    pub fn file(&self) -> String {
+        if self.urls.is_empty() {
+            return String::new();
+        }
+        format!(
+            "urls {}\nkeys {}\n",
+            self.urls.join(" "),
+            self.keys.join(" ")
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +196,8 @@ pub enum PullError {
         described: String,
         describe: String,
     },
+    #[error("matrix.toml: [defaults] pull_keys names {}, which does not exist", path.display())]
+    NoKey { path: std::path::PathBuf },
     #[error(transparent)]
     Run(RunError),
     #[error(transparent)]
@@ -179,6 +211,7 @@ impl PullError {
             PullError::Failed { by: By::StandIn, .. } => Some("the stand-in (fixtures/stand-in-guix.sh) or the image's pull step (scripts/pull.sh) broke: run it by hand in `harness shell`".into()),
             PullError::Timeout { .. } => Some("raise the platform's pull_timeout_secs in matrix.toml (the limit natively; under qemu it is multiplied by the platform's slowdown), or run the platform on an engine that runs it natively (--engine)".into()),
             PullError::WrongPin { .. } => Some("channels/channels.scm must pin a commit of the channel's branch (`harness pin --set COMMIT`); the pull step's pin check says more above".into()),
+            PullError::NoKey { .. } => Some("name key files of substitutes/ in pull_keys (the official farms': berlin.guix.gnu.org.pub, bordeaux.guix.gnu.org.pub)".into()),
             PullError::Run(e) => e.fix(),
             PullError::Engine(e) => e.fix(),
         }
@@ -198,6 +231,8 @@ pub struct Job {
     pub key: String,
     /// Where the pull starts, for the record.
     pub from: String,
+    /// The servers and keys the pull trusts.
+    pub trust: Trust,
     /// The channels file to pull with, put in place first (the image's own
     /// when None): a pull from a release's generation to a moved pin.
     pub channels: Option<Vec<u8>>,
@@ -226,6 +261,11 @@ pub async fn run(engine: &Engine, job: &Job) -> Result<Pulled, PullError> {
     .with_options(job.echo.clone(), true);
     if job.cache_tmpfs {
         spec = spec.tmpfs("/root/.cache/guix", "rw,exec,size=2g");
+    }
+    let trust = job.trust.file();
+    if !trust.is_empty() {
+        let tar = crate::engine::run::tar_of(&[(TRUST_FILE, 0o644, trust.as_bytes())]);
+        spec = spec.upload(tar, "/");
     }
     if let Some(channels) = &job.channels {
         let tar = crate::engine::run::tar_of(&[(

@@ -150,6 +150,7 @@ impl Engine {
                 repo_digests: i.repo_digests.unwrap_or_default(),
                 layers: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
                 labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
+                created: i.created.map(|t| t.unix_timestamp()),
             })),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -173,6 +174,8 @@ pub struct LocalImage {
     /// The diff ids of its layers, bottom first.
     pub layers: Vec<String>,
     pub labels: HashMap<String, String>,
+    /// Its config's `created` (seconds since the epoch), when it says.
+    pub created: Option<i64>,
 }
 
 impl LocalImage {

@@ -191,6 +191,39 @@ fn defaults(d: &Defaults) -> Vec<Found> {
             ));
         }
     }
+    for (i, u) in d.pull_substitutes.iter().enumerate() {
+        if !u.starts_with("https://") || u.contains(char::is_whitespace) {
+            out.push((
+                "pull_substitutes",
+                format!("entry {} `{u}` is not an https:// URL", i + 1),
+                "list the official build farms, e.g. [\"https://ci.guix.gnu.org\", \"https://bordeaux.guix.gnu.org\"]".into(),
+            ));
+        }
+    }
+    let key = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pub$").expect("regex");
+    for k in &d.pull_keys {
+        if !key.is_match(k) {
+            out.push((
+                "pull_keys",
+                format!("`{k}` is not the name of a key file in substitutes/ (NAME.pub)"),
+                "name the official farms' keys, e.g. [\"berlin.guix.gnu.org.pub\", \"bordeaux.guix.gnu.org.pub\"]".into(),
+            ));
+        }
+    }
+    if d.pull_substitutes.is_empty() != d.pull_keys.is_empty() {
+        out.push((
+            "pull_keys",
+            "pull_substitutes and pull_keys must both list something (or both nothing: the image's own servers and keys)".into(),
+            "give the official build farms and their keys".into(),
+        ));
+    }
+    if d.max_base_age_days == 0 {
+        out.push((
+            "max_base_age_days",
+            "0 would rebuild the base on every run".into(),
+            "give a number of days, e.g. 30".into(),
+        ));
+    }
     let version = regex::Regex::new(r"^[0-9]+(\.[0-9]+)+$").expect("regex");
     if !version.is_match(&d.guix_version) {
         out.push((

@@ -89,6 +89,37 @@ pub struct Defaults {
     /// glibc must still fail non-LFS readdir() with EOVERFLOW (2.36 does;
     /// sid's 2.43 no longer does).
     pub probe_suite: String,
+    /// The substitute servers the pull stage may use: the official build
+    /// farms only, since what it pulls ships. Users' runs of the image keep
+    /// substitutes/urls.
+    #[serde(default = "official_substitutes")]
+    pub pull_substitutes: Vec<String>,
+    /// The keys (files in substitutes/) the pull stage trusts: the official
+    /// build farms' only. Users' runs of the image trust every key there.
+    #[serde(default = "official_keys")]
+    pub pull_keys: Vec<String>,
+    /// A Debian base older than this many days is rebuilt, not reused (nor
+    /// taken from a release): Debian's security updates reach the image.
+    #[serde(default = "default_max_base_age")]
+    pub max_base_age_days: u64,
+}
+
+fn official_substitutes() -> Vec<String> {
+    vec![
+        "https://ci.guix.gnu.org".into(),
+        "https://bordeaux.guix.gnu.org".into(),
+    ]
+}
+
+fn official_keys() -> Vec<String> {
+    vec![
+        "berlin.guix.gnu.org.pub".into(),
+        "bordeaux.guix.gnu.org.pub".into(),
+    ]
+}
+
+fn default_max_base_age() -> u64 {
+    30
 }
 
 /// One row of the matrix.

@@ -234,6 +234,7 @@ impl Pipeline {
                 id: String::new(),
                 origin: base::Origin::Local,
                 provenance,
+                date: base::date(&img),
             },
             image: build::Built {
                 tag: self.image_tag(platform),
@@ -284,6 +285,7 @@ impl Pipeline {
                 id: String::new(),
                 origin: base::Origin::Pulled,
                 provenance: label("io.guix-matrix.base"),
+                date: base::date(&img),
             },
             image: build::Built {
                 tag,

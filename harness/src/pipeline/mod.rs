@@ -6,6 +6,7 @@ use crate::engine::build;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::matrix::{Matrix, Platform};
+use crate::names;
 use crate::paths::Checkout;
 use crate::placement::Placement;
 use crate::pull;
@@ -116,6 +117,27 @@ impl Pipeline {
         self.prepare_with(platform, &|_| {}).await
     }
 
+    /// Untags every stage of `platform` (base, Guix layer, pulled and
+    /// unpulled layers, image), so that all of it is built again: its base
+    /// is too old (`why`).
+    async fn forget_stages(&self, platform: &Platform, why: &str) {
+        let d = &self.matrix.defaults;
+        tracing::warn!(
+            "{}: {} sits on a base whose {why}: base, Guix layer, pull and image are rebuilt",
+            platform.docker,
+            self.image_tag(platform)
+        );
+        for tag in [
+            names::base(d, platform),
+            names::guix_layer(d, platform),
+            names::pulled(d, platform),
+            names::unpulled(d, platform),
+            self.image_tag(platform),
+        ] {
+            self.engine.remove_image(&tag).await;
+        }
+    }
+
     /// Like `prepare`, reporting build steps to `progress`.
     pub async fn prepare_with(
         &self,
@@ -170,7 +192,14 @@ impl Pipeline {
             .into_iter()
             .map(|by| self.inputs(platform, by))
             .collect::<Result<Vec<_>, _>>()?;
-        let local = self.engine.local_image(&self.image_tag(platform)).await?;
+        let mut local = self.engine.local_image(&self.image_tag(platform)).await?;
+        if let Some(img) = &local {
+            if let Some(why) = base::stale(&self.matrix.defaults, base::date(img)).await {
+                progress("base too old: rebuild");
+                self.forget_stages(platform, &why).await;
+                local = None;
+            }
+        }
         let label = local.as_ref().and_then(|img| img.inputs());
         if let (Some(img), Some(want)) = (
             &local,

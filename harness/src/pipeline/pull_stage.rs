@@ -10,6 +10,22 @@ use crate::pull::{self, By};
 use std::time::Duration;
 
 impl Pipeline {
+    /// The servers and keys the pull stage trusts (matrix.toml), each key a
+    /// file of the checkout's substitutes/ (the image holds the same).
+    fn pull_trust(&self) -> Result<pull::Trust, Error> {
+        let d = &self.matrix.defaults;
+        for k in &d.pull_keys {
+            let path = self.options.checkout.root.join("substitutes").join(k);
+            if !path.is_file() {
+                return Err(pull::PullError::NoKey { path }.into());
+            }
+        }
+        Ok(pull::Trust {
+            urls: d.pull_substitutes.clone(),
+            keys: d.pull_keys.clone(),
+        })
+    }
+
     /// The pulled Guix layer of `platform` for `by` (committed after a pull
     /// in this run, or already in the engine), checked with `guix describe`
     /// against the checkout's pin: its tag and what the stage did.
@@ -28,7 +44,8 @@ impl Pipeline {
             ..
         } = *job;
         let d = &self.matrix.defaults;
-        let key = pull::key(&guix.hash, by);
+        let trust = self.pull_trust()?;
+        let key = pull::key(&guix.hash, by, &trust);
         let tag = names::pulled(d, platform);
         let pin = crate::pin::read(&self.options.checkout.channels())?;
         let keyed = |img: &LocalImage| img.labels.get(crate::names::LABEL_PULL_KEY) == Some(&key);
@@ -85,6 +102,7 @@ impl Pipeline {
                     by,
                     key,
                     from,
+                    trust,
                     channels,
                     cache_tmpfs: placement.cache_tmpfs,
                     timeout: placement.timeout(Duration::from_secs(platform.pull_timeout_secs)),

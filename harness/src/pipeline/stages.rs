@@ -130,6 +130,13 @@ impl Pipeline {
             .insert("GUIX_IMAGE".into(), layer.to_string());
         spec.unhashed_args
             .insert("BASE_PROVENANCE".into(), base.provenance.clone());
+        // The image says how old its Debian packages are (max_base_age_days).
+        if let Some(date) = base.date {
+            spec.labels.insert(
+                crate::names::LABEL_BASE_DATE.into(),
+                base::mirror::rfc3339(date),
+            );
+        }
         spec
     }
 

@@ -187,6 +187,15 @@ async fn decide(s: &Seeding<'_>, img: LocalImage) -> Result<Seed, ReuseError> {
         why,
     };
     let claimed = Inputs::from_labels(&img.labels).map_err(altered)?;
+    // A release on a base too old for matrix.toml (with a newer suite on
+    // the mirror) seeds nothing: Debian's updates reach the image.
+    if let Some(why) = crate::base::stale(defaults, crate::base::date(&img)).await {
+        tracing::warn!(
+            "{}: release {release}'s base is refused: {why}; building cold",
+            platform.docker
+        );
+        return Ok(Seed::Cold(format!("release {release}'s base: {why}")));
+    }
     match img.labels.get(LABEL_PLATFORM) {
         Some(p) if *p == platform.docker => {}
         other => {

@@ -105,6 +105,47 @@ fn the_pulled_guix_is_committed_below_the_scripts_and_a_script_change_pulls_noth
         img.layers.starts_with(&store),
         "the scripts sit on the pulled layer"
     );
+    // The pull trusted the official farms only (what the daemon's ACL held
+    // while it ran, and what it was given), and the image users run keeps
+    // every key of substitutes/ and no trace of the pull's trust.
+    let cat = |path: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["run", "--rm", "--entrypoint", "cat", &first.image.tag, path])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys_in = |acl: &str| acl.matches("(public-key").count();
+    let meta = "/root/.config/guix/current/etc/guix-matrix-stand-in";
+    let during = cat(&format!("{meta}/acl"));
+    let official = h.matrix.defaults.pull_keys.len();
+    assert_eq!(keys_in(&during), official, "the pull's ACL: {during}");
+    let args = cat(&format!("{meta}/args"));
+    assert!(
+        args.contains(&format!(
+            "--substitute-urls={}",
+            h.matrix.defaults.pull_substitutes.join(" ")
+        )),
+        "{args}"
+    );
+    let after = cat("/etc/guix/acl");
+    let all = std::fs::read_dir(dir.path().join("substitutes"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "pub")
+        })
+        .count();
+    assert!(all > official);
+    assert_eq!(keys_in(&after), all, "the image's ACL: {after}");
+    assert_eq!(
+        cat("/etc/guix-matrix/pull-trust"),
+        "",
+        "the pull's trust is gone"
+    );
     // Every check of the image as users get it: the pulled scenario and the rest.
     for s in [Scenario::Pulled, Scenario::Smoke, Scenario::Usage] {
         let outcome = block_on(scenarios::run_one(&h, &first, s));

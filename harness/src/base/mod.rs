@@ -4,6 +4,8 @@ use crate::engine::{timeout, Engine, EngineError, LocalImage};
 use crate::matrix::{Defaults, Platform};
 use crate::names::{LABEL_INPUTS, LABEL_MANAGED, LABEL_PLATFORM};
 use crate::retry;
+
+pub mod mirror;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
@@ -48,6 +50,8 @@ pub struct Base {
     /// Where it came from, to trace and rebuild it: the registry digest of a
     /// pulled base, or the mmdebstrap inputs and rootfs digest of one built here.
     pub provenance: String,
+    /// When its Debian packages were current (seconds since the epoch), if known.
+    pub date: Option<i64>,
 }
 
 /// The provenance of a base image as the engine knows it.
@@ -107,6 +111,59 @@ impl BaseError {
     }
 }
 
+/// When a base's (or an image's) Debian packages were current: its base
+/// date label, else (a base pulled from a registry) its `created`.
+pub fn date(img: &LocalImage) -> Option<i64> {
+    // A registry's base says when it was made; an image the harness built
+    // is dated by its label only (its `created` is when it was built).
+    let created = || {
+        if img.labels.contains_key(LABEL_MANAGED) {
+            return None;
+        }
+        img.created.filter(|&t| t > 0)
+    };
+    img.labels
+        .get(crate::names::LABEL_BASE_DATE)
+        .and_then(|d| mirror::from_rfc3339(d))
+        .or_else(created)
+}
+
+/// Why a base of `date` must be rebuilt, given the mirror's Release date
+/// now: it is older than `max_days` and Debian has changed the suite
+/// since (else a rebuild would give the same packages). None: keep it.
+pub fn too_old(date: i64, now: i64, max_days: u64, mirror: Option<i64>) -> Option<String> {
+    let age = (now - date).max(0) / 86_400;
+    if age <= max_days as i64 {
+        return None;
+    }
+    match mirror {
+        Some(m) if m > date => Some(format!(
+            "its Debian packages are {age} days old (from {}; max_base_age_days = {max_days}) and the mirror has the suite of {}",
+            mirror::day(date),
+            mirror::day(m)
+        )),
+        _ => None,
+    }
+}
+
+/// Why the base an image (or base) of `date` sits on must be rebuilt: older
+/// than matrix.toml's `max_base_age_days`, with a newer suite on the mirror
+/// (asked only then; an unreachable mirror keeps the base, said so).
+pub async fn stale(defaults: &Defaults, date: Option<i64>) -> Option<String> {
+    let date = date?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    too_old(date, now, defaults.max_base_age_days, Some(i64::MAX))?;
+    match mirror::release(defaults, &defaults.suite).await {
+        Ok(r) => too_old(date, now, defaults.max_base_age_days, Some(r.date)),
+        Err(e) => {
+            tracing::warn!("the base is older than max_base_age_days, but {e}: kept");
+            None
+        }
+    }
+}
+
 fn matches(image: &LocalImage, platform: &Platform) -> bool {
     let oci = platform.oci();
     image.architecture == oci.architecture
@@ -162,7 +219,15 @@ async fn ensure_tagged(
     allow_pull: bool,
     tag: String,
 ) -> Result<Base, BaseError> {
-    if let Some(img) = engine.local_image(&tag).await? {
+    let mut local = engine.local_image(&tag).await?;
+    if let Some(why) = match &local {
+        Some(img) => stale(defaults, date(img)).await,
+        None => None,
+    } {
+        tracing::warn!(platform = %platform.docker, "base {tag}: {why}: rebuilt");
+        local = None;
+    }
+    if let Some(img) = local {
         if matches(&img, platform) {
             let origin = match img.labels.get(LABEL_ORIGIN).map(String::as_str) {
                 Some("mmdebstrap") => Origin::BuiltOffline,
@@ -172,18 +237,21 @@ async fn ensure_tagged(
             return Ok(Base {
                 reference: tag,
                 provenance: provenance(&img),
+                date: date(&img),
                 id: img.id,
                 origin,
             });
         }
     }
+    let fresh = |img: &LocalImage| too_old_now(defaults, img).is_none();
     if let Some(img) = engine.local_image(&defaults.base_image).await? {
-        if matches(&img, platform) {
+        if matches(&img, platform) && fresh(&img) {
             engine.tag(&img.id, &tag).await?;
             tracing::info!(platform = %platform.docker, "base: local {} tagged {tag}", defaults.base_image);
             return Ok(Base {
                 reference: tag,
                 provenance: provenance(&img),
+                date: date(&img),
                 id: img.id,
                 origin: Origin::Local,
             });
@@ -195,6 +263,7 @@ async fn ensure_tagged(
                 return Ok(Base {
                     reference: tag,
                     provenance: provenance(&img),
+                    date: date(&img),
                     id: img.id,
                     origin: Origin::Pulled,
                 })
@@ -208,9 +277,18 @@ async fn ensure_tagged(
     Ok(Base {
         reference: tag,
         provenance: provenance(&img),
+        date: date(&img),
         id: img.id,
         origin: Origin::BuiltOffline,
     })
+}
+
+/// Whether `img` is older than `max_base_age_days` at all (no mirror asked).
+fn too_old_now(defaults: &Defaults, img: &LocalImage) -> Option<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    too_old(date(img)?, now, defaults.max_base_age_days, Some(i64::MAX))
 }
 
 /// Pulls `base_image` for the platform, retrying transient failures.
@@ -266,11 +344,21 @@ async fn build_offline(
         "{p}: mmdebstrap {} {}",
         defaults.suite, platform.debian_arch
     );
+    // The suite's Release date dates the base (its label, its config's
+    // `created`) and is mmdebstrap's SOURCE_DATE_EPOCH: the same mirror
+    // state gives the same root filesystem.
+    let date = match mirror::release(defaults, &defaults.suite).await {
+        Ok(r) => Some(r.date),
+        Err(e) => {
+            tracing::warn!(platform = %p, "base: {e}; its date is unknown");
+            None
+        }
+    };
     let started = std::time::Instant::now();
     retry::network(
         &step,
         |e: &BaseError| matches!(e, BaseError::Mmdebstrap { .. }),
-        || mmdebstrap(defaults, platform, &rootfs),
+        || mmdebstrap(defaults, platform, &rootfs, date),
     )
     .await?;
     tracing::info!(platform = %p, "base: mmdebstrap done in {:.0?}", started.elapsed());
@@ -281,7 +369,7 @@ async fn build_offline(
     let defaults2 = defaults.clone();
     let platform2 = platform.clone();
     tokio::task::spawn_blocking(move || {
-        write_archive(&defaults2, &platform2, &rootfs2, &archive2, &tag2)
+        write_archive(&defaults2, &platform2, &rootfs2, &archive2, &tag2, date)
     })
     .await
     .expect("archive task")
@@ -319,8 +407,16 @@ async fn build_offline(
     Ok(img)
 }
 
-async fn mmdebstrap(defaults: &Defaults, platform: &Platform, out: &Path) -> Result<(), BaseError> {
+async fn mmdebstrap(
+    defaults: &Defaults,
+    platform: &Platform,
+    out: &Path,
+    date: Option<i64>,
+) -> Result<(), BaseError> {
     let mut cmd = tokio::process::Command::new("mmdebstrap");
+    if let Some(d) = date {
+        cmd.env("SOURCE_DATE_EPOCH", d.to_string());
+    }
     cmd.args([
         "--variant=minbase",
         &format!("--arch={}", platform.debian_arch),
@@ -365,6 +461,7 @@ fn write_archive(
     rootfs: &Path,
     archive: &Path,
     tag: &str,
+    date: Option<i64>,
 ) -> std::io::Result<()> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut std::fs::File::open(rootfs)?, &mut hasher)?;
@@ -374,10 +471,11 @@ fn write_archive(
         "{} {} {}",
         defaults.mirror, defaults.suite, platform.debian_arch
     );
+    let created = mirror::rfc3339(date.unwrap_or(0));
     let mut config = serde_json::json!({
         "architecture": oci.architecture,
         "os": oci.os,
-        "created": "1970-01-01T00:00:00Z",
+        "created": created,
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "Cmd": ["bash"],
@@ -389,10 +487,13 @@ fn write_archive(
             }
         },
         "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": format!("mmdebstrap --variant=minbase --arch={} {} {}", platform.debian_arch, defaults.suite, defaults.mirror)}],
+        "history": [{"created": created, "created_by": format!("mmdebstrap --variant=minbase --arch={} {} {}", platform.debian_arch, defaults.suite, defaults.mirror)}],
     });
     if let Some(v) = oci.variant {
         config["variant"] = serde_json::Value::String(v);
+    }
+    if date.is_some() {
+        config["config"]["Labels"][crate::names::LABEL_BASE_DATE] = created.clone().into();
     }
     let config_bytes = serde_json::to_vec(&config)?;
     let config_name = format!("{}.json", hex::encode(Sha256::digest(&config_bytes)));
