@@ -232,6 +232,30 @@ pub fn failure_bundle(leg: &Leg, pin: &str) -> String {
     out
 }
 
+/// The warning a failure bundle opens with when the run is a pull request
+/// from a fork (GitHub Actions' event file says so): its reproduce line and
+/// checkout are that fork's code. Empty otherwise.
+pub fn fork_warning() -> String {
+    let event = std::env::var_os("GITHUB_EVENT_PATH");
+    let repository = std::env::var("GITHUB_REPOSITORY").unwrap_or_default();
+    let fork = event
+        .and_then(|p| crate::paths::regular(Path::new(&p), 16 << 20).ok())
+        .and_then(|f| serde_json::from_reader::<_, serde_json::Value>(f).ok())
+        .and_then(|e| fork_of(&e, &repository));
+    match fork {
+        Some(fork) => format!(
+            "WARNING: this run is of a pull request from the fork {fork}: the reproduce line below and the checkout it runs in are that fork's code, not {repository}'s; read them before you run them.\n\n"
+        ),
+        None => String::new(),
+    }
+}
+
+/// The fork a pull-request event comes from, when it is not `repository`.
+fn fork_of(event: &serde_json::Value, repository: &str) -> Option<String> {
+    let head = event["pull_request"]["head"]["repo"]["full_name"].as_str()?;
+    (head != repository).then(|| head.to_string())
+}
+
 /// Writes report.json and junit.xml into `dir`, and `failures/<platform>.txt`
 /// for each failed leg (`pin`: the guix channel pin the legs ran with).
 pub fn write(dir: &Path, report: &RunReport) -> std::io::Result<()> {
@@ -244,7 +268,7 @@ pub fn write(dir: &Path, report: &RunReport) -> std::io::Result<()> {
         let name = leg.platform.trim_start_matches("linux/").replace('/', "-");
         std::fs::write(
             failures.join(format!("{name}.txt")),
-            failure_bundle(leg, pin),
+            format!("{}{}", fork_warning(), failure_bundle(leg, pin)),
         )?;
     }
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)?;
@@ -270,4 +294,29 @@ pub fn closing_line(legs: &[Leg]) -> String {
         }
     }
     format!("harness: {passed} passed, {failed} failed, {skipped} skipped")
+}
+
+#[cfg(test)]
+mod fork_tests {
+    /// A pull request from another repository is a fork's; one from a
+    /// branch of the repository itself, or a push, is not.
+    #[test]
+    fn a_pull_request_from_another_repository_is_a_forks() {
+        let pr = |head: &str| serde_json::json!({"pull_request": {"head": {"repo": {"full_name": head}}}});
+        assert_eq!(
+            super::fork_of(&pr("someone/guix-matrix"), "owner/guix-matrix"),
+            Some("someone/guix-matrix".into())
+        );
+        assert_eq!(
+            super::fork_of(&pr("owner/guix-matrix"), "owner/guix-matrix"),
+            None
+        );
+        assert_eq!(
+            super::fork_of(
+                &serde_json::json!({"ref": "refs/heads/main"}),
+                "owner/guix-matrix"
+            ),
+            None
+        );
+    }
 }

@@ -517,3 +517,24 @@ fn write_archive(
     out.append_path_with_name(rootfs, &layer_name)?;
     out.into_inner()?.flush()
 }
+
+#[cfg(test)]
+mod age_tests {
+    use super::too_old;
+
+    const DAY: i64 = 86_400;
+
+    /// Older than the limit and the mirror is newer: rebuilt, saying both
+    /// dates; within the limit, or nothing newer on the mirror: kept.
+    #[test]
+    fn a_base_is_too_old_only_past_the_limit_with_a_newer_suite() {
+        let base = 1_800_000_000;
+        let now = base + 40 * DAY;
+        let why = too_old(base, now, 30, Some(base + 5 * DAY)).unwrap();
+        assert!(why.contains("40 days old"), "{why}");
+        assert!(why.contains("max_base_age_days = 30"), "{why}");
+        assert_eq!(too_old(base, now, 45, Some(now)), None);
+        assert_eq!(too_old(base, now, 30, Some(base)), None);
+        assert_eq!(too_old(base, now, 30, None), None);
+    }
+}

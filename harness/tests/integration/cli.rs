@@ -449,9 +449,18 @@ fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
     assert_ne!(broken, text);
     std::fs::write(&matrix, broken).unwrap();
     let reports = dir.path().join("reports");
+    // As a workflow run of a pull request from a fork sees it.
+    let event = dir.path().join("event.json");
+    std::fs::write(
+        &event,
+        r#"{"pull_request": {"head": {"repo": {"full_name": "someone/guix-matrix"}}}}"#,
+    )
+    .unwrap();
     let out = harness_run("linux/arm/v7", &["tmpfs"], &reports)
         .arg("--matrix")
         .arg(&matrix)
+        .env("GITHUB_EVENT_PATH", &event)
+        .env("GITHUB_REPOSITORY", "owner/guix-matrix")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -463,6 +472,10 @@ fn a_failing_leg_exits_nonzero_and_writes_a_failure_bundle() {
         "{text}"
     );
     let bundle = std::fs::read_to_string(reports.join("failures/arm-v7.txt")).unwrap();
+    assert!(
+        bundle.starts_with("WARNING: this run is of a pull request from the fork someone/guix-matrix: the reproduce line below and the checkout it runs in are that fork's code, not owner/guix-matrix's"),
+        "{bundle}"
+    );
     assert!(
         bundle.contains(
             "reproduce: cargo run -p harness -- repro --platform linux/arm/v7 --scenario tmpfs"

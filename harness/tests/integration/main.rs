@@ -4,6 +4,7 @@
 //!   cargo test --test integration -- scenarios::leg::case_3_arm_v7   one platform's checks
 
 mod amd64;
+mod base_age;
 mod cli;
 mod common;
 

@@ -1,0 +1,80 @@
+//! Bases too old for matrix.toml's `max_base_age_days` are rebuilt from the
+//! mirror when Debian has a newer suite there, and kept when it has not.
+
+use crate::common::{block_on, harness};
+use harness::base::{self, mirror};
+use std::process::{Command, Stdio};
+
+/// `docker build` of `FROM from` with the base date label `date`, as `tag`.
+fn dated(from: &str, tag: &str, date: &str) -> String {
+    let mut build = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    write!(
+        build.stdin.take().unwrap(),
+        "FROM {from}\nLABEL {}={date}\n",
+        harness::names::LABEL_BASE_DATE
+    )
+    .unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A base dated as the mirror's suite is kept however old; one dated years
+/// before it is rebuilt by mmdebstrap, dated by the mirror's Release file
+/// (label and `created`). Under an image name of its own.
+#[test]
+fn a_base_older_than_max_base_age_days_is_rebuilt_when_the_mirror_has_newer() {
+    let _all = crate::common::exclusive();
+    let h = harness();
+    let mut defaults = h.matrix.defaults.clone();
+    defaults.image = "guix-matrix-agetest".into();
+    let amd64 = h.matrix.find("linux/amd64").unwrap();
+    let tag = harness::names::base(&defaults, amd64);
+    let real = crate::common::prepared("linux/amd64").base.reference;
+    let suite = block_on(mirror::release(&defaults, &defaults.suite)).unwrap();
+    let cleanup = || {
+        let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    };
+
+    // As old as the mirror's suite: kept, whatever max_base_age_days says.
+    let same = dated(&real, &tag, &mirror::rfc3339(suite.date));
+    defaults.max_base_age_days = 1;
+    let kept = block_on(base::ensure(&h.engine, &defaults, amd64, false));
+    let kept = kept.unwrap_or_else(|e| {
+        cleanup();
+        panic!("{e}")
+    });
+    assert_eq!(kept.id, same, "a base as new as the mirror's suite is kept");
+
+    // Years older: rebuilt from the mirror.
+    let old = dated(&real, &tag, "2020-01-01T00:00:00Z");
+    let rebuilt = block_on(base::ensure(&h.engine, &defaults, amd64, false));
+    let img = block_on(h.engine.local_image(&tag)).unwrap();
+    cleanup();
+    let rebuilt = rebuilt.unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(rebuilt.id, old, "the old base was rebuilt");
+    assert_eq!(rebuilt.origin, base::Origin::BuiltOffline);
+    assert_eq!(
+        rebuilt.date,
+        Some(suite.date),
+        "dated by the mirror's Release"
+    );
+    let img = img.expect("the rebuilt base is tagged");
+    assert_eq!(
+        img.labels.get(harness::names::LABEL_BASE_DATE),
+        Some(&mirror::rfc3339(suite.date))
+    );
+    assert_eq!(img.created, Some(suite.date));
+}
