@@ -38,7 +38,7 @@ pub fn probe_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec 
             ("BASE_IMAGE".to_string(), base),
             ("PROBE_CCS".to_string(), ccs.join(" ")),
         ]),
-        unhashed_args: BTreeMap::new(),
+        unhashed_args: apt_args(d),
         depends_on: vec![format!(
             "debian {} {} {}",
             d.probe_suite, d.mirror, native.debian_arch
@@ -92,7 +92,7 @@ pub fn helper_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec
             ("BASE_IMAGE".to_string(), names::base(d, native)),
             ("EMULATORS".to_string(), emulators.join(" ")),
         ]),
-        unhashed_args: BTreeMap::new(),
+        unhashed_args: apt_args(d),
         depends_on: vec![format!(
             "debian {} {} {}",
             d.suite, d.mirror, native.debian_arch
@@ -108,6 +108,16 @@ pub fn helper_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec
 
 /// The Dockerfiles of the image, bottom first: the Guix layer, then the scripts.
 pub const DOCKERFILES: [&str; 2] = ["Dockerfile", "scripts/Dockerfile"];
+
+/// The build args every apt-get of the Dockerfiles takes: an expired
+/// Release file is accepted only where matrix.toml's loader was told a test
+/// needs it (GUIX_MATRIX_ALLOW_EXPIRED_MIRROR). Not hashed: the same tree.
+fn apt_args(d: &crate::matrix::Defaults) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "APT_CHECK_VALID_UNTIL".to_string(),
+        (!d.expired_mirror_ok).to_string(),
+    )])
+}
 
 /// `guix-matrix:arm-v7`.
 pub fn image_tag(matrix: &Matrix, platform: &Platform) -> String {
@@ -126,7 +136,7 @@ pub fn guix_spec(matrix: &Matrix, root: &Path, platform: &Platform) -> BuildSpec
             .map(PathBuf::from)
             .collect(),
         build_args: BTreeMap::from([("BASE_IMAGE".to_string(), names::base(d, platform))]),
-        unhashed_args: BTreeMap::new(),
+        unhashed_args: apt_args(d),
         // The base's recipe, not its id: the same tree has the same content
         // hash on every machine, whichever day its base was made.
         depends_on: vec![format!(

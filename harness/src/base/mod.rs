@@ -85,6 +85,12 @@ pub enum BaseError {
         tail: String,
         mirror: String,
     },
+    #[error("{platform}: the Debian mirror's {url} expired on {until} (a frozen mirror): apt refuses it")]
+    Expired {
+        platform: String,
+        url: String,
+        until: String,
+    },
     #[error("{platform}: {context}: {source}")]
     Io {
         platform: String,
@@ -106,6 +112,7 @@ impl BaseError {
             BaseError::Engine(e) => e.fix(),
             BaseError::NoMmdebstrap { .. } => Some("apt-get install -y mmdebstrap arch-test (or `bash .ci/run`, which installs it)".into()),
             BaseError::Mmdebstrap { mirror, .. } => Some(format!("check the Debian mirror ({mirror}) is reachable; for a foreign architecture the emulator must be registered (`harness emulators`)")),
+            BaseError::Expired { .. } => Some("point matrix.toml's `mirror` at a current Debian mirror; where a test needs this frozen one, set GUIX_MATRIX_ALLOW_EXPIRED_MIRROR=1 (apt then ignores Valid-Until)".into()),
             _ => None,
         }
     }
@@ -348,7 +355,21 @@ async fn build_offline(
     // `created`) and is mmdebstrap's SOURCE_DATE_EPOCH: the same mirror
     // state gives the same root filesystem.
     let date = match mirror::release(defaults, &defaults.suite).await {
-        Ok(r) => Some(r.date),
+        Ok(r) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            match r.valid_until {
+                Some(until) if until < now && !defaults.expired_mirror_ok => {
+                    return Err(BaseError::Expired {
+                        platform: p,
+                        url: mirror::release_url(defaults, &defaults.suite),
+                        until: mirror::day(until),
+                    })
+                }
+                _ => Some(r.date),
+            }
+        }
         Err(e) => {
             tracing::warn!(platform = %p, "base: {e}; its date is unknown");
             None
@@ -417,10 +438,12 @@ async fn mmdebstrap(
     if let Some(d) = date {
         cmd.env("SOURCE_DATE_EPOCH", d.to_string());
     }
+    if defaults.expired_mirror_ok {
+        cmd.arg("--aptopt=Acquire::Check-Valid-Until \"false\"");
+    }
     cmd.args([
         "--variant=minbase",
         &format!("--arch={}", platform.debian_arch),
-        "--aptopt=Acquire::Check-Valid-Until \"false\"",
         "--aptopt=Acquire::Retries \"5\"",
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/doc/*",

@@ -102,6 +102,10 @@ pub struct Defaults {
     /// taken from a release): Debian's security updates reach the image.
     #[serde(default = "default_max_base_age")]
     pub max_base_age_days: u64,
+    /// apt may use a mirror whose Release file has expired (a frozen
+    /// mirror a test needs): GUIX_MATRIX_ALLOW_EXPIRED_MIRROR, not the file.
+    #[serde(skip)]
+    pub expired_mirror_ok: bool,
 }
 
 fn official_substitutes() -> Vec<String> {
@@ -250,7 +254,10 @@ impl Matrix {
             path: path.clone(),
             source,
         })?;
-        Self::parse(&path, &text)
+        let mut matrix = Self::parse(&path, &text)?;
+        matrix.defaults.expired_mirror_ok = std::env::var("GUIX_MATRIX_ALLOW_EXPIRED_MIRROR")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        Ok(matrix)
     }
 
     /// Parses and validates matrix text; `path` is only used in messages.
