@@ -124,3 +124,9 @@ pub fn tag_of_index_file(name: &str) -> Option<&str> {
     name.strip_prefix("guix-matrix-")?
         .strip_suffix(".index.json")
 }
+
+/// What the image is distributed under, as an SPDX expression: GNU Guix
+/// (GPL-3.0-or-later), this project's scripts (Apache-2.0), and the Debian
+/// base's packages, each under its own license as its
+/// /usr/share/doc/*/copyright says (kept in the image).
+pub const LICENSES: &str = "GPL-3.0-or-later AND Apache-2.0 AND LicenseRef-Debian-packages";

@@ -182,7 +182,7 @@ fn annotations(meta: &Meta<'_>, proved: &[Proved], root: &Path) -> BTreeMap<Stri
         ),
         (
             "org.opencontainers.image.licenses".to_string(),
-            "Apache-2.0".to_string(),
+            crate::names::LICENSES.to_string(),
         ),
         (
             "org.opencontainers.image.description".to_string(),

@@ -46,11 +46,21 @@ fn image_carries_platform_and_inputs_labels() {
             || base.contains("@sha256:"),
         "{base}"
     );
-    for label in [
-        "org.opencontainers.image.title",
-        "org.opencontainers.image.licenses",
-    ] {
-        assert!(img.labels.contains_key(label), "{label}");
+    assert!(img.labels.contains_key("org.opencontainers.image.title"));
+    // What it is distributed under: Guix's GPL, the scripts' Apache, and
+    // the Debian packages' own licenses, as the release's index says too.
+    assert_eq!(
+        img.labels
+            .get("org.opencontainers.image.licenses")
+            .map(String::as_str),
+        Some(harness::names::LICENSES)
+    );
+    // How old its Debian packages are (max_base_age_days), when known.
+    if let Some(date) = p.base.date {
+        assert_eq!(
+            img.labels.get(harness::names::LABEL_BASE_DATE),
+            Some(&harness::base::mirror::rfc3339(date))
+        );
     }
 }
 
