@@ -137,11 +137,15 @@ impl std::fmt::Display for Stage {
 }
 
 /// The key a pulled layer carries: the Guix layer it was pulled on (its
-/// content hash, which covers the pinned channel) and who pulled.
-pub fn key(guix_inputs: &str, by: By, trust: &Trust) -> String {
+/// content hash, which covers the pinned channel), who pulled, what it
+/// trusted, and the stand-in program when the stand-in pulled.
+pub fn key(guix_inputs: &str, by: By, trust: &Trust, stand_in: Option<&[u8]>) -> String {
     let trust = trust.file();
+    // The stand-in is part of what made an offline pull: a change pulls again.
+    let stand_in = stand_in.map(|p| hex::encode(Sha256::digest(p)));
+    let stand_in = stand_in.unwrap_or_default();
     hex::encode(Sha256::digest(
-        format!("{guix_inputs} {by} {trust}").as_bytes(),
+        format!("{guix_inputs} {by} {trust} {stand_in}").as_bytes(),
     ))
 }
 

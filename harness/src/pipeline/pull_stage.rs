@@ -45,7 +45,11 @@ impl Pipeline {
         } = *job;
         let d = &self.matrix.defaults;
         let trust = self.pull_trust()?;
-        let key = pull::key(&guix.hash, by, &trust);
+        let stand_in = match by {
+            By::StandIn => Some(self.stand_in()?),
+            By::GuixPull => None,
+        };
+        let key = pull::key(&guix.hash, by, &trust, stand_in.as_deref());
         let tag = names::pulled(d, platform);
         let pin = crate::pin::read(&self.options.checkout.channels())?;
         let keyed = |img: &LocalImage| img.labels.get(crate::names::LABEL_PULL_KEY) == Some(&key);
@@ -91,10 +95,6 @@ impl Pipeline {
                 unpulled.step = format!("{}: build the image to pull in", platform.docker);
                 build::build(&self.engine, &unpulled, &|s| progress(s)).await?;
                 progress(&format!("pull ({by})"));
-                let stand_in = match by {
-                    By::StandIn => Some(self.stand_in()?),
-                    By::GuixPull => None,
-                };
                 let job = pull::Job {
                     platform: platform.clone(),
                     image: unpulled.tag,

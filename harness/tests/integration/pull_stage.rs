@@ -20,7 +20,15 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let engine = &harness().engine;
-        for part in ["", "-guix", "-unpulled", "-pulled", "-base", "-broken"] {
+        for part in [
+            "",
+            "-guix",
+            "-unpulled",
+            "-pulled",
+            "-base",
+            "-broken",
+            "-lying",
+        ] {
             block_on(engine.remove_image(&format!("{IMAGE}{part}:amd64")));
         }
     }
@@ -183,6 +191,54 @@ fn the_pulled_guix_is_committed_below_the_scripts_and_a_script_change_pulls_noth
             "{why}"
         ),
         other => panic!("a pulled image without its generation must fail: {other:?}"),
+    }
+
+    // An entry point that says it starts the pulled generation's daemon but
+    // starts Debian's: the check looks at the running program, not the line.
+    let lying = format!("{IMAGE}-lying:amd64");
+    let out = std::process::Command::new("docker")
+        .args(["run", "--name", "t34-lying", "--entrypoint", "sed"])
+        .args([
+            &first.image.tag,
+            "-i",
+            "s|^\tguix-daemon --build-users-group|\t/usr/bin/guix-daemon --build-users-group|",
+            "/entry-point.sh",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::process::Command::new("docker")
+        .args(["commit", "t34-lying", &lying])
+        .output()
+        .unwrap();
+    std::process::Command::new("docker")
+        .args(["rm", "-f", "t34-lying"])
+        .output()
+        .unwrap();
+    let grep = std::process::Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "grep", &lying])
+        .args([
+            "-c",
+            "/usr/bin/guix-daemon --build-users-group",
+            "/entry-point.sh",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&grep.stdout).trim(),
+        "1",
+        "the mutation took"
+    );
+    let mut lies = first.clone();
+    lies.image.tag = lying;
+    let outcome = block_on(scenarios::run_one(&h, &lies, Scenario::Pulled));
+    match &outcome.verdict {
+        Verdict::Failed(why) => assert!(
+            why.contains("the running guix-daemon is `/usr/bin/guix-daemon`")
+                && why.contains("not the pulled generation's `/gnu/store/"),
+            "{why}"
+        ),
+        other => panic!("Debian's daemon under the pulled generation's name must fail: {other:?}"),
     }
 
     // A script changes: no pull, the same pulled layer, new scripts on top.
