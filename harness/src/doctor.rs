@@ -135,7 +135,7 @@ fn emulator(name: &str) -> Finding {
             Level::Problem,
             &check,
             "not registered",
-            Some("cargo run -p harness -- emulators"),
+            Some("cargo run -p harness -- emulators --install"),
         )
     } else if !entry.starts_with("enabled") || !flags.contains('F') {
         finding(
@@ -150,7 +150,7 @@ fn emulator(name: &str) -> Finding {
                 }
             ),
             Some(&format!(
-                "echo -1 > /proc/sys/fs/binfmt_misc/{name} && cargo run -p harness -- emulators"
+                "echo -1 > /proc/sys/fs/binfmt_misc/{name} && cargo run -p harness -- emulators --install"
             )),
         )
     } else {

@@ -111,7 +111,7 @@ impl BaseError {
         match self {
             BaseError::Engine(e) => e.fix(),
             BaseError::NoMmdebstrap { .. } => Some("apt-get install -y mmdebstrap arch-test (or `bash .ci/run`, which installs it)".into()),
-            BaseError::Mmdebstrap { mirror, .. } => Some(format!("check the Debian mirror ({mirror}) is reachable; for a foreign architecture the emulator must be registered (`harness emulators`)")),
+            BaseError::Mmdebstrap { mirror, .. } => Some(format!("check the Debian mirror ({mirror}) is reachable; for a foreign architecture the emulator must be registered (`harness emulators --install`)")),
             BaseError::Expired { .. } => Some("point matrix.toml's `mirror` at a current Debian mirror; where a test needs this frozen one, set GUIX_MATRIX_ALLOW_EXPIRED_MIRROR=1 (apt then ignores Valid-Until)".into()),
             _ => None,
         }

@@ -1,4 +1,4 @@
-//! The small commands: doctor, matrix, emulators, pin, clean.
+//! The small commands: doctor, matrix, emulators (read only unless asked), pin, clean.
 
 use super::Context;
 use crate::doctor::{self, Level};
@@ -95,43 +95,112 @@ impl MatrixArgs {
     }
 }
 
-/// Per engine: how it runs each platform and why, the handlers registered.
-pub async fn emulators(ctx: &Context, global: &super::Global) -> Result<Exit, Error> {
-    let fleet = crate::fleet::Fleet::connect(
-        &ctx.matrix,
-        &ctx.options,
-        &global.engines,
-        &ctx.matrix.platforms,
-    )
-    .await?;
-    for h in fleet.all() {
-        let mine: Vec<_> = ctx
-            .matrix
-            .platforms
-            .iter()
-            .filter(|p| std::ptr::eq(fleet.pipeline(p), h))
-            .collect();
-        let placements: Vec<_> = h
-            .placements()
-            .await?
-            .into_iter()
-            .filter(|pl| mine.iter().any(|p| p.docker == pl.platform))
-            .collect();
-        println!("engine {} ({})", h.engine.url, h.arch().await?);
-        let handlers = h.emulators().await?;
-        for (s, pl) in emulators::statuses(&placements, handlers)
-            .iter()
-            .zip(&placements)
-        {
-            let detail = s
-                .handler
-                .as_ref()
-                .map(|h| format!("; {}", h.fingerprint()))
-                .unwrap_or_default();
-            println!("  {:16} {:11} {}{detail}", s.platform, s.state, pl.why);
+#[derive(Debug, clap::Args)]
+pub struct EmulatorsArgs {
+    /// Register the handlers the matrix needs on each engine's host (with
+    /// the F flag; needs CAP_SYS_ADMIN in the helper: host root).
+    #[arg(long, conflicts_with = "uninstall")]
+    pub install: bool,
+    /// Unregister those handlers from each engine's host.
+    #[arg(long)]
+    pub uninstall: bool,
+    /// Print the decision and the handlers as JSON
+    /// (`{"version": 1, "engines": [{"engine", "arch", "platforms": […]}]}`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EmulatorsArgs {
+    /// Per engine: how it runs each platform and why, and its handlers as
+    /// the kernel has them — read only, unless --install or --uninstall.
+    pub async fn exec(self, ctx: &Context, global: &super::Global) -> Result<Exit, Error> {
+        let fleet = crate::fleet::Fleet::connect(
+            &ctx.matrix,
+            &ctx.options,
+            &global.engines,
+            &ctx.matrix.platforms,
+        )
+        .await?;
+        let mut engines = vec![];
+        for h in fleet.all() {
+            let placements: Vec<_> = h
+                .placements()
+                .await?
+                .into_iter()
+                .filter(|pl| {
+                    ctx.matrix
+                        .find(&pl.platform)
+                        .is_ok_and(|p| std::ptr::eq(fleet.pipeline(p), h))
+                })
+                .collect();
+            let handlers = if self.install {
+                h.emulators().await?.clone()
+            } else if self.uninstall {
+                h.unregister_emulators().await?
+            } else {
+                h.handler_status().await?
+            };
+            let rows: Vec<serde_json::Value> = emulators::statuses(&placements, &handlers)
+                .into_iter()
+                .zip(&placements)
+                .map(|(s, pl)| {
+                    serde_json::json!({
+                        "platform": s.platform,
+                        "state": s.state,
+                        "why": pl.why,
+                        "handler": s.handler,
+                    })
+                })
+                .collect();
+            engines.push(serde_json::json!({
+                "engine": h.engine.url,
+                "arch": h.arch().await?,
+                "platforms": rows,
+            }));
+        }
+        if self.json {
+            let out = serde_json::json!({"version": 1, "engines": engines});
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("emulators json")
+            );
+        } else {
+            print_emulators(&engines, self.install || self.uninstall);
+        }
+        Ok(Exit::Success)
+    }
+}
+
+/// The emulators view: per engine, each platform's state and why.
+fn print_emulators(engines: &[serde_json::Value], changed: bool) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let mut missing = false;
+    for e in engines {
+        println!("engine {} ({})", text(&e["engine"]), text(&e["arch"]));
+        for p in e["platforms"].as_array().into_iter().flatten() {
+            let detail = match &p["handler"] {
+                serde_json::Value::Null => String::new(),
+                h => format!(
+                    "; {}: {} (flags {}, {})",
+                    text(&h["name"]),
+                    text(&h["qemu"]),
+                    text(&h["flags"]),
+                    text(&h["interpreter"])
+                ),
+            };
+            missing |= text(&p["state"]) == "missing";
+            println!(
+                "  {:16} {:11} {}{detail}",
+                text(&p["platform"]),
+                text(&p["state"]),
+                text(&p["why"])
+            );
         }
     }
-    Ok(Exit::Success)
+    if missing && !changed {
+        println!("
+to register what is missing: harness emulators --install (changes the host: binfmt_misc handlers for every process)");
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -152,9 +152,9 @@ pub enum Command {
     Doctor(info::DoctorArgs),
     /// The platform list, for a CI matrix.
     Matrix(info::MatrixArgs),
-    /// Decide how each engine runs each platform (natively, or through
-    /// which emulator, and why), register the emulators that needs, show it.
-    Emulators,
+    /// Show how each engine runs each platform (natively, or through which
+    /// emulator, and why) and its handlers; --install registers them.
+    Emulators(info::EmulatorsArgs),
     /// Show or move the guix channel pin in channels/channels.scm.
     Pin(info::PinArgs),
     /// Remove every container the harness labelled and every image it tagged.
@@ -389,7 +389,7 @@ impl Command {
             Command::Shell(args) => args.exec(ctx).await,
             Command::Doctor(args) => info::doctor(ctx, &args).await,
             Command::Matrix(args) => args.exec(ctx),
-            Command::Emulators => info::emulators(ctx, global).await,
+            Command::Emulators(args) => args.exec(ctx, global).await,
             Command::Pin(args) => args.exec(ctx).await,
             Command::Clean(args) => args.exec(ctx).await,
             Command::Release(args) => args.exec(ctx).await,

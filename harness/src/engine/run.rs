@@ -256,8 +256,8 @@ impl RunError {
         match self {
             RunError::Engine(e) => e.fix(),
             RunError::Timeout { .. } => None,
-            RunError::NoEmulator { .. } => Some("cargo run -p harness -- emulators   (then `harness doctor` shows the status)".into()),
-            RunError::EmulatorNotVisible { .. } => Some("as root, `echo -1 > /proc/sys/fs/binfmt_misc/<handler>` for this platform's emulator (matrix.toml `emulator`), then `cargo run -p harness -- emulators`".into()),
+            RunError::NoEmulator { .. } => Some("cargo run -p harness -- emulators --install   (then `harness doctor` shows the status)".into()),
+            RunError::EmulatorNotVisible { .. } => Some("as root, `echo -1 > /proc/sys/fs/binfmt_misc/<handler>` for this platform's emulator (matrix.toml `emulator`), then `cargo run -p harness -- emulators --install`".into()),
         }
     }
 }

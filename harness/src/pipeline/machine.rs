@@ -226,6 +226,28 @@ impl Pipeline {
         Ok(&tool.image)
     }
 
+    /// The handlers the matrix needs as the kernel has them now, changing
+    /// nothing (the helper only reads binfmt_misc).
+    pub async fn handler_status(&self) -> Result<Vec<emulators::Handler>, Error> {
+        let names = emulators::needed(&self.placements().await?);
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let helper = self.helper().await?;
+        Ok(emulators::helper_run(&self.engine, helper, "status", &names).await?)
+    }
+
+    /// Unregisters every handler the matrix needs from the engine's host,
+    /// returning them as the kernel has them after.
+    pub async fn unregister_emulators(&self) -> Result<Vec<emulators::Handler>, Error> {
+        let names = emulators::needed(&self.placements().await?);
+        if names.is_empty() {
+            return Ok(vec![]);
+        }
+        let helper = self.helper().await?;
+        Ok(emulators::helper_run(&self.engine, helper, "unregister", &names).await?)
+    }
+
     /// Registers every emulator the matrix needs (once), returning the handlers.
     pub async fn emulators(&self) -> Result<&Vec<emulators::Handler>, Error> {
         self.handlers

@@ -628,3 +628,60 @@ fn every_command_takes_the_engine_option_and_the_docker_context() {
         "{err}"
     );
 }
+
+/// `emulators` shows and changes nothing; `--uninstall` removes the
+/// handlers the matrix needs from the host and `--install` puts them back,
+/// as /proc/sys/fs/binfmt_misc shows; `--json` is versioned.
+#[test]
+fn emulators_shows_by_default_and_changes_the_host_only_when_asked() {
+    let _serial = crate::common::exclusive();
+    let handlers = || {
+        let mut names: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("qemu-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let emulators = |args: &[&str]| {
+        let out = bin().arg("emulators").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    emulators(&["--install"]);
+    let installed = handlers();
+    assert!(
+        installed.contains(&"qemu-riscv64".to_string()),
+        "{installed:?}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&emulators(&["--json"])).unwrap();
+    assert_eq!(json["version"], 1);
+    let riscv = json["engines"][0]["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["platform"] == "linux/riscv64")
+        .cloned()
+        .unwrap();
+    assert_eq!(riscv["state"], "registered", "{riscv}");
+    assert_eq!(riscv["handler"]["name"], "qemu-riscv64");
+    assert_eq!(handlers(), installed, "showing changes nothing");
+    emulators(&["--uninstall"]);
+    let after = handlers();
+    let shown = emulators(&[]);
+    emulators(&["--install"]);
+    assert!(!after.contains(&"qemu-riscv64".to_string()), "{after:?}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("linux/riscv64") && l.contains(" missing ")),
+        "{shown}"
+    );
+    assert!(shown.contains("harness emulators --install"), "{shown}");
+    assert_eq!(handlers(), installed, "--install puts them back");
+}
