@@ -49,9 +49,15 @@ pub async fn doctor(ctx: &Context, args: &DoctorArgs) -> Result<Exit, Error> {
 
 #[derive(Debug, clap::Args)]
 pub struct MatrixArgs {
+    /// Print the platforms as JSON for a CI matrix (`{"version": 1,
+    /// "platforms": [row + slug, content, runner, placement]}`; a workflow
+    /// takes `.platforms`).
     #[arg(long)]
     pub json: bool,
 }
+
+/// The version of `matrix --json` (1: the platforms under `platforms`).
+pub const MATRIX_JSON_VERSION: u32 = 1;
 
 impl MatrixArgs {
     pub fn exec(self, ctx: &Context) -> Result<Exit, Error> {
@@ -82,7 +88,10 @@ impl MatrixArgs {
                 }
                 rows.push(row);
             }
-            println!("{}", serde_json::Value::Array(rows));
+            println!(
+                "{}",
+                serde_json::json!({"version": MATRIX_JSON_VERSION, "platforms": rows})
+            );
         } else {
             for p in &ctx.matrix.platforms {
                 println!(

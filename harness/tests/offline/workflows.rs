@@ -218,11 +218,21 @@ fn matrix_json_lists_every_platform_for_the_ci_matrix() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let platforms: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["version"], 1, "versioned");
+    let platforms = json["platforms"].as_array().unwrap();
+    // Every workflow takes the platforms out of the versioned object.
+    let root = harness::paths::Checkout::find().unwrap().root;
+    for wf in ["ci.yml", "release.yml", "nightly.yml"] {
+        let text = std::fs::read_to_string(root.join(".github/workflows").join(wf)).unwrap();
+        assert!(
+            text.contains("matrix --json | jq -c .platforms)"),
+            "{wf} reads `matrix --json` as a bare array"
+        );
+    }
     let m =
         harness::matrix::Matrix::load(harness::paths::Checkout::find().unwrap().matrix()).unwrap();
     assert_eq!(platforms.len(), m.platforms.len());
-    let root = harness::paths::Checkout::find().unwrap().root;
     for (json, p) in platforms.iter().zip(&m.platforms) {
         assert_eq!(json["docker"], p.docker.as_str());
         assert_eq!(json["debian_arch"], p.debian_arch.as_str());
