@@ -60,6 +60,10 @@ pub struct ReleaseArgs {
     /// GitHub Actions the digests also go to $GITHUB_OUTPUT.
     #[arg(long)]
     pub json: bool,
+    /// Write the release notes (pin, Guix commits since the last release,
+    /// each platform's base date and digest, the verify lines) as Markdown.
+    #[arg(long, value_name = "FILE")]
+    pub notes: Option<PathBuf>,
 }
 
 /// What a release wrote and pushed: `--json`, and $GITHUB_OUTPUT.
@@ -337,6 +341,20 @@ impl ReleaseArgs {
             .filter(|p| !proved.iter().any(|q| q.platform.docker == p.docker))
             .map(|p| p.docker.clone())
             .collect();
+        if let Some(path) = &self.notes {
+            let pin = crate::pin::read(&ctx.checkout.channels())?;
+            let about = release::notes::About {
+                tag: &tag,
+                pin: &pin,
+                pushed_to: self.push.as_deref(),
+                signed: signer.is_some(),
+            };
+            let text = release::notes::render(&about, &proved, &shipped);
+            std::fs::write(path, text).map_err(|source| release::ReleaseError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let out = Shipped::of(
             shipped,
             Said {

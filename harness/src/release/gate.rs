@@ -29,6 +29,8 @@ pub struct Proved {
     /// The image ID each of those tags had when checked: the export ships
     /// these images or nothing, whatever a tag points to by then.
     pub ids: HashMap<String, String>,
+    /// When its Debian base's packages were current (the image's label).
+    pub base_date: Option<i64>,
 }
 
 impl Proved {
@@ -58,6 +60,7 @@ impl Proved {
             base: base.map(str::to_string),
             helper: None,
             pulled: None,
+            base_date: None,
             ids,
         })
     }
@@ -329,6 +332,7 @@ async fn check(
             tree: short(&tree),
         });
     }
+    let base_date = crate::base::date(&local);
     Ok(Proved {
         platform: p.clone(),
         image,
@@ -336,6 +340,7 @@ async fn check(
         base,
         helper: None,
         pulled: pulled.filter(|got| got.by == By::GuixPull),
+        base_date,
         ids,
     })
 }

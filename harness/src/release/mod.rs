@@ -1,4 +1,4 @@
-//! The release wing, both directions. Making one from what the matrix proved: what may ship (gate), what goes with it (contents), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the push (push), one release of them all (ship). Reading one: where it is (source), what vouches for it (trust), opening and fetching it (open, archive), the run's release opened once (input), and the reuse decision (reuse).
+//! The release wing, both directions. Making one from what the matrix proved: what may ship (gate), what goes with it (contents), each platform's export read once (export), its images as OCI blobs (oci), the release directory (dist), the push (push), one release of them all (ship), its notes (notes). Reading one: where it is (source), what vouches for it (trust), opening and fetching it (open, archive), the run's release opened once (input), and the reuse decision (reuse).
 
 // Making a release.
 pub mod contents;
@@ -6,6 +6,7 @@ mod dist;
 mod export;
 mod gate;
 mod hashing;
+pub mod notes;
 mod oci;
 mod push;
 mod ship;

@@ -131,6 +131,8 @@ fn released() -> &'static Released {
             &registry.repo(),
             "--sign-key",
             private.to_str().unwrap(),
+            "--notes",
+            work.join("notes.md").to_str().unwrap(),
         ]);
         let first_push = said(&out);
         assert!(out.status.success(), "{first_push}");
@@ -196,6 +198,42 @@ fn a_release_is_what_the_run_proved_in_tarballs_an_oci_layout_and_a_registry() {
         ]
     );
     assert_eq!(names.split_off(4), r.names());
+    // The notes the GitHub release carries: what it is and how to check it.
+    let notes = std::fs::read_to_string(r.work.join("notes.md")).unwrap();
+    let pin = harness::pin::read(
+        &harness::paths::Checkout::find()
+            .unwrap()
+            .root
+            .join("channels/channels.scm"),
+    )
+    .unwrap();
+    let index_digest = harness::registry::Digest::of(&index_bytes).to_string();
+    for line in [
+        "# guix-matrix v20260101".to_string(),
+        format!("Every check passed on linux/amd64, linux/arm/v7 on GNU Guix pulled to the pinned commit `{pin}`."),
+        "Shipped unpulled: the images run Debian's guix until `guix pull`.".into(),
+        format!("cosign verify --key trust/release.pub --insecure-ignore-tlog {reference}"),
+        format!("cargo run -p harness -- verify {reference}"),
+        format!("the image is `{reference}@{index_digest}`"),
+    ] {
+        assert!(notes.contains(&line), "{line}\n{notes}");
+    }
+    for p in ["linux/amd64", "linux/arm/v7"] {
+        let digest = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == p.split('/').nth(1).unwrap())
+            .map(|m| m["digest"].as_str().unwrap().to_string());
+        let row = notes
+            .lines()
+            .find(|l| l.starts_with(&format!("| {p} |")))
+            .unwrap_or_default();
+        assert!(
+            digest.is_some_and(|d| row.contains(&d)),
+            "{p}: {row}\n{notes}"
+        );
+    }
     let names = r.names();
     // `docker load` takes a tarball back: the image with the release's
     // labels on its config (so another ID; the proved one is tagged back).
