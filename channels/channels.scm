@@ -1,6 +1,6 @@
 ;; The guix channel, pinned. The image copies this file to
 ;; /root/.config/guix/channels.scm, so a plain `guix pull` stays on this commit.
-;; The nightly pin-bump workflow moves the commit below.
+;; The weekly pin-bump workflow (.github/workflows/pin-bump.yml) moves the commit below.
 (list (channel
         (name 'guix)
         (url "https://codeberg.org/guix/guix.git")

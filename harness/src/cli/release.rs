@@ -52,7 +52,8 @@ pub struct ReleaseArgs {
     pub revision: Option<String>,
     /// Sign the release with this private key (PKCS#8 PEM, `harness keygen`):
     /// SHA256SUMS.sig beside SHA256SUMS (as `cosign sign-blob` writes it),
-    /// and with --push a cosign signature of the index in the registry.
+    /// and with --push a cosign signature of the index and of every
+    /// platform's image in the registry.
     #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_SIGN_KEY")]
     pub sign_key: Option<PathBuf>,
     /// Print what was written and pushed as JSON (files with sizes and
