@@ -1,5 +1,6 @@
 //! The engines a run uses: which engine runs each platform's legs (`--engine PLATFORM=URL`), one pipeline per engine, and cleanup on every one of them.
 
+use crate::engine::lease::Held;
 use crate::engine::{Address, Engine, EngineError};
 use crate::error::{Error, Exit};
 use crate::matrix::{Matrix, Platform};
@@ -41,6 +42,8 @@ pub struct Fleet {
     /// names use the default engine, index 0 when it is connected).
     of: BTreeMap<String, usize>,
     default: Option<usize>,
+    /// Each engine's lease on the platforms this run works on there.
+    held: Vec<std::sync::Arc<Held>>,
 }
 
 impl Fleet {
@@ -89,13 +92,25 @@ impl Fleet {
             pipelines.push(Pipeline::on(engine?, matrix.clone(), options.clone()));
         }
         let default = urls.iter().position(|u| *u == default_url);
-        let fleet = Fleet {
+        let mut fleet = Fleet {
             pipelines,
             of,
             default,
+            held: vec![],
         };
         for p in selected {
             fleet.pipeline(p).refuse_rollback(p).await?;
+        }
+        // A lease per engine on the platforms it runs here: `clean` (of
+        // another process) leaves their containers and images alone.
+        for (i, h) in fleet.pipelines.iter().enumerate() {
+            let slugs: Vec<String> = selected
+                .iter()
+                .filter(|p| fleet.of.get(&p.docker) == Some(&i))
+                .map(Platform::slug)
+                .chain(h.native_slug().await)
+                .collect();
+            fleet.held.push(Held::take(&h.engine, slugs).await?);
         }
         Ok(fleet)
     }
@@ -106,6 +121,7 @@ impl Fleet {
             pipelines: vec![h],
             of: BTreeMap::new(),
             default: Some(0),
+            held: vec![],
         }
     }
 
@@ -130,6 +146,13 @@ impl Fleet {
         self.pipelines.iter().flat_map(Pipeline::tools).collect()
     }
 
+    /// Gives back every engine's lease (the run is over).
+    pub async fn give_back(&self) {
+        for held in &self.held {
+            held.give_back().await;
+        }
+    }
+
     /// After a signal: what this process started is removed on every engine.
     pub async fn clean_after_interrupt(&self, started: i64, signal: i32) -> Exit {
         let name = if signal == 15 { "SIGTERM" } else { "SIGINT" };
@@ -142,6 +165,7 @@ impl Fleet {
                 e.url
             );
         }
+        self.give_back().await;
         Exit::Interrupted(signal)
     }
 }

@@ -22,7 +22,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(3);
         }
     };
-    let code = runtime.block_on(harness::cli::main());
+    let code = runtime.block_on(async {
+        let code = harness::cli::main().await;
+        // The run's leases on shared engines, whatever ended the command.
+        harness::engine::lease::give_back_all().await;
+        code
+    });
     // A blocking read still under way (hashing a release when SIGTERM came)
     // must not hold the exit: dropping the runtime would wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -25,6 +25,12 @@ pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
 /// When a base's Debian packages were current (RFC 3339): the mirror's
 /// Release date it was built from.
 pub const LABEL_BASE_DATE: &str = "io.guix-matrix.base.date";
+/// The run a container belongs to (`HOST:PID:STARTED`).
+pub const LABEL_RUN: &str = "io.guix-matrix.run";
+/// A run's lease: the platform slugs it holds (on a volume that is the lease).
+pub const LABEL_LEASE: &str = "io.guix-matrix.lease";
+/// When a lease is dead unless renewed (unix seconds).
+pub const LABEL_LEASE_EXPIRES: &str = "io.guix-matrix.lease.expires";
 /// The release version an image or index names (OCI's standard annotation).
 pub const VERSION: &str = "org.opencontainers.image.version";
 

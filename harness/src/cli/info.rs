@@ -254,17 +254,40 @@ pub struct CleanArgs {
     /// Keep the images (the build cache); remove only containers.
     #[arg(long)]
     pub containers_only: bool,
+    /// Remove what live runs hold too (their containers and the tags of
+    /// their platforms): those runs then fail.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl CleanArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         let h = Pipeline::new(ctx.matrix.clone(), ctx.options.clone()).await?;
         let prefix = h.matrix.defaults.image.clone();
-        let (containers, images) = h.engine.clean(&prefix, self.containers_only).await?;
+        let out = h
+            .engine
+            .clean(&prefix, self.containers_only, self.force)
+            .await?;
         println!(
-            "removed {containers} labelled container(s) and {images} image tag(s) under {prefix}"
+            "removed {} labelled container(s) and {} image tag(s) under {prefix}, and {} lease(s) of runs that are gone",
+            out.containers, out.images, out.dead_leases
         );
-        if !self.containers_only {
+        if !out.live.is_empty() {
+            let runs: Vec<String> = out
+                .live
+                .iter()
+                .map(|l| format!("{} ({})", l.run, l.slugs.join(", ")))
+                .collect();
+            println!(
+                "left alone: {} container(s) and {} image tag(s) held by live run(s) {}; `harness clean --force` removes them too (those runs then fail)",
+                out.kept_containers,
+                out.kept_images,
+                runs.join("; ")
+            );
+        }
+        if !out.live.is_empty() && !self.force {
+            println!("dangling images kept: a live run's build may still use them");
+        } else if !self.containers_only {
             let (dangling, bytes) = h.engine.prune_dangling().await?;
             println!(
                 "removed {dangling} dangling labelled image(s) (left by interrupted or replaced builds), {} MiB",

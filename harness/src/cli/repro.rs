@@ -117,6 +117,7 @@ impl ReproArgs {
                 self.report.display()
             ),
         }
+        fleet.give_back().await;
         Ok(leg::exit(std::slice::from_ref(&leg), self.accept_skipped))
     }
 }

@@ -102,6 +102,7 @@ impl RunArgs {
                 );
                 self.write(&scenarios, &legs, &pin, &commit, fleet.tools());
                 println!("{}", report::closing_line(&legs));
+                fleet.give_back().await;
                 Ok(leg::exit(&legs, self.accept_skipped))
             }
             _ = heartbeat => unreachable!("the heartbeat never ends"),

@@ -19,6 +19,17 @@ impl Engine {
         labels
     }
 
+    /// The labels of a container: ours, and the run it belongs to (images
+    /// never carry the run: the same inputs make the same image).
+    pub fn container_labels(platform: Option<&str>) -> HashMap<String, String> {
+        let mut labels = Self::labels(platform);
+        labels.insert(
+            crate::names::LABEL_RUN.to_string(),
+            super::lease::this_run().to_string(),
+        );
+        labels
+    }
+
     /// Remembers a container to remove on Ctrl-C or when its leg times out.
     pub fn track(&self, id: &str, platform: Option<&str>) {
         self.live
@@ -67,9 +78,17 @@ impl Engine {
         let Ok(list) = self.managed_containers(None).await else {
             return 0;
         };
+        // Another run's containers on a shared engine are not ours.
+        let ours = |c: &bollard::models::ContainerSummary| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(crate::names::LABEL_RUN))
+                .map_or(true, |run| run == super::lease::this_run())
+        };
         let ids: Vec<String> = list
             .into_iter()
             .filter(|c| c.created.unwrap_or(0) >= since)
+            .filter(ours)
             .filter_map(|c| c.id)
             .collect();
         self.remove_containers(&ids).await
@@ -125,21 +144,43 @@ impl Engine {
     /// Removes every container that carries our label, and every image tag
     /// under `prefix` (`guix-matrix:*`, `guix-matrix-base:*`, …: what the
     /// harness built, loaded or tagged); an image left without tags goes too.
-    /// With `containers_only`, images (the build cache) stay.
+    /// With `containers_only`, images (the build cache) stay. What a live
+    /// run holds (its lease: its containers, the tags of its platforms)
+    /// stays unless `force`; dead runs' leases go.
     pub async fn clean(
         &self,
         prefix: &str,
         containers_only: bool,
-    ) -> Result<(usize, usize), EngineError> {
-        let ids: Vec<String> = self
-            .managed_containers(None)
-            .await?
-            .into_iter()
-            .filter_map(|c| c.id)
-            .collect();
-        let containers = self.remove_containers(&ids).await;
+        force: bool,
+    ) -> Result<Cleaned, EngineError> {
+        let leases = self.leases().await?;
+        let (live, dead): (Vec<_>, Vec<_>) = leases.into_iter().partition(|l| l.live());
+        let held: Vec<super::lease::Lease> = if force { vec![] } else { live.clone() };
+        let held_by = |run: Option<&String>| run.is_some_and(|r| held.iter().any(|l| l.run == *r));
+        let mut out = Cleaned::default();
+        let mut ids = vec![];
+        for c in self.managed_containers(None).await? {
+            let run = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::names::LABEL_RUN));
+            match (held_by(run), c.id) {
+                (true, _) => out.kept_containers += 1,
+                (false, Some(id)) => ids.push(id),
+                (false, None) => {}
+            }
+        }
+        out.containers = self.remove_containers(&ids).await;
+        for lease in dead
+            .iter()
+            .chain(if force { live.iter() } else { [].iter() })
+        {
+            self.drop_lease(&lease.volume).await;
+            out.dead_leases += 1;
+        }
+        out.live = held;
         if containers_only {
-            return Ok((containers, 0));
+            return Ok(out);
         }
         let images = self
             .docker
@@ -150,12 +191,22 @@ impl Engine {
             tag.strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('-'))
         };
+        // A tag's platform is its tag part (`guix-matrix-base:arm-v7`).
+        let held_tag = |tag: &str| {
+            let slug = tag.rsplit_once(':').map_or("", |(_, s)| s);
+            out.live.iter().any(|l| l.slugs.iter().any(|s| s == slug))
+        };
         let mut removed = 0;
+        let mut kept = 0;
         for tag in images
             .iter()
             .flat_map(|i| i.repo_tags.iter())
             .filter(|t| ours(t))
         {
+            if held_tag(tag) {
+                kept += 1;
+                continue;
+            }
             let opts = RemoveImageOptionsBuilder::default().force(true).build();
             match self.docker.remove_image(tag, Some(opts), None).await {
                 Ok(_) => removed += 1,
@@ -165,8 +216,23 @@ impl Engine {
                 Err(e) => tracing::warn!("could not remove image {tag}: {e}"),
             }
         }
-        Ok((containers, removed))
+        out.images = removed;
+        out.kept_images = kept;
+        Ok(out)
     }
+}
+
+/// What `clean` removed, and what it left to live runs.
+#[derive(Debug, Clone, Default)]
+pub struct Cleaned {
+    pub containers: usize,
+    pub images: usize,
+    /// Leases of runs that are gone (or all, with force), removed.
+    pub dead_leases: usize,
+    /// The live runs whose containers and tags stayed.
+    pub live: Vec<super::lease::Lease>,
+    pub kept_containers: usize,
+    pub kept_images: usize,
 }
 
 /// What carries the harness's label in an engine: the one leftover count

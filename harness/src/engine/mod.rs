@@ -11,6 +11,7 @@ pub mod build;
 pub mod containers;
 pub mod context;
 pub mod images;
+pub mod lease;
 pub mod run;
 
 use address::tls_files;

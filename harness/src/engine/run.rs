@@ -244,6 +244,8 @@ pub enum RunError {
         secs: u64,
         tail: String,
     },
+    #[error("{step}: the image {image} is no longer in the engine: something removed it while this run used it (`harness clean --force`, `docker rmi` or a prune on this engine)")]
+    ImageGone { step: String, image: String },
     #[error("{platform}: the kernel cannot run this platform's programs ({detail}): no binfmt_misc handler is registered for it")]
     NoEmulator { platform: String, detail: String },
     #[error("{platform}: the emulator was not found when the container started ({detail}): its binfmt_misc handler is most likely registered without the F flag, so the kernel looks for the interpreter inside the container")]
@@ -256,6 +258,7 @@ impl RunError {
         match self {
             RunError::Engine(e) => e.fix(),
             RunError::Timeout { .. } => None,
+            RunError::ImageGone { .. } => Some("run the leg again (`harness repro --platform P`, or the same `harness run`): it builds or loads the image anew; a plain `harness clean` leaves the images of live runs alone".into()),
             RunError::NoEmulator { .. } => Some("cargo run -p harness -- emulators --install   (then `harness doctor` shows the status)".into()),
             RunError::EmulatorNotVisible { .. } => Some("as root, `echo -1 > /proc/sys/fs/binfmt_misc/<handler>` for this platform's emulator (matrix.toml `emulator`), then `cargo run -p harness -- emulators --install`".into()),
         }
@@ -301,7 +304,7 @@ pub async fn run(engine: &Engine, spec: &RunSpec) -> Result<RunOutput, RunError>
         entrypoint: spec.entrypoint.clone(),
         env: Some(spec.env.clone()),
         working_dir: spec.working_dir.clone(),
-        labels: Some(Engine::labels(spec.platform.as_deref())),
+        labels: Some(Engine::container_labels(spec.platform.as_deref())),
         host_config: Some(host_config),
         open_stdin: spec.stdin.is_some().then_some(true),
         attach_stdin: spec.stdin.is_some().then_some(true),
@@ -318,10 +321,19 @@ pub async fn run(engine: &Engine, spec: &RunSpec) -> Result<RunOutput, RunError>
         docker.create_container(Some(opts.build()), body),
     )
     .await?
-    .map_err(EngineError::api(format!(
-        "{}: create container from {}",
-        spec.step, spec.image
-    )))?;
+    .map_err(|e| match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        } => RunError::ImageGone {
+            step: spec.step.clone(),
+            image: spec.image.clone(),
+        },
+        e => EngineError::api(format!(
+            "{}: create container from {}",
+            spec.step, spec.image
+        ))(e)
+        .into(),
+    })?;
     let id = created.id;
     engine.track(&id, spec.platform.as_deref());
 
@@ -513,7 +525,7 @@ pub async fn copy_out(engine: &Engine, image: &str, path: &str) -> Result<Vec<u8
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(vec!["true".into()]),
-        labels: Some(Engine::labels(None)),
+        labels: Some(Engine::container_labels(None)),
         ..Default::default()
     };
     let created = engine

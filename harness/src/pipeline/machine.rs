@@ -172,6 +172,12 @@ impl Pipeline {
         }
     }
 
+    /// The slug of the platform this engine runs natively (its helper's and
+    /// probes' tags), when the engine says.
+    pub async fn native_slug(&self) -> Option<String> {
+        self.native_platform().await.ok().map(|p| p.slug())
+    }
+
     /// The platform this engine runs natively (no base needed).
     pub async fn native_platform(&self) -> Result<Platform, Error> {
         let arch = self.arch().await?.clone();

@@ -18,4 +18,5 @@ mod pull_stage;
 mod release;
 mod scenarios;
 mod session;
+mod shared_engine;
 mod trust;
