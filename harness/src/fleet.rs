@@ -104,12 +104,14 @@ impl Fleet {
         // A lease per engine on the platforms it runs here: `clean` (of
         // another process) leaves their containers and images alone.
         for (i, h) in fleet.pipelines.iter().enumerate() {
-            let slugs: Vec<String> = selected
+            let mut slugs: Vec<String> = selected
                 .iter()
                 .filter(|p| fleet.of.get(&p.docker) == Some(&i))
                 .map(Platform::slug)
                 .chain(h.native_slug().await)
                 .collect();
+            slugs.sort();
+            slugs.dedup();
             fleet.held.push(Held::take(&h.engine, slugs).await?);
         }
         Ok(fleet)
