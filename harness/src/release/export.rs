@@ -157,8 +157,10 @@ pub(super) fn gzip_layer(layer: &mut impl Read, blobs: &Path) -> Result<Layer, F
     })
 }
 
-/// Compression level 6, as `gzip` and `docker save | gzip` use by default.
-const LEVEL: u32 = 6;
+/// Compression level 9: zlib-rs's level 6 is 2.6% larger than C zlib's
+/// (what `gzip -6` and `docker save | gzip` use), its level 9 1% smaller,
+/// at about 24 MB/s a core (measured on a 400 MB slice of the amd64 image).
+const LEVEL: u32 = 9;
 /// The block each core compresses: the same layer is cut the same way
 /// whatever the number of cores, so it is the same blob everywhere.
 const BLOCK: usize = 1 << 20;
@@ -249,7 +251,7 @@ mod tests {
         }
     }
 
-    /// The layer as one gzip stream any reader takes back whole, at level 6,
+    /// The layer as one gzip stream any reader takes back whole, at level 9,
     /// the same bytes on one core or four.
     #[test]
     fn a_layer_is_one_gzip_stream_of_the_same_bytes_on_any_number_of_cores() {
@@ -280,7 +282,7 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(&mut fast, flate2::Compression::fast());
         enc.write_all(&layer).unwrap();
         enc.finish().unwrap();
-        assert!(one.len() < fast.len(), "level 6 is smaller than level 1");
+        assert!(one.len() < fast.len(), "level 9 is smaller than level 1");
     }
 
     /// The same layer, however the export's stream cuts it, is the same blob.
