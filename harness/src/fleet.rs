@@ -92,7 +92,7 @@ impl Fleet {
             pipelines.push(Pipeline::on(engine?, matrix.clone(), options.clone()));
         }
         let default = urls.iter().position(|u| *u == default_url);
-        let mut fleet = Fleet {
+        let fleet = Fleet {
             pipelines,
             of,
             default,
@@ -100,19 +100,6 @@ impl Fleet {
         };
         for p in selected {
             fleet.pipeline(p).refuse_rollback(p).await?;
-        }
-        // A lease per engine on the platforms it runs here: `clean` (of
-        // another process) leaves their containers and images alone.
-        for (i, h) in fleet.pipelines.iter().enumerate() {
-            let mut slugs: Vec<String> = selected
-                .iter()
-                .filter(|p| fleet.of.get(&p.docker) == Some(&i))
-                .map(Platform::slug)
-                .chain(h.native_slug().await)
-                .collect();
-            slugs.sort();
-            slugs.dedup();
-            fleet.held.push(Held::take(&h.engine, slugs).await?);
         }
         Ok(fleet)
     }
@@ -146,6 +133,26 @@ impl Fleet {
     /// The helpers and probes every engine's pipeline used so far.
     pub fn tools(&self) -> Vec<crate::record::Tool> {
         self.pipelines.iter().flat_map(Pipeline::tools).collect()
+    }
+
+    /// Takes a lease per engine on the `selected` platforms it runs (and
+    /// its native platform's helper and probes): another process's `clean`
+    /// leaves their containers and images alone while this run lives.
+    /// Given back by `give_back`, or at the end of the command whatever
+    /// ends it.
+    pub async fn hold(&mut self, selected: &[Platform]) -> Result<(), Error> {
+        for (i, h) in self.pipelines.iter().enumerate() {
+            let mut slugs: Vec<String> = selected
+                .iter()
+                .filter(|p| self.of.get(&p.docker) == Some(&i))
+                .map(Platform::slug)
+                .chain(h.native_slug().await)
+                .collect();
+            slugs.sort();
+            slugs.dedup();
+            self.held.push(Held::take(&h.engine, slugs).await?);
+        }
+        Ok(())
     }
 
     /// Gives back every engine's lease (the run is over).

@@ -59,13 +59,14 @@ impl ReproArgs {
         self.pull.apply(&mut options);
         self.source.apply(ctx, &mut options).await?;
         let p = ctx.matrix.find(&self.platform)?.clone();
-        let fleet = Fleet::connect(
+        let mut fleet = Fleet::connect(
             &ctx.matrix,
             &options,
             &global.engines,
             std::slice::from_ref(&p),
         )
         .await?;
+        fleet.hold(std::slice::from_ref(&p)).await?;
         let h = fleet.pipeline(&p);
         let scenarios = if self.scenario.is_empty() {
             Scenario::ALL.to_vec()

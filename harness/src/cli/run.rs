@@ -64,7 +64,12 @@ impl RunArgs {
         } else {
             self.scenarios.clone()
         };
-        let fleet = match Fleet::connect(&ctx.matrix, &options, &global.engines, &selected).await {
+        let connected =
+            match Fleet::connect(&ctx.matrix, &options, &global.engines, &selected).await {
+                Ok(mut fleet) => fleet.hold(&selected).await.map(|()| fleet),
+                Err(e) => Err(e),
+            };
+        let fleet = match connected {
             Ok(fleet) => fleet,
             Err(e) => {
                 // The uploaded artifact is never empty: the report names the step.

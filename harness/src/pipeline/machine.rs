@@ -173,9 +173,15 @@ impl Pipeline {
     }
 
     /// The slug of the platform this engine runs natively (its helper's and
-    /// probes' tags), when the engine says.
+    /// probes' tags), when the engine says. Asked apart from the pipeline's
+    /// cached facts: a leg's own first question to the engine stays its own.
     pub async fn native_slug(&self) -> Option<String> {
-        self.native_platform().await.ok().map(|p| p.slug())
+        let arch = self.engine.arch().await.ok()?;
+        self.matrix
+            .platforms
+            .iter()
+            .find(|p| p.arch() == arch)
+            .map(|p| p.slug())
     }
 
     /// The platform this engine runs natively (no base needed).
