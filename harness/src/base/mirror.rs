@@ -112,6 +112,13 @@ pub fn rfc3339(secs: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Now, in seconds since the epoch (what dates are compared with).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The day of a date (`2026-10-30`).
 pub fn day(secs: i64) -> String {
     rfc3339(secs).chars().take(10).collect()

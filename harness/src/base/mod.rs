@@ -158,9 +158,7 @@ pub fn too_old(date: i64, now: i64, max_days: u64, mirror: Option<i64>) -> Optio
 /// (asked only then; an unreachable mirror keeps the base, said so).
 pub async fn stale(defaults: &Defaults, date: Option<i64>) -> Option<String> {
     let date = date?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = mirror::now();
     too_old(date, now, defaults.max_base_age_days, Some(i64::MAX))?;
     match mirror::release(defaults, &defaults.suite).await {
         Ok(r) => too_old(date, now, defaults.max_base_age_days, Some(r.date)),
@@ -292,9 +290,7 @@ async fn ensure_tagged(
 
 /// Whether `img` is older than `max_base_age_days` at all (no mirror asked).
 fn too_old_now(defaults: &Defaults, img: &LocalImage) -> Option<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = mirror::now();
     too_old(date(img)?, now, defaults.max_base_age_days, Some(i64::MAX))
 }
 
@@ -356,9 +352,7 @@ async fn build_offline(
     // state gives the same root filesystem.
     let date = match mirror::release(defaults, &defaults.suite).await {
         Ok(r) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let now = mirror::now();
             match r.valid_until {
                 Some(until) if until < now && !defaults.expired_mirror_ok => {
                     return Err(BaseError::Expired {

@@ -3,32 +3,12 @@
 
 use crate::common::{block_on, harness};
 use harness::base::{self, mirror};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-/// `docker build` of `FROM from` with the base date label `date`, as `tag`.
+/// A copy of `from` with the base date label `date`, as `tag`: its ID.
 fn dated(from: &str, tag: &str, date: &str) -> String {
-    let mut build = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", tag, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    write!(
-        build.stdin.take().unwrap(),
-        "FROM {from}\nLABEL {}={date}\n",
-        harness::names::LABEL_BASE_DATE
-    )
-    .unwrap();
-    let out = build.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    let label = harness::names::LABEL_BASE_DATE;
+    crate::common::docker_build(tag, &format!("FROM {from}\nLABEL {label}={date}\n"))
 }
 
 /// A base dated as the mirror's suite is kept however old; one dated years

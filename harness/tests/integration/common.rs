@@ -121,3 +121,31 @@ pub fn leftovers(
 ) -> harness::engine::containers::Leftovers {
     testkit::leftovers(engine, prefix)
 }
+
+/// `docker build -t tag -` of `dockerfile` with the classic builder (a
+/// look-alike or a labelled copy of an image a test needs): its image ID.
+pub fn docker_build(tag: &str, dockerfile: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut build = Command::new("docker")
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    let out = build.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -1188,21 +1188,7 @@ fn a_helper_no_proving_run_used_is_left_out_whatever_its_labels_say() {
     };
     let genuine = inspect(&tag);
     // The look-alike: the helper with one more variable, its labels inherited.
-    let mut build = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", &tag, "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    write!(
-        build.stdin.take().unwrap(),
-        "FROM {genuine}\nENV LOOK_ALIKE=1\n"
-    )
-    .unwrap();
-    let built = build.wait_with_output().unwrap();
-    assert!(built.status.success(), "{}", said(&built));
+    crate::common::docker_build(&tag, &format!("FROM {genuine}\nENV LOOK_ALIKE=1\n"));
     let look_alike = inspect(&tag);
     assert_ne!(look_alike, genuine);
     let dist = tempfile::tempdir().unwrap();
@@ -1259,21 +1245,8 @@ fn a_from_release_older_than_the_engines_images_is_refused_unless_allowed() {
     let base = harness::names::base(&h.matrix.defaults, amd64);
     // What a `--from v20991231` run leaves on an engine: the fetched
     // release image, labelled with its version.
-    let mut build = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", &newer, "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    write!(
-        build.stdin.take().unwrap(),
-        "FROM {base}\nLABEL {}=v20991231\n",
-        harness::names::VERSION
-    )
-    .unwrap();
-    assert!(build.wait_with_output().unwrap().status.success());
+    let labelled = format!("FROM {base}\nLABEL {}=v20991231\n", harness::names::VERSION);
+    crate::common::docker_build(&newer, &labelled);
     let from = crate::common::pinned(&r.dist);
     let run = |more: &[&str]| {
         let mut args = vec![
@@ -1302,20 +1275,7 @@ fn a_from_release_older_than_the_engines_images_is_refused_unless_allowed() {
         assert!(text.contains(line), "{line}:\n{text}");
     }
     // Put back, and allowed.
-    let mut build = Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", &newer, "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    write!(
-        build.stdin.take().unwrap(),
-        "FROM {base}\nLABEL {}=v20991231\n",
-        harness::names::VERSION
-    )
-    .unwrap();
-    assert!(build.wait_with_output().unwrap().status.success());
+    crate::common::docker_build(&newer, &labelled);
     let allowed = run(&["--allow-older"]);
     let _ = docker(&["rmi", &newer]);
     assert!(allowed.status.success(), "{}", said(&allowed));
