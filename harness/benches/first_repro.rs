@@ -52,9 +52,9 @@ fn main() {
         let empty = testkit::SecondEngine::start("bench-empty", None);
         let report = d(&format!("repro-{round}"));
         let (total, said) = harness(&[
+            "repro",
             "--engine",
             &empty.url(),
-            "repro",
             "--platform",
             "linux/arm/v7",
             "--scenario",

@@ -59,11 +59,10 @@ fn matrix_file(dir: &Path) -> PathBuf {
 
 fn harness_run(matrix: &Path, report: &Path) -> Command {
     let mut cmd = shared::cli().command();
-    cmd.arg("--matrix")
+    cmd.args(["run", "--matrix"])
         .arg(matrix)
         .args([
             "--build-base",
-            "run",
             "--platform",
             "linux/amd64",
             "--scenario",
@@ -167,9 +166,9 @@ async fn main() {
     println!("next run after all trials: exit {:?}", next.status.code());
     let clean = shared::cli()
         .command()
+        .arg("clean")
         .arg("--matrix")
         .arg(&matrix)
-        .arg("clean")
         .output()
         .expect("clean");
     println!("cleanup: {}", String::from_utf8_lossy(&clean.stdout).trim());

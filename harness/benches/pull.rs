@@ -104,7 +104,7 @@ fn main() {
     }
     let all = ["", "-guix", "-unpulled", "-pulled", "-release", "-base"];
     let run = |report: &str, more: &[&str]| {
-        let mut args = vec!["--root", &t, "--build-base", "run", "--report", report];
+        let mut args = vec!["run", "--root", &t, "--build-base", "--report", report];
         for p in &platforms {
             args.extend(["--platform", p.as_str()]);
         }
@@ -137,9 +137,9 @@ fn main() {
 
     // A release of the pulled images, then an engine without them.
     harness(&[
+        "release",
         "--root",
         &t,
-        "release",
         "--unpulled",
         "--report",
         &d("pulled/report.json"),

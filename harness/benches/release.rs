@@ -222,9 +222,9 @@ fn second_release(work: &Path, repo: &str) {
         shared::cli()
             .command()
             .args([
+                "run",
                 "--root",
                 &root_arg,
-                "run",
                 "--scenario",
                 "smoke",
                 "--platform",
@@ -239,9 +239,9 @@ fn second_release(work: &Path, repo: &str) {
     let out = shared::cli()
         .command()
         .args([
+            "release",
             "--root",
             &root_arg,
-            "release",
             "--unpulled",
             "--json",
             "--report",

@@ -12,6 +12,10 @@ pub struct DoctorArgs {
     /// Print the findings as JSON (`{"version": 1, "ready": …, "findings": […]}`).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 /// `harness doctor`: exit 0 when the machine is ready, 3 when it is not.
@@ -54,6 +58,8 @@ pub struct MatrixArgs {
     /// takes `.platforms`).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 /// The version of `matrix --json` (1: the platforms under `platforms`).
@@ -117,16 +123,20 @@ pub struct EmulatorsArgs {
     /// (`{"version": 1, "engines": [{"engine", "arch", "platforms": […]}]}`).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 impl EmulatorsArgs {
     /// Per engine: how it runs each platform and why, and its handlers as
     /// the kernel has them — read only, unless --install or --uninstall.
-    pub async fn exec(self, ctx: &Context, global: &super::Global) -> Result<Exit, Error> {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
         let fleet = crate::fleet::Fleet::connect(
             &ctx.matrix,
             &ctx.options,
-            &global.engines,
+            &self.engine.engines,
             &ctx.matrix.platforms,
         )
         .await?;
@@ -226,6 +236,8 @@ pub struct PinArgs {
     /// The Cuirass instance for --latest.
     #[arg(long, value_name = "URL", default_value = "https://ci.guix.gnu.org")]
     pub cuirass: String,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 impl PinArgs {
@@ -258,6 +270,10 @@ pub struct CleanArgs {
     /// their platforms): those runs then fail.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 impl CleanArgs {

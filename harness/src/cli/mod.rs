@@ -92,21 +92,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command takes.
+/// What every command takes, anywhere on the line: how much it logs, in colour or not.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// The checkout to use (default: found from the current directory upwards).
-    #[arg(long, global = true, value_name = "DIR", env = "GUIX_MATRIX_ROOT")]
-    pub root: Option<PathBuf>,
-    /// The matrix file (default: the checkout's matrix.toml).
-    #[arg(long, global = true, value_name = "FILE", env = "GUIX_MATRIX_MATRIX")]
-    pub matrix: Option<PathBuf>,
-    /// Build the Debian base from the mirror (mmdebstrap), never try to pull
-    /// it from a registry. (The internet checks and the real `guix pull` are
-    /// --online, the one option for network use.)
-    #[arg(long, global = true, env = "GUIX_MATRIX_BUILD_BASE", value_parser = clap::builder::BoolishValueParser::new())]
-    pub build_base: bool,
     /// More log lines (-v debug, -vv trace); GUIX_MATRIX_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -117,6 +106,24 @@ pub struct Global {
     /// unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_name = "WHEN", value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+}
+
+/// The checkout and its matrix: every command that reads them.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Checkout")]
+pub struct Workspace {
+    /// The checkout to use (default: found from the current directory upwards).
+    #[arg(long, value_name = "DIR", env = "GUIX_MATRIX_ROOT")]
+    pub root: Option<PathBuf>,
+    /// The matrix file (default: the checkout's matrix.toml).
+    #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_MATRIX")]
+    pub matrix: Option<PathBuf>,
+}
+
+/// The engine a command talks to: every command that calls one.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Engine")]
+pub struct EngineArgs {
     /// The engine: URL (unix:///…, tcp://HOST:PORT with TLS when
     /// DOCKER_TLS_VERIFY is set, https://HOST:PORT) for every command, or
     /// PLATFORM=URL for that platform's legs; repeatable. Default: DOCKER_HOST,
@@ -124,12 +131,74 @@ pub struct Global {
     /// else the local socket.
     #[arg(
         long = "engine",
-        global = true,
         value_name = "[PLATFORM=]URL",
         env = "GUIX_MATRIX_ENGINE",
         value_delimiter = ','
     )]
     pub engines: Vec<crate::fleet::EngineArg>,
+}
+
+/// The engine, and where the Debian base comes from: the commands that build images.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Engine")]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Build the Debian base from the mirror (mmdebstrap), never try to pull
+    /// it from a registry. (The internet checks and the real `guix pull` are
+    /// --online, the one option for network use.)
+    #[arg(long, env = "GUIX_MATRIX_BUILD_BASE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub build_base: bool,
+}
+
+/// Options that were global before each command took only its own: given
+/// before the command, they are moved after it, with a deprecation line
+/// (for one more release). The bool says whether each takes a value.
+const MOVED: &[(&str, bool)] = &[
+    ("--root", true),
+    ("--matrix", true),
+    ("--engine", true),
+    ("--build-base", false),
+];
+
+/// Moves the options that became the commands' own from before the command
+/// to after it, saying so: `harness --engine URL run` keeps working for one
+/// more release.
+pub fn move_old_global_options(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut before = vec![];
+    let mut moved = vec![];
+    let mut rest = args.into_iter();
+    if let Some(program) = rest.next() {
+        before.push(program);
+    }
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let name = text.split('=').next().unwrap_or_default().to_string();
+        let old = MOVED.iter().find(|(n, _)| *n == name);
+        if let Some((n, takes_value)) = old {
+            eprintln!(
+                "warning: `{n}` before the command is deprecated: put it after the command (`harness COMMAND {n}…`); read so for one more release"
+            );
+            let needs_next = *takes_value && !text.contains('=');
+            moved.push(arg);
+            if needs_next {
+                moved.extend(rest.next());
+            }
+        } else if text == "--color" {
+            before.push(arg);
+            before.extend(rest.next());
+        } else if text.starts_with('-') {
+            before.push(arg);
+        } else {
+            // The command: the moved options follow it.
+            before.push(arg);
+            before.append(&mut moved);
+            before.extend(rest);
+            return before;
+        }
+    }
+    before.extend(moved);
+    before
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -177,7 +246,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Release input")]
 pub struct SourceArgs {
-    /// Check this published image instead of building: a registry reference
+    /// Use this published image instead of building: a registry reference
     /// (REGISTRY/REPO:TAG, pulled per platform by digest) or a release
     /// directory (`harness release --dist`), vouched for by a pinned digest
     /// (REF@sha256:…, DIR@sha256:…) or a trusted signature, else exit 5.
@@ -203,11 +272,11 @@ impl SourceArgs {
     }
 }
 
-/// Which releases are taken: those vouched for by a pinned digest
-/// (`DIR@sha256:…`, `REF@sha256:…`) or signed by a trusted key.
+/// Which keys vouch for a release besides a pinned digest: the checkout's
+/// trust/*.pub and these.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Release input")]
-pub struct TrustArgs {
+pub struct TrustKeys {
     /// Trust releases signed by this public key (PEM) too; repeatable. The
     /// checkout's trust/*.pub are always trusted.
     #[arg(
@@ -217,6 +286,25 @@ pub struct TrustArgs {
         value_delimiter = ','
     )]
     pub keys: Vec<PathBuf>,
+}
+
+impl TrustKeys {
+    /// The trusted keys (checked now: a bad key file is a usage error).
+    pub fn load(&self, ctx: &Context) -> Result<crate::release::trust::Keys, Error> {
+        Ok(crate::release::trust::Keys::load(
+            &ctx.checkout.trust(),
+            &self.keys,
+        )?)
+    }
+}
+
+/// Which releases are taken: those vouched for by a pinned digest
+/// (`DIR@sha256:…`, `REF@sha256:…`) or signed by a trusted key.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Release input")]
+pub struct TrustArgs {
+    #[command(flatten)]
+    pub keys: TrustKeys,
     /// An unverified --from release is an error (exit 5) instead of a build.
     #[arg(long, env = "GUIX_MATRIX_REQUIRE_VERIFIED", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_verified: bool,
@@ -227,20 +315,12 @@ pub struct TrustArgs {
 }
 
 impl TrustArgs {
-    /// The trusted keys (checked now: a bad key file is a usage error).
-    pub fn keys(&self, ctx: &Context) -> Result<crate::release::trust::Keys, Error> {
-        Ok(crate::release::trust::Keys::load(
-            &ctx.checkout.trust(),
-            &self.keys,
-        )?)
-    }
-
     /// Sets the trusted keys, and opens the release once, up front, for
     /// every engine of the run: one that must be vouched for (an --image
     /// release, or a --from release with --require-verified) and is not
     /// stops the command before any leg (exit 5).
     pub async fn apply(&self, ctx: &Context, options: &mut Options) -> Result<(), Error> {
-        options.release.keys = self.keys(ctx)?;
+        options.release.keys = self.keys.load(ctx)?;
         options.release.require_verified = self.require_verified;
         options.release.allow_older = self.allow_older;
         let must = options.release.image.is_some()
@@ -291,37 +371,16 @@ pub struct Context {
     pub started: i64,
 }
 
-impl Global {
-    fn context(&self) -> Result<Context, Error> {
+impl Workspace {
+    /// The checkout, its matrix and default options, for a command that calls no engine.
+    pub fn context(&self) -> Result<Context, Error> {
         let checkout = match &self.root {
             Some(root) => Checkout::at(root)?,
             None => Checkout::find()?,
         };
         let path = self.matrix.clone().unwrap_or_else(|| checkout.matrix());
         let matrix = Matrix::load(path)?;
-        let mut options = Options::new(checkout.clone());
-        options.allow_pull = !self.build_base;
-        let defaults: Vec<&String> = self
-            .engines
-            .iter()
-            .filter(|e| e.platform.is_none())
-            .map(|e| &e.url)
-            .collect();
-        match defaults.as_slice() {
-            [] => options.engine = crate::engine::Engine::resolve_default()?,
-            [url] => {
-                crate::engine::Address::parse(url)?;
-                options.engine = (*url).clone();
-            }
-            [first, second, ..] => {
-                return Err(crate::engine::EngineError::Twice {
-                    platform: "every command".into(),
-                    first: (*first).clone(),
-                    second: (*second).clone(),
-                }
-                .into())
-            }
-        }
+        let options = Options::new(checkout.clone());
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -333,6 +392,47 @@ impl Global {
         })
     }
 
+    /// The context with the engine every command's calls go to.
+    pub fn with_engine(&self, engine: &EngineArgs) -> Result<Context, Error> {
+        let mut ctx = self.context()?;
+        ctx.options.engine = engine.default_url()?;
+        Ok(ctx)
+    }
+
+    /// The context of a command that builds images: its engine and base source.
+    pub fn with_build(&self, build: &BuildArgs) -> Result<Context, Error> {
+        let mut ctx = self.with_engine(&build.engine)?;
+        ctx.options.allow_pull = !build.build_base;
+        Ok(ctx)
+    }
+}
+
+impl EngineArgs {
+    /// The one engine not tied to a platform: given once, or found as the docker CLI finds it.
+    pub fn default_url(&self) -> Result<String, Error> {
+        let defaults: Vec<&String> = self
+            .engines
+            .iter()
+            .filter(|e| e.platform.is_none())
+            .map(|e| &e.url)
+            .collect();
+        match defaults.as_slice() {
+            [] => Ok(crate::engine::Engine::resolve_default()?),
+            [url] => {
+                crate::engine::Address::parse(url)?;
+                Ok((*url).clone())
+            }
+            [first, second, ..] => Err(crate::engine::EngineError::Twice {
+                platform: "every command".into(),
+                first: (*first).clone(),
+                second: (*second).clone(),
+            }
+            .into()),
+        }
+    }
+}
+
+impl Global {
     /// Colour as asked; else as CARGO_TERM_COLOR says (what CI sets for
     /// cargo); else on a terminal unless NO_COLOR says otherwise.
     pub fn ansi(&self) -> bool {
@@ -372,28 +472,50 @@ impl Global {
 }
 
 impl Command {
+    /// Builds what the command needs (nothing, the checkout, or the checkout
+    /// and an engine) from its own options, and runs it.
     async fn exec(self, global: &Global) -> Result<Exit, Error> {
-        // What needs no checkout runs anywhere.
         match self {
-            Command::Keygen(args) => args.exec(),
-            Command::Completions(args) => args.exec(),
-            Command::Man(args) => args.exec(),
-            other => other.exec_in(&global.context()?, global).await,
-        }
-    }
-
-    async fn exec_in(self, ctx: &Context, global: &Global) -> Result<Exit, Error> {
-        match self {
-            Command::Run(args) => args.exec(ctx, global).await,
-            Command::Repro(args) => args.exec(ctx, global).await,
-            Command::Shell(args) => args.exec(ctx).await,
-            Command::Doctor(args) => info::doctor(ctx, &args).await,
-            Command::Matrix(args) => args.exec(ctx),
-            Command::Emulators(args) => args.exec(ctx, global).await,
-            Command::Pin(args) => args.exec(ctx).await,
-            Command::Clean(args) => args.exec(ctx).await,
-            Command::Release(args) => args.exec(ctx).await,
-            Command::Verify(args) => args.exec(ctx).await,
+            Command::Run(args) => {
+                let ctx = args.workspace.with_build(&args.build)?;
+                args.exec(&ctx, global).await
+            }
+            Command::Repro(args) => {
+                let ctx = args.workspace.with_build(&args.build)?;
+                args.exec(&ctx, global).await
+            }
+            Command::Shell(args) => {
+                let ctx = args.workspace.with_build(&args.build)?;
+                args.exec(&ctx).await
+            }
+            Command::Doctor(args) => {
+                let ctx = args.workspace.with_engine(&args.engine)?;
+                info::doctor(&ctx, &args).await
+            }
+            Command::Matrix(args) => {
+                let ctx = args.workspace.context()?;
+                args.exec(&ctx)
+            }
+            Command::Emulators(args) => {
+                let ctx = args.workspace.with_engine(&args.engine)?;
+                args.exec(&ctx).await
+            }
+            Command::Pin(args) => {
+                let ctx = args.workspace.context()?;
+                args.exec(&ctx).await
+            }
+            Command::Clean(args) => {
+                let ctx = args.workspace.with_engine(&args.engine)?;
+                args.exec(&ctx).await
+            }
+            Command::Release(args) => {
+                let ctx = args.workspace.with_engine(&args.engine)?;
+                args.exec(&ctx).await
+            }
+            Command::Verify(args) => {
+                let ctx = args.workspace.context()?;
+                args.exec(&ctx).await
+            }
             Command::Keygen(args) => args.exec(),
             Command::Completions(args) => args.exec(),
             Command::Man(args) => args.exec(),
@@ -404,7 +526,7 @@ impl Command {
 /// Parses the command line, runs the command, and says what went wrong: the
 /// error, its fix, and an exit code from the contract above.
 pub async fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(move_old_global_options(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -489,6 +611,20 @@ mod tests {
         }
     }
 
+    /// The engines a parsed command line gives the command that takes them.
+    fn engines_of(cli: &Cli) -> Vec<crate::fleet::EngineArg> {
+        match &cli.command {
+            Command::Run(a) => a.build.engine.engines.clone(),
+            Command::Repro(a) => a.build.engine.engines.clone(),
+            Command::Shell(a) => a.build.engine.engines.clone(),
+            Command::Doctor(a) => a.engine.engines.clone(),
+            Command::Emulators(a) => a.engine.engines.clone(),
+            Command::Clean(a) => a.engine.engines.clone(),
+            Command::Release(a) => a.engine.engines.clone(),
+            _ => vec![],
+        }
+    }
+
     #[test]
     fn engines_come_from_repeated_flags_or_one_variable() {
         let cli = Cli::try_parse_from([
@@ -500,13 +636,13 @@ mod tests {
             "riscv64=unix:///run/rv.sock",
         ])
         .unwrap();
-        let urls: Vec<_> = cli.global.engines.iter().map(|e| e.url.as_str()).collect();
+        let urls: Vec<_> = engines_of(&cli).into_iter().map(|e| e.url).collect();
         assert_eq!(urls, ["tcp://arm:2376", "unix:///run/rv.sock"]);
         let e = Cli::try_parse_from(["harness", "repro", "--platform", "386", "--engine", "386"])
             .unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("is not PLATFORM=URL or URL"), "{e}");
-        // One engine for every command, release and clean included.
+        // One engine for every command that calls one, release and clean included.
         for cmd in ["release", "clean", "doctor", "shell", "emulators"] {
             let cli = Cli::try_parse_from(["harness", cmd, "--engine", "tcp://other:2376"])
                 .or_else(|_| {
@@ -520,20 +656,74 @@ mod tests {
                     ])
                 })
                 .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-            assert_eq!(cli.global.engines[0].platform, None, "{cmd}");
+            assert_eq!(engines_of(&cli)[0].platform, None, "{cmd}");
         }
     }
 
     #[test]
-    fn build_base_and_online_come_from_flags_or_the_environment() {
-        let cli = Cli::try_parse_from(["harness", "--build-base", "run", "--online"]).unwrap();
-        assert!(cli.global.build_base);
-        assert!(Cli::try_parse_from(["harness", "--offline", "run"]).is_err());
-        let Command::Run(run) = cli.command else {
-            panic!("run")
+    fn commands_take_only_the_options_they_use() {
+        for (cmd, option) in [
+            ("keygen", "--engine"),
+            ("keygen", "--root"),
+            ("completions", "--matrix"),
+            ("man", "--build-base"),
+            ("verify", "--require-verified"),
+            ("verify", "--allow-older"),
+            ("verify", "--engine"),
+            ("pin", "--engine"),
+            ("matrix", "--build-base"),
+            ("clean", "--build-base"),
+        ] {
+            use clap::CommandFactory;
+            let mut top = Cli::command();
+            let sub = top.find_subcommand_mut(cmd).expect(cmd);
+            let help = sub.render_long_help().to_string();
+            assert!(
+                !help.contains(option),
+                "`{cmd} --help` offers {option}:\n{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_before_the_command_are_moved_after_it_for_one_release() {
+        let line = |args: &[&str]| -> Vec<String> {
+            let os = args.iter().map(std::ffi::OsString::from).collect();
+            move_old_global_options(os)
+                .into_iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
         };
-        assert!(run.pull.online);
-        let e = Cli::try_parse_from(["harness", "run", "--online", "--stand-in-pull"]).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(
+            line(&[
+                "harness",
+                "-v",
+                "--engine",
+                "tcp://e:2376",
+                "--root=/r",
+                "run",
+                "--platform",
+                "amd64"
+            ]),
+            [
+                "harness",
+                "-v",
+                "run",
+                "--engine",
+                "tcp://e:2376",
+                "--root=/r",
+                "--platform",
+                "amd64"
+            ]
+        );
+        assert_eq!(
+            line(&["harness", "--color", "never", "--build-base", "repro"]),
+            ["harness", "--color", "never", "repro", "--build-base"]
+        );
+        // Options after the command are left where they are.
+        assert_eq!(
+            line(&["harness", "run", "--engine", "x"]),
+            ["harness", "run", "--engine", "x"]
+        );
     }
 }

@@ -65,6 +65,10 @@ pub struct ReleaseArgs {
     /// each platform's base date and digest, the verify lines) as Markdown.
     #[arg(long, value_name = "FILE")]
     pub notes: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: super::EngineArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 /// What a release wrote and pushed: `--json`, and $GITHUB_OUTPUT.

@@ -36,6 +36,10 @@ pub struct ReproArgs {
     /// A repro in which no check ran (every one skipped) exits 0, not 6.
     #[arg(long, help_heading = "Output")]
     pub accept_skipped: bool,
+    #[command(flatten)]
+    pub build: super::BuildArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 /// Every step on its own line, prefixed with the platform (none with -q).
@@ -62,7 +66,7 @@ impl ReproArgs {
         let mut fleet = Fleet::connect(
             &ctx.matrix,
             &options,
-            &global.engines,
+            &self.build.engine.engines,
             std::slice::from_ref(&p),
         )
         .await?;

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// Without a terminal, say every this many seconds which step each leg is in.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600), help_heading = "Output")]
     pub heartbeat: u64,
+    #[command(flatten)]
+    pub build: super::BuildArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 impl RunArgs {
@@ -64,11 +68,17 @@ impl RunArgs {
         } else {
             self.scenarios.clone()
         };
-        let connected =
-            match Fleet::connect(&ctx.matrix, &options, &global.engines, &selected).await {
-                Ok(mut fleet) => fleet.hold(&selected).await.map(|()| fleet),
-                Err(e) => Err(e),
-            };
+        let connected = match Fleet::connect(
+            &ctx.matrix,
+            &options,
+            &self.build.engine.engines,
+            &selected,
+        )
+        .await
+        {
+            Ok(mut fleet) => fleet.hold(&selected).await.map(|()| fleet),
+            Err(e) => Err(e),
+        };
         let fleet = match connected {
             Ok(fleet) => fleet,
             Err(e) => {

@@ -23,6 +23,10 @@ pub struct ShellArgs {
         help_heading = "Arguments"
     )]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub build: super::BuildArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
 }
 
 impl ShellArgs {

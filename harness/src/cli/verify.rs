@@ -1,6 +1,6 @@
 //! `harness verify`: what vouches for a release, checked without fetching its images.
 
-use super::{Context, TrustArgs};
+use super::{Context, TrustKeys, Workspace};
 use crate::error::{Error, Exit};
 use crate::release::source::Source;
 
@@ -11,15 +11,17 @@ pub struct VerifyArgs {
     #[arg(value_name = "DIR|REF", value_parser = crate::release::source::parse_arg)]
     pub source: Source,
     #[command(flatten)]
-    pub trust: TrustArgs,
+    pub trust: TrustKeys,
     /// Print what vouches for it as JSON (`{"version": 1, "source", "vouched", "key", "digest", "release"}`).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
+    #[command(flatten)]
+    pub workspace: Workspace,
 }
 
 impl VerifyArgs {
     pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
-        let keys = self.trust.keys(ctx)?;
+        let keys = self.trust.load(ctx)?;
         let release = crate::release::open::open(&self.source, &keys).await?;
         if self.json {
             use crate::release::trust::Vouch;

@@ -341,9 +341,9 @@ fn clean_removes_labelled_containers_and_only_the_matrix_images() {
     .unwrap();
 
     let out = bin()
+        .arg("clean")
         .arg("--matrix")
         .arg(&matrix)
-        .arg("clean")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

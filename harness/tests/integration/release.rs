@@ -427,9 +427,9 @@ fn a_published_release_is_checked_and_reproduced_as_users_get_it() {
     );
     let empty = testkit::SecondEngine::start("empty", None);
     let repro = harness(&[
+        "repro",
         "--engine",
         &empty.url(),
-        "repro",
         "--platform",
         "linux/arm/v7",
         "--scenario",
@@ -928,9 +928,9 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
         let dist = work.path().join(format!("dist-{what}"));
         let release = |extra: &[&str]| {
             let mut args = vec![
+                "release",
                 "--matrix",
                 m,
-                "release",
                 "--report",
                 report.to_str().unwrap(),
                 "--dist",
@@ -993,9 +993,9 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
     std::fs::write(&channels, text.replace(&pin, &"1".repeat(40))).unwrap();
     let report = work.path().join("stand-in/report.json");
     let out = harness(&[
+        "release",
         "--root",
         moved.to_str().unwrap(),
-        "release",
         "--unpulled",
         "--report",
         report.to_str().unwrap(),

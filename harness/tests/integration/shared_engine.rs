@@ -79,7 +79,7 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     ]);
     let run = |report: &str| {
         let mut cmd = command();
-        cmd.args(["--matrix", &m, "run", "--platform", "linux/amd64"])
+        cmd.args(["run", "--matrix", &m, "--platform", "linux/amd64"])
             .args(["--scenario", "usage", "--report"])
             .arg(work.path().join(report))
             .stdout(std::process::Stdio::piped())
@@ -88,7 +88,7 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     };
     let clean = |more: &[&str]| {
         let out = command()
-            .args(["--matrix", &m, "clean"])
+            .args(["clean", "--matrix", &m])
             .args(more)
             .output()
             .unwrap();

@@ -90,3 +90,34 @@ fn doctor_says_json_and_exits_3_when_the_machine_is_not_ready() {
     );
     assert_eq!(engine["fix"], harness::engine::ENGINE_FIX);
 }
+
+#[test]
+fn an_option_given_before_its_command_still_works_for_one_release_and_says_where_it_goes() {
+    let root = env!("CARGO_MANIFEST_DIR").to_string() + "/..";
+    let old = crate::common::command()
+        .args(["--root", &root, "matrix"])
+        .output()
+        .unwrap();
+    let new = crate::common::command()
+        .args(["matrix", "--root", &root])
+        .output()
+        .unwrap();
+    assert!(old.status.success() && new.status.success());
+    assert_eq!(old.stdout, new.stdout);
+    let err = String::from_utf8_lossy(&old.stderr);
+    assert!(
+        err.contains("`--root` before the command is deprecated: put it after the command"),
+        "{err}"
+    );
+    assert!(
+        new.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&new.stderr)
+    );
+    // An option a command does not take is refused, not ignored.
+    let out = crate::common::command()
+        .args(["keygen", "--engine", "tcp://e:2376", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -276,9 +276,8 @@ fn a_bad_matrix_file_is_a_clear_error_and_a_nonzero_exit() {
     let path = dir.path().join("matrix.toml");
     std::fs::write(&path, "[defaults]\nbase_image = 3\n").unwrap();
     let out = crate::common::command()
-        .args(["--matrix"])
+        .args(["matrix", "--matrix"])
         .arg(&path)
-        .args(["matrix"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
