@@ -51,7 +51,8 @@ pub struct ReleaseArgs {
     #[arg(long, env = "GITHUB_SHA")]
     pub revision: Option<String>,
     /// Sign the release with this private key (PKCS#8 PEM, `harness keygen`):
-    /// SHA256SUMS.sig beside SHA256SUMS (as `cosign sign-blob` writes it),
+    /// SHA256SUMS.sig beside SHA256SUMS (a detached signature, as cosign 2's
+    /// `sign-blob` writes it and cosign 2 and 3 `verify-blob --signature`),
     /// and with --push a cosign signature of the index and of every
     /// platform's image in the registry.
     #[arg(long, value_name = "FILE", env = "GUIX_MATRIX_SIGN_KEY")]

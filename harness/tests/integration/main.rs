@@ -10,6 +10,7 @@ mod common;
 
 mod engine_faults;
 mod engines;
+mod examples;
 mod failure_modes;
 mod incremental;
 

@@ -126,3 +126,34 @@ fn every_option_and_variable_is_documented_and_every_documented_one_exists() {
         "the docs name what does not exist: {unknown:?}"
     );
 }
+
+#[test]
+fn the_readmes_ci_examples_are_the_tested_files_verbatim() {
+    let root = harness::paths::Checkout::find().unwrap().root;
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let dir = root.join("examples/ci");
+    let mut shown = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".scm") {
+            continue;
+        }
+        let marker = format!("<!-- examples/ci/{name} -->\n");
+        let at = readme.find(&marker).unwrap_or_else(|| {
+            panic!(
+                "README.md does not show examples/ci/{name} (`{}`)",
+                marker.trim()
+            )
+        });
+        let rest = &readme[at + marker.len()..];
+        let body = rest.split_once('\n').map(|(_, b)| b).unwrap_or_default();
+        let body = &body[..body.find("```").unwrap_or(body.len())];
+        let file = std::fs::read_to_string(dir.join(&name)).unwrap();
+        assert_eq!(
+            body, file,
+            "README.md's copy of examples/ci/{name} differs from the file the tests run"
+        );
+        shown += 1;
+    }
+    assert!(shown >= 6, "{shown} examples");
+}
