@@ -104,6 +104,18 @@ pub struct Outcome {
 
     #[serde(with = "crate::text::secs")]
     pub elapsed: Duration,
+    /// The containers the check ran, in order, each with its time (none in
+    /// a report before version 5).
+    #[serde(default)]
+    pub containers: Vec<ContainerRun>,
+}
+
+/// One container a check ran: its step and how long it took, start to removal.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerRun {
+    pub step: String,
+    #[serde(with = "crate::text::secs")]
+    pub elapsed: Duration,
 }
 
 impl Outcome {
@@ -112,12 +124,13 @@ impl Outcome {
     }
 }
 
-/// The version of report.json this harness writes and reads (4: the run's
-/// `tools`; 3: a leg's `runs` became `placement`).
-pub const VERSION: u32 = 4;
-/// The older versions it still reads (no tools; version 2's `runs` read as
+/// The version of report.json this harness writes and reads (5: each
+/// check's `containers`; 4: the run's `tools`; 3: a leg's `runs` became
 /// `placement`).
-const READS_ALSO: [u32; 2] = [2, 3];
+pub const VERSION: u32 = 5;
+/// The older versions it still reads (no containers; no tools; version 2's
+/// `runs` read as `placement`).
+const READS_ALSO: [u32; 3] = [2, 3, 4];
 /// The largest report.json a reader accepts.
 const MAX_REPORT: u64 = 64 << 20;
 
@@ -375,7 +388,7 @@ mod tests {
         report["version"] = 1.into();
         let err = read(&report).unwrap_err().to_string();
         assert!(
-            err.contains("version 1, this harness reads version 4"),
+            err.contains("version 1, this harness reads version 5"),
             "{err}"
         );
     }

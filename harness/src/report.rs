@@ -51,7 +51,7 @@ fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
         }
         for o in &leg.outcomes {
             let (result, detail) = match &o.verdict {
-                Verdict::Passed => ("passed".to_string(), String::new()),
+                Verdict::Passed => ("passed".to_string(), containers(o)),
                 Verdict::Failed(why) => ("FAILED".to_string(), first_line(why)),
                 Verdict::EmulatorCrash(why) => ("EMU-CRASH".to_string(), first_line(why)),
                 Verdict::Skipped(why) => ("skipped".to_string(), first_line(why)),
@@ -66,6 +66,43 @@ fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
         }
     }
     rows
+}
+
+/// A passed check's detail: the containers it ran, each with its time.
+fn containers(o: &crate::record::Outcome) -> String {
+    let each: Vec<String> = o
+        .containers
+        .iter()
+        .map(|c| format!("{} {:.1}s", c.step, c.elapsed.as_secs_f64()))
+        .collect();
+    match each.len() {
+        0 => String::new(),
+        n => format!("{n} container(s): {}", each.join(", ")),
+    }
+}
+
+/// Per check, over every leg: its containers and their time, the costliest first.
+pub fn per_check(legs: &[Leg]) -> String {
+    let mut sums: std::collections::BTreeMap<&str, (usize, f64, f64)> = Default::default();
+    for o in legs.iter().flat_map(|l| &l.outcomes) {
+        let e = sums.entry(o.scenario.name()).or_default();
+        e.0 += o.containers.len();
+        e.1 += o
+            .containers
+            .iter()
+            .map(|c| c.elapsed.as_secs_f64())
+            .sum::<f64>();
+        e.2 += o.elapsed.as_secs_f64();
+    }
+    let mut rows: Vec<_> = sums.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+    let cells: Vec<String> = rows
+        .iter()
+        .map(|(name, (n, in_containers, total))| {
+            format!("{name} {total:.0}s ({n} containers, {in_containers:.0}s in them)")
+        })
+        .collect();
+    format!("per check, over every leg: {}", cells.join("; "))
 }
 
 const HEADER: [&str; 5] = ["platform", "scenario", "result", "time", "detail"];

@@ -105,6 +105,7 @@ impl RunArgs {
         tokio::select! {
             legs = leg::run_legs(&fleet, &selected, &scenarios, jobs, &progress) => {
                 println!("\n{}\n", report::table(&legs));
+                println!("{}", report::per_check(&legs));
                 let (total, ideal) = leg::packing(&legs, jobs);
                 let wall = started.elapsed();
                 println!(

@@ -38,6 +38,7 @@ pub struct Check {
     transcript: String,
     kept_container: Option<String>,
     skipped: Option<String>,
+    containers: Vec<crate::record::ContainerRun>,
 }
 
 impl Check {
@@ -52,6 +53,7 @@ impl Check {
             transcript: String::new(),
             kept_container: None,
             skipped: None,
+            containers: vec![],
         }
     }
 
@@ -108,6 +110,7 @@ impl Check {
             transcript: self.transcript,
             kept_container: self.kept_container,
             elapsed: self.started.elapsed(),
+            containers: self.containers,
         }
     }
 }
@@ -257,7 +260,17 @@ async fn attempt(h: &Pipeline, p: &Prepared, scenario: Scenario) -> Outcome {
 /// keeps one container (its last, which `repro` points at): one it kept
 /// before is removed, so a check of several containers leaves no other.
 pub async fn run_fixture(h: &Pipeline, c: &mut Check, spec: &RunSpec) -> Result<RunOutput, Error> {
-    let out = run::run(&h.engine, spec).await?;
+    let started = Instant::now();
+    let result = run::run(&h.engine, spec).await;
+    c.containers.push(crate::record::ContainerRun {
+        step: spec
+            .step
+            .strip_prefix(&format!("{}: ", c.platform))
+            .unwrap_or(&spec.step)
+            .to_string(),
+        elapsed: started.elapsed(),
+    });
+    let out = result?;
     let before = c.kept_container.clone();
     c.output(&out);
     if let (Some(before), Some(now)) = (before, &out.kept_container) {

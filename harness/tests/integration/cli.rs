@@ -237,6 +237,13 @@ fn run_one_platform_prints_the_table_and_writes_reports() {
     let leg = &report.legs[0];
     assert_eq!(leg.platform, "linux/amd64");
     assert_eq!(leg.outcomes[0].verdict, harness::scenarios::Verdict::Passed);
+    // Each check's containers, with their time, in the report and the table.
+    let smoke = &leg.outcomes[0].containers;
+    assert_eq!(smoke.len(), 1, "{smoke:?}");
+    assert_eq!(smoke[0].step, "smoke");
+    assert!(!smoke[0].elapsed.is_zero() && smoke[0].elapsed <= leg.outcomes[0].elapsed);
+    assert!(text.contains("1 container(s): smoke "), "{text}");
+    assert!(text.contains("per check, over every leg: smoke "), "{text}");
     // Which checkout the run used: in its header and its report.
     let root = harness::paths::Checkout::find().unwrap().root;
     assert!(
