@@ -51,13 +51,21 @@ command_pid=""     # the command, while it runs
 
 warn() { echo "guix-matrix: $*" >&2; }
 
+# Waits $1 seconds inside bash: under qemu-user every program started costs
+# tens of milliseconds, so the waits below start none (a read that times out).
+nap() { read -rt "$1" <> <(:) || :; }
+
 # Which guix and guix-daemon run, and from where.
 say_which_guix() {
 	local current="${GUIX_MATRIX_CURRENT:-$HOME/.config/guix/current}"
 	if [ -x "$current/bin/guix" ]; then
 		warn "guix: the pulled generation $(readlink -f "$current") ($(command -v guix), $(command -v guix-daemon))"
 	else
-		warn "guix: Debian's $(dpkg-query -W -f '${Version}' guix 2>/dev/null) (/usr/bin/guix, /usr/bin/guix-daemon); no pulled generation in $current"
+		local version=""
+		# Written when the image was built; dpkg-query if it is gone.
+		{ read -r version </etc/guix-matrix/debian-guix-version && [ -n "$version" ]; } 2>/dev/null ||
+			version=$(dpkg-query -W -f '${Version}' guix 2>/dev/null)
+		warn "guix: Debian's $version (/usr/bin/guix, /usr/bin/guix-daemon); no pulled generation in $current"
 	fi
 }
 
@@ -72,7 +80,13 @@ read_substitute_urls() {
 		warn "$url_file is missing: substitutes are off (everything is built from source)"
 		warn "  fix: set GUIX_SUBSTITUTE_URLS, or rebuild the image (substitutes/urls)"
 	else
-		substitute_urls=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$url_file" | tr '\n' ' ')
+		# One line each, comments and blank lines left out (no sed: see nap).
+		local line
+		substitute_urls=""
+		while IFS= read -r line || [ -n "$line" ]; do
+			line=${line%%#*}
+			[ -n "${line//[[:space:]]/}" ] && substitute_urls+="$line "
+		done <"$url_file"
 		if [ -z "${substitute_urls//[[:space:]]/}" ]; then
 			warn "$url_file lists no server: substitutes are off (everything is built from source)"
 			warn "  fix: set GUIX_SUBSTITUTE_URLS, or list servers in substitutes/urls and rebuild the image"
@@ -101,7 +115,7 @@ stop_daemon() {
 	if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
 		local deadline=$((SECONDS + 10))
 		while daemon_has_workers && [ "$SECONDS" -lt "$deadline" ]; do
-			sleep 0.1
+			nap 0.05
 		done
 		kill -TERM "$daemon_pid"
 		wait "$daemon_pid" || true
@@ -204,7 +218,7 @@ start_daemon() {
 			warn "guix-daemon did not open $socket within ${GUIX_DAEMON_TIMEOUT:-60}s; the command did not run"
 			exit "$exit_daemon_silent"
 		fi
-		sleep 0.1
+		nap 0.02
 	done
 	export GUIX_MATRIX_DAEMON_PID="$daemon_pid"
 }
@@ -366,11 +380,25 @@ check_settings() {
 	done
 }
 
+# The marker: a new empty file, made without starting a program (see nap).
+make_marker() {
+
+	for _ in 1 2 3 4 5 6 7 8; do
+		marker=/tmp/guix-matrix-marker.$$.$RANDOM
+		if { set -C && : >"$marker"; } 2>/dev/null; then
+			set +C
+			return 0
+		fi
+		set +C
+	done
+	marker=$(mktemp /tmp/guix-matrix-marker.XXXXXX)
+}
+
 main() {
 	[ "$#" -gt 0 ] || set -- sh
 	check_settings
 	trap cleanup EXIT
-	marker=$(mktemp /tmp/guix-matrix-marker.XXXXXX)
+	make_marker
 	# shellcheck source=/dev/null # scripts/profile.sh, linted on its own
 	. /etc/guix-matrix/profile.sh
 	say_which_guix

@@ -41,13 +41,13 @@ async fn build_with_baked_flags(h: &Pipeline, p: &Prepared, c: &mut Check) -> Re
             .to_string();
         format!(
             "`docker run IMAGE guix build …` with a real builder fails with the daemon flags the image chose ({:?}; {} runs {} here; exit {}: `{said}`); fix: the entry point's chroot_flag()",
-            image_daemon_args(&out.stderr),
+            image_daemon_args(&out.stdout),
             p.platform.docker,
             p.placement.summary(),
             out.exit_code,
         )
     });
-    let chose = image_daemon_args(&out.stderr);
+    let chose = image_daemon_args(&out.stdout);
     c.fact("daemon-flags", &chose);
     c.expect(chose.contains("--disable-chroot") != p.placement.is_native(), || {
         format!(
@@ -59,11 +59,10 @@ async fn build_with_baked_flags(h: &Pipeline, p: &Prepared, c: &mut Check) -> Re
     Ok(())
 }
 
-/// The daemon flags the entry point used, from its trace.
-fn image_daemon_args(trace: &str) -> String {
-    trace
-        .lines()
-        .find(|l| l.starts_with("+ guix-daemon --build-users-group"))
+/// The flags of the guix-daemon that ran, from its command line as
+/// defaults.scm read it in /proc (`daemon-argv=`).
+fn image_daemon_args(stdout: &str) -> String {
+    kv(stdout, "daemon-argv")
         .map(|l| {
             l.split_whitespace()
                 .filter(|w| {
@@ -101,13 +100,27 @@ async fn traced(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> 
     Ok(())
 }
 
-/// The keys in the image's ACL are exactly substitutes/*.pub; the default
-/// URL list is substitutes/urls; GUIX_SUBSTITUTE_URLS overrides it.
+/// Prints the running guix-daemon's arguments, one a line (its
+/// /proc/PID/cmdline: what runs, not what the entry point says it ran).
+const DAEMON_ARGV: &str = r#"tr '\0' '\n' <"/proc/$GUIX_MATRIX_DAEMON_PID/cmdline""#;
+
+/// The running daemon's `--substitute-urls=` value, from DAEMON_ARGV's lines.
+fn daemon_urls(argv: &str) -> Option<&str> {
+    argv.lines()
+        .find_map(|l| l.strip_prefix("--substitute-urls="))
+}
+
+/// The keys in the image's ACL are exactly substitutes/*.pub; the running
+/// daemon's servers are substitutes/urls; GUIX_SUBSTITUTE_URLS overrides them.
 async fn substitutes(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error> {
-    let mut acl = plain(h, p, "defaults: acl").cmd(["/etc/guix/acl"]);
-    acl.entrypoint = Some(vec!["cat".into()]);
-    let out = run_fixture(h, c, &acl).await?;
-    let trusted = keys(&out.stdout);
+    let script = format!("{DAEMON_ARGV}; echo '--- acl'; cat /etc/guix/acl");
+    let run = plain(h, p, "defaults: urls and acl").cmd(["sh", "-c", script.as_str()]);
+    let out = run_fixture(h, c, &run).await?;
+    let (argv, acl) = out
+        .stdout
+        .split_once("--- acl")
+        .unwrap_or((&out.stdout, ""));
+    let trusted = keys(acl);
     let dir = h.options.checkout.root.join("substitutes");
     let mut wanted = BTreeSet::new();
     for entry in std::fs::read_dir(&dir).map_err(|source| Error::Fixture {
@@ -143,32 +156,25 @@ async fn substitutes(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Er
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
         .collect();
-    let run = plain(h, p, "defaults: urls").cmd(["true"]);
-    let out = run_fixture(h, c, &run).await?;
-    c.expect(
-        out.stderr
-            .contains(&format!("--substitute-urls={}", default.join(" "))),
-        || {
-            format!(
-                "guix-daemon did not get the default list of substitutes/urls ({} servers)",
-                default.len()
-            )
-        },
-    );
+    let running: Vec<&str> = daemon_urls(argv)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    c.expect(running == default, || {
+        format!(
+            "the running guix-daemon's substitute servers are not substitutes/urls ({} servers): `{}`",
+            default.len(),
+            running.join(" ")
+        )
+    });
     let run = plain(h, p, "defaults: urls override")
         .env("GUIX_SUBSTITUTE_URLS=https://substitutes.example")
-        .cmd(["true"]);
+        .cmd(["sh", "-c", DAEMON_ARGV]);
     let out = run_fixture(h, c, &run).await?;
-    let daemon = out
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("+ guix-daemon "))
-        .unwrap_or_default();
-    c.expect(
-        daemon.contains("--substitute-urls=https://substitutes.example")
-            && !daemon.contains("ci.guix.gnu.org"),
-        || format!("GUIX_SUBSTITUTE_URLS does not override the substitute servers: `{daemon}`"),
-    );
+    let running = daemon_urls(&out.stdout).unwrap_or_default();
+    c.expect(running.trim() == "https://substitutes.example", || {
+        format!("GUIX_SUBSTITUTE_URLS does not override the running guix-daemon's substitute servers: `{running}`")
+    });
     Ok(())
 }
 
@@ -213,8 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn daemon_flags_are_read_from_the_trace() {
-        let trace = "+ guix-daemon --build-users-group=guixbuild '--substitute-urls=a b' --disable-chroot\n";
-        assert_eq!(image_daemon_args(trace), "--disable-chroot");
+    fn daemon_flags_are_read_from_the_running_daemons_command_line() {
+        let out = "daemon-argv=guix-daemon --build-users-group=guixbuild --substitute-urls=https://a https://b --disable-chroot \nbuilt=/gnu/store/x\n";
+        assert_eq!(image_daemon_args(out), "--disable-chroot");
+        // A trace line saying otherwise is not what ran.
+        assert_eq!(
+            image_daemon_args("+ guix-daemon --build-users-group=g --disable-chroot\n"),
+            ""
+        );
+        assert_eq!(
+            daemon_urls("guix-daemon\n--substitute-urls=https://a https://b\n"),
+            Some("https://a https://b")
+        );
     }
 }

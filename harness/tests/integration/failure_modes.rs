@@ -553,7 +553,7 @@ fn the_defaults_check_sees_a_foreign_key_no_trace_no_urls_and_no_shell() {
     for fault in [
         "the entry point's trace (set -x) must show the command",
         "not ours [\"00000000000000000000000000000000000000000000000000000000000000AA\"]",
-        "guix-daemon did not get the default list of substitutes/urls",
+        "the running guix-daemon's substitute servers are not substitutes/urls",
         "must give a shell where guix works",
     ] {
         assert!(why.contains(fault), "`{fault}` not in: {why}");
