@@ -125,6 +125,26 @@ impl Fleet {
         &self.pipelines[i]
     }
 
+    /// Decides once, up front, which leg runs the platform-independent
+    /// steps for the run: with two platforms or more, the first native one
+    /// (the cheapest), else the first selected; with one, that leg runs all.
+    pub async fn share_steps(&mut self, selected: &[Platform]) -> Result<Option<String>, Error> {
+        let mut chosen = None;
+        if selected.len() > 1 {
+            for p in selected {
+                if self.pipeline(p).placement(p).await?.is_native() {
+                    chosen = Some(p.docker.clone());
+                    break;
+                }
+            }
+            chosen = chosen.or_else(|| selected.first().map(|p| p.docker.clone()));
+        }
+        for h in &mut self.pipelines {
+            h.options.shared_steps.clone_from(&chosen);
+        }
+        Ok(chosen)
+    }
+
     /// Every engine's pipeline.
     pub fn all(&self) -> &[Pipeline] {
         &self.pipelines

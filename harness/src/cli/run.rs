@@ -25,6 +25,11 @@ pub struct RunArgs {
         help_heading = "Selection"
     )]
     pub scenarios: Vec<Scenario>,
+    /// Run the checks' platform-independent steps (the entry point's failure
+    /// reports, `guix pull --url` keeping the pin) on every platform, not once
+    /// per run on a native one.
+    #[arg(long, help_heading = "Selection")]
+    pub no_shared_steps: bool,
     /// Legs at a time (default: the number of cores).
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Selection")]
     pub jobs: Option<u16>,
@@ -50,6 +55,25 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The engines, held for the selected platforms, with the leg that runs
+    /// the platform-independent steps decided up front.
+    async fn connect(
+        &self,
+        ctx: &Context,
+        options: &crate::pipeline::Options,
+        selected: &[crate::matrix::Platform],
+    ) -> Result<Fleet, Error> {
+        let engines = &self.build.engine.engines;
+        let mut fleet = Fleet::connect(&ctx.matrix, options, engines, selected).await?;
+        fleet.hold(selected).await?;
+        if !self.no_shared_steps {
+            if let Some(on) = fleet.share_steps(selected).await? {
+                println!("platform-independent steps: on {on}, for every leg (--no-shared-steps: on each)");
+            }
+        }
+        Ok(fleet)
+    }
+
     pub async fn exec(self, ctx: &Context, global: &Global) -> Result<Exit, Error> {
         let mut options = ctx.options.clone();
         self.pull.apply(&mut options);
@@ -68,18 +92,7 @@ impl RunArgs {
         } else {
             self.scenarios.clone()
         };
-        let connected = match Fleet::connect(
-            &ctx.matrix,
-            &options,
-            &self.build.engine.engines,
-            &selected,
-        )
-        .await
-        {
-            Ok(mut fleet) => fleet.hold(&selected).await.map(|()| fleet),
-            Err(e) => Err(e),
-        };
-        let fleet = match connected {
+        let fleet = match self.connect(ctx, &options, &selected).await {
             Ok(fleet) => fleet,
             Err(e) => {
                 // The uploaded artifact is never empty: the report names the step.
@@ -103,7 +116,8 @@ impl RunArgs {
             }
         };
         tokio::select! {
-            legs = leg::run_legs(&fleet, &selected, &scenarios, jobs, &progress) => {
+            mut legs = leg::run_legs(&fleet, &selected, &scenarios, jobs, &progress) => {
+                crate::scenarios::settle_shared(&mut legs);
                 println!("\n{}\n", report::table(&legs));
                 println!("{}", report::per_check(&legs));
                 let (total, ideal) = leg::packing(&legs, jobs);

@@ -230,6 +230,9 @@ impl Platform {
             self.debian_arch.clone(),
             self.guix_system.clone(),
         ]);
+        // Each once, in the order above.
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
         names
     }
 

@@ -31,6 +31,11 @@ pub struct Options {
     /// places elsewhere): `--engine URL`, else DOCKER_HOST, else the docker
     /// CLI's context, else the local socket.
     pub engine: String,
+    /// The platform that runs the checks' platform-independent steps for
+    /// the whole run (the entry point's failure reports, `guix pull --url`
+    /// keeping the pin); the other legs name it instead of repeating them
+    /// under an emulator. None: every leg runs every step.
+    pub shared_steps: Option<String>,
 }
 
 impl Options {
@@ -45,6 +50,7 @@ impl Options {
             opened: Shared::default(),
             pull: pull::Want::offline(),
             engine: Engine::default_host(),
+            shared_steps: None,
         }
     }
 

@@ -16,9 +16,12 @@ pub async fn body(h: &Pipeline, p: &Prepared, c: &mut Check) -> Result<(), Error
     );
     c.fact("earlier-rc", &earlier);
     c.fact("command-rc", &rc);
-    c.expect(earlier != "0" && !earlier.is_empty(), || {
-        format!("the earlier failing build exited `{earlier}`")
-    });
+    match kv(&out.stdout, "earlier-shared-on") {
+        Some(on) => c.shared_on("earlier-failure", &on),
+        None => c.expect(earlier != "0" && !earlier.is_empty(), || {
+            format!("the earlier failing build exited `{earlier}`")
+        }),
+    }
     // `guix build` exits 1 when a build fails; the entry point must hand that back.
     c.expect(rc == "1", || {
         format!("expected guix build's own exit code 1, got `{rc}`")

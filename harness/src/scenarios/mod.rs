@@ -61,6 +61,13 @@ impl Check {
         self.facts.push((key.to_string(), value.to_string()));
     }
 
+    /// Records that `what` ran on the run's shared platform `on`, not here:
+    /// this check then passes only if that one does (`settle_shared`).
+    pub fn shared_on(&mut self, what: &str, on: &str) {
+        self.fact(SHARED_FACT, on);
+        self.fact(what, format!("run on {on} for this run"));
+    }
+
     /// Records a failure unless `ok`.
     pub fn expect(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
@@ -185,7 +192,56 @@ pub fn guix_version_line(h: &Pipeline, p: &Prepared) -> String {
     }
 }
 
+/// The platform that ran this run's platform-independent steps when it is
+/// not `p`'s (then `p`'s leg skips them and names it).
+pub fn shared_elsewhere<'a>(h: &'a Pipeline, p: &Prepared) -> Option<&'a str> {
+    h.options
+        .shared_steps
+        .as_deref()
+        .filter(|on| *on != p.platform.docker)
+}
+
+/// The fact naming the platform that ran a check's platform-independent steps.
+pub const SHARED_FACT: &str = "shared-on";
+
+/// A check whose platform-independent steps ran on another leg passes only
+/// when that leg's same check passed: otherwise it fails, saying so.
+pub fn settle_shared(legs: &mut [crate::record::Leg]) {
+    let passed: std::collections::HashSet<(String, Scenario)> = legs
+        .iter()
+        .flat_map(|l| {
+            l.outcomes
+                .iter()
+                .filter(|o| o.passed())
+                .map(|o| (l.platform.clone(), o.scenario))
+        })
+        .collect();
+    for o in legs.iter_mut().flat_map(|l| l.outcomes.iter_mut()) {
+        let Some((_, on)) = o.facts.iter().find(|(k, _)| k == SHARED_FACT) else {
+            continue;
+        };
+        if o.passed() && !passed.contains(&(on.clone(), o.scenario)) {
+            o.verdict = Verdict::Failed(format!(
+                "its platform-independent steps ran on {on} for this run, where {} did not pass (see that leg; --no-shared-steps runs them on each)",
+                o.scenario.name()
+            ));
+        }
+    }
+}
+
+/// The variable that tells a fixture which platform ran its
+/// platform-independent steps (unset: run them here).
+pub const SHARED_ON: &str = "GUIX_MATRIX_FIXTURE_SHARED_ON";
+
 pub fn spec(h: &Pipeline, p: &Prepared, step: &str) -> RunSpec {
+    let spec = spec_here(h, p, step);
+    match shared_elsewhere(h, p) {
+        Some(on) => spec.env(format!("{SHARED_ON}={on}")),
+        None => spec,
+    }
+}
+
+fn spec_here(h: &Pipeline, p: &Prepared, step: &str) -> RunSpec {
     RunSpec::new(
         p.image.tag.clone(),
         format!("{}: {step}", p.platform.docker),
@@ -284,6 +340,47 @@ pub async fn run_fixture(h: &Pipeline, c: &mut Check, spec: &RunSpec) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_whose_shared_steps_failed_elsewhere_fails_too() {
+        use crate::record::Leg;
+        let leg = |platform: &str, shared: Option<&str>, passed: bool| {
+            let mut l = Leg::new(platform, "img".into(), std::time::Duration::ZERO);
+            let mut c = Check::new(Scenario::Pin, platform);
+            if let Some(on) = shared {
+                c.shared_on("url-pull", on);
+            }
+            c.expect(passed, || "broken".into());
+            l.outcomes.push(c.finish());
+            l
+        };
+        let mut legs = vec![
+            leg("linux/amd64", None, true),
+            leg("linux/riscv64", Some("linux/amd64"), true),
+        ];
+        settle_shared(&mut legs);
+        assert!(
+            legs[1].outcomes[0].passed(),
+            "{:?}",
+            legs[1].outcomes[0].verdict
+        );
+        let mut legs = vec![
+            leg("linux/amd64", None, false),
+            leg("linux/riscv64", Some("linux/amd64"), true),
+        ];
+        settle_shared(&mut legs);
+        match &legs[1].outcomes[0].verdict {
+            Verdict::Failed(why) => assert!(
+                why.contains("ran on linux/amd64 for this run, where pin did not pass"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Its own leg missing (failed before its checks) is no pass either.
+        let mut legs = vec![leg("linux/riscv64", Some("linux/amd64"), true)];
+        settle_shared(&mut legs);
+        assert!(!legs[0].outcomes[0].passed());
+    }
 
     #[test]
     fn qemu_crash_lines_are_recognised() {

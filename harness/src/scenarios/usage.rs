@@ -88,6 +88,32 @@ fn in_one_container(c: &mut Check, said: &dyn Fn(&str) -> String) {
             format!("{key}: an empty or missing substitute list must be reported, not silently turn substitutes off")
         });
     }
+    let shared = said("check-shared-on");
+    if !shared.is_empty() {
+        c.shared_on("build --check", &shared);
+    } else {
+        build_check(c, said);
+    }
+    c.expect(said("debian-which").contains("Debian's"), || {
+        format!(
+            "with nothing pulled the entry point must say it runs Debian's guix: `{}`",
+            said("debian-which")
+        )
+    });
+    c.expect(
+        said("same-shell-versions") == "guix (GNU Guix) 1.5.0|guix (GNU Guix) 0-fixture-pulled",
+        || {
+            format!(
+                "in `sh -c 'guix pull && guix …'` the second guix must be the pulled one: `{}`",
+                said("same-shell-versions")
+            )
+        },
+    );
+    pulled_forms(c, said);
+}
+
+/// `guix build --check` of a non-deterministic fixture: it fails, and its log is reported.
+fn build_check(c: &mut Check, said: &dyn Fn(&str) -> String) {
     c.expect(said("build-rc") == "0", || {
         format!(
             "the non-deterministic fixture did not build (exit {})",
@@ -107,21 +133,10 @@ fn in_one_container(c: &mut Check, said: &dyn Fn(&str) -> String) {
             )
         },
     );
-    c.expect(said("debian-which").contains("Debian's"), || {
-        format!(
-            "with nothing pulled the entry point must say it runs Debian's guix: `{}`",
-            said("debian-which")
-        )
-    });
-    c.expect(
-        said("same-shell-versions") == "guix (GNU Guix) 1.5.0|guix (GNU Guix) 0-fixture-pulled",
-        || {
-            format!(
-                "in `sh -c 'guix pull && guix …'` the second guix must be the pulled one: `{}`",
-                said("same-shell-versions")
-            )
-        },
-    );
+}
+
+/// After a pull: the pulled guix and guix-daemon, with the profile sourced.
+fn pulled_forms(c: &mut Check, said: &dyn Fn(&str) -> String) {
     c.expect(
         said("pulled-version") == "guix (GNU Guix) 0-fixture-pulled"
             && said("pulled-which").contains("the pulled generation")

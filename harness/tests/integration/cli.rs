@@ -692,3 +692,66 @@ fn emulators_shows_by_default_and_changes_the_host_only_when_asked() {
     assert!(shown.contains("harness emulators --install"), "{shown}");
     assert_eq!(handlers(), installed, "--install puts them back");
 }
+
+/// A run of several platforms runs the platform-independent steps once, on
+/// a native leg, and the others name it; --no-shared-steps runs them on each.
+#[test]
+fn platform_independent_steps_run_once_per_run_unless_asked_on_each() {
+    let _serial = crate::common::exclusive();
+    prepared("linux/amd64");
+    prepared("linux/386");
+    let shared_on = |more: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bin()
+            .args([
+                "run",
+                "--platform",
+                "linux/386",
+                "--platform",
+                "linux/amd64",
+            ])
+            .args([
+                "--scenario",
+                "pin",
+                "--scenario",
+                "faillog",
+                "--scenario",
+                "usage",
+                "--report",
+            ])
+            .arg(dir.path())
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", crate::common::said(&out));
+        let report = harness::report::RunReport::read(&dir.path().join("report.json")).unwrap();
+        let mut shared = vec![];
+        for leg in &report.legs {
+            for o in &leg.outcomes {
+                for (k, v) in &o.facts {
+                    if k == "shared-on" {
+                        shared.push(format!("{} {} on {v}", leg.platform, o.scenario.name()));
+                    }
+                }
+            }
+        }
+        (String::from_utf8_lossy(&out.stdout).into_owned(), shared)
+    };
+    let (text, shared) = shared_on(&[]);
+    // The first native platform as selected.
+    assert!(
+        text.contains("platform-independent steps: on linux/386"),
+        "{text}"
+    );
+    assert_eq!(
+        shared,
+        [
+            "linux/amd64 pin on linux/386",
+            "linux/amd64 faillog on linux/386",
+            "linux/amd64 usage on linux/386"
+        ]
+    );
+    let (text, shared) = shared_on(&["--no-shared-steps"]);
+    assert!(!text.contains("platform-independent steps"), "{text}");
+    assert!(shared.is_empty(), "{shared:?}");
+}
