@@ -53,8 +53,13 @@ pub async fn leg(
 ) -> Leg {
     let started = Instant::now();
     let step = Mutex::new(String::from("start"));
+    let steps: Mutex<Vec<(String, Instant)>> = Mutex::default();
     let track = |s: &str| {
         *step.lock().expect("step lock") = s.to_string();
+        steps
+            .lock()
+            .expect("steps lock")
+            .push((s.to_string(), Instant::now()));
         watch.step(platform, s);
     };
     track("place");
@@ -79,8 +84,30 @@ pub async fn leg(
             }
         }
     };
+    let mut leg = leg;
+    leg.prepare_steps = prepare_steps(&steps.lock().expect("steps lock"));
     watch.finished(&leg);
     leg
+}
+
+/// The steps before the first check, each lasting until the next began.
+fn prepare_steps(steps: &[(String, Instant)]) -> Vec<crate::record::Timed> {
+    let end = steps
+        .iter()
+        .position(|(s, _)| s.starts_with("check "))
+        .unwrap_or(steps.len());
+    let until = steps.get(end).map_or_else(Instant::now, |(_, t)| *t);
+    steps[..end]
+        .iter()
+        .enumerate()
+        .map(|(i, (step, t))| crate::record::Timed {
+            step: step.clone(),
+            elapsed: steps[..end]
+                .get(i + 1)
+                .map_or(until, |(_, next)| *next)
+                .saturating_duration_since(*t),
+        })
+        .collect()
 }
 
 async fn body(

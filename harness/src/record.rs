@@ -107,12 +107,13 @@ pub struct Outcome {
     /// The containers the check ran, in order, each with its time (none in
     /// a report before version 5).
     #[serde(default)]
-    pub containers: Vec<ContainerRun>,
+    pub containers: Vec<Timed>,
 }
 
-/// One container a check ran: its step and how long it took, start to removal.
+/// A step and how long it took: a container a check ran (start to
+/// removal), or a step of a leg's preparation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ContainerRun {
+pub struct Timed {
     pub step: String,
     #[serde(with = "crate::text::secs")]
     pub elapsed: Duration,
@@ -298,6 +299,11 @@ pub struct Leg {
     pub outcomes: Vec<Outcome>,
     #[serde(with = "crate::text::secs")]
     pub prepare_time: Duration,
+    /// The preparation's steps as they came (place, base image, Guix layer
+    /// and each of its Dockerfile steps, pull, image), each with its time
+    /// (none in a report before version 5).
+    #[serde(default)]
+    pub prepare_steps: Vec<Timed>,
     #[serde(with = "crate::text::secs")]
     pub elapsed: Duration,
 }
@@ -321,6 +327,7 @@ impl Leg {
             error: None,
             outcomes: vec![],
             prepare_time: elapsed,
+            prepare_steps: vec![],
             elapsed,
         }
     }
@@ -390,6 +397,49 @@ mod tests {
         assert!(
             err.contains("version 1, this harness reads version 5"),
             "{err}"
+        );
+    }
+}
+
+/// The preparation's top steps, each with the Dockerfile steps under it
+/// counted in: `base image 2s, Guix layer 310s, image 9s`.
+pub fn prepare_summary(steps: &[Timed]) -> String {
+    let mut top: Vec<(String, Duration)> = vec![];
+    for s in steps {
+        match top.last_mut() {
+            Some(last) if s.step.starts_with("Step ") => last.1 += s.elapsed,
+            _ => top.push((s.step.clone(), s.elapsed)),
+        }
+    }
+    top.iter()
+        .filter(|(_, t)| t.as_secs_f64() >= 0.05)
+        .map(|(s, t)| format!("{s} {:.1}s", t.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod prepare_tests {
+    use super::*;
+
+    #[test]
+    fn dockerfile_steps_count_into_the_step_above_them() {
+        let t = |step: &str, secs: u64| Timed {
+            step: step.into(),
+            elapsed: Duration::from_secs(secs),
+        };
+        let steps = [
+            t("place", 0),
+            t("base image", 2),
+            t("Guix layer", 1),
+            t("Step 1/3 : FROM x", 0),
+            t("Step 2/3 : RUN apt-get install guix", 300),
+            t("Step 3/3 : LABEL a", 9),
+            t("image", 9),
+        ];
+        assert_eq!(
+            prepare_summary(&steps),
+            "base image 2.0s, Guix layer 310.0s, image 9.0s"
         );
     }
 }

@@ -22,6 +22,14 @@ fn rows(legs: &[Leg]) -> Vec<[String; 5]> {
             format!("{:.1}s", leg.prepare_time.as_secs_f64()),
             match &leg.error {
                 Some(e) => first_line(e),
+                None if leg.rebuilt => format!(
+                    "image {} ({}); {} on {}; {}",
+                    leg.image,
+                    leg.start,
+                    leg.placement.split(" (").next().unwrap_or_default(),
+                    leg.engine,
+                    crate::record::prepare_summary(&leg.prepare_steps)
+                ),
                 None => format!(
                     "image {} ({}); {} on {}",
                     leg.image,

@@ -38,7 +38,7 @@ pub struct Check {
     transcript: String,
     kept_container: Option<String>,
     skipped: Option<String>,
-    containers: Vec<crate::record::ContainerRun>,
+    containers: Vec<crate::record::Timed>,
 }
 
 impl Check {
@@ -318,7 +318,7 @@ async fn attempt(h: &Pipeline, p: &Prepared, scenario: Scenario) -> Outcome {
 pub async fn run_fixture(h: &Pipeline, c: &mut Check, spec: &RunSpec) -> Result<RunOutput, Error> {
     let started = Instant::now();
     let result = run::run(&h.engine, spec).await;
-    c.containers.push(crate::record::ContainerRun {
+    c.containers.push(crate::record::Timed {
         step: spec
             .step
             .strip_prefix(&format!("{}: ", c.platform))

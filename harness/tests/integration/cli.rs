@@ -755,3 +755,40 @@ fn platform_independent_steps_run_once_per_run_unless_asked_on_each() {
     assert!(!text.contains("platform-independent steps"), "{text}");
     assert!(shared.is_empty(), "{shared:?}");
 }
+
+/// A leg that builds says how long each preparation step took (its
+/// Dockerfile steps counted in), in the table and report.json.
+#[test]
+fn a_rebuilt_image_says_what_each_preparation_step_cost() {
+    let _serial = crate::common::exclusive();
+    let p = prepared("linux/amd64");
+    // The engine loses the image on top (a new runner's would have none of it).
+    block_on(harness().engine.remove_image(&p.image.tag));
+    let dir = tempfile::tempdir().unwrap();
+    let out = harness_run("linux/amd64", &["smoke"], dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let report = harness::report::RunReport::read(&dir.path().join("report.json")).unwrap();
+    let leg = &report.legs[0];
+    assert!(leg.rebuilt, "{text}");
+    let steps: Vec<&str> = leg.prepare_steps.iter().map(|s| s.step.as_str()).collect();
+    assert!(steps.contains(&"image"), "{steps:?}");
+    assert!(steps.iter().any(|s| s.starts_with("Step ")), "{steps:?}");
+    let total: f64 = leg
+        .prepare_steps
+        .iter()
+        .map(|s| s.elapsed.as_secs_f64())
+        .sum();
+    assert!(
+        total <= leg.prepare_time.as_secs_f64() + 1.0,
+        "{total} > {:?}",
+        leg.prepare_time
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("linux/amd64") && l.contains("(prepare)"))
+        .unwrap_or_default();
+    assert!(row.contains("(built)") && row.contains("; image "), "{row}");
+}
