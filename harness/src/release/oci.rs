@@ -516,7 +516,7 @@ mod tests {
             let gz = std::fs::read(blob_path(blobs.path(), d)).unwrap();
             assert_eq!(Digest::of(&gz).to_string(), d.digest().to_string());
             let mut raw = vec![];
-            flate2::read::GzDecoder::new(gz.as_slice())
+            flate2::read::MultiGzDecoder::new(gz.as_slice())
                 .read_to_end(&mut raw)
                 .unwrap();
             assert_eq!(&raw, want);

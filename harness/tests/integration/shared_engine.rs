@@ -77,10 +77,12 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
         "guix-matrix-base:amd64",
         &format!("{IMAGE}-base:amd64"),
     ]);
-    let run = |report: &str| {
+    let run = |report: &str, more: &[&str]| {
         let mut cmd = command();
         cmd.args(["run", "--matrix", &m, "--platform", "linux/amd64"])
-            .args(["--scenario", "usage", "--report"])
+            .args(["--scenario", "usage"])
+            .args(more)
+            .arg("--report")
             .arg(work.path().join(report))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -101,7 +103,7 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     };
     // The images exist first (a run that builds them), so the second run
     // spends its time in its legs.
-    let first = run("first").output().unwrap();
+    let first = run("first", &[]).output().unwrap();
     assert!(
         first.status.success(),
         "{}",
@@ -115,9 +117,13 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     ]);
 
     // clean during a live run.
-    let live = run("live").spawn().unwrap();
+    // Legs long enough (tens of seconds) that the clean lands in them: the
+    // usage check alone is over within seconds.
+    let live = run("live", &["--scenario", "defaults", "--scenario", "chroot"])
+        .spawn()
+        .unwrap();
     let id = lease_of(live.id());
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     let said = clean(&[]);
     let live = live.wait_with_output().unwrap();
     assert!(
@@ -143,7 +149,7 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
 
     // A run killed with SIGKILL: its lease is dead, clean removes it and
     // the run's containers.
-    let killed = run("killed").spawn().unwrap();
+    let killed = run("killed", &[]).spawn().unwrap();
     let pid = killed.id();
     let id = lease_of(pid);
     std::thread::sleep(Duration::from_secs(3));
