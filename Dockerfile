@@ -10,6 +10,10 @@
 ARG BASE_IMAGE=debian:sid-slim
 FROM ${BASE_IMAGE}
 
+# The time the build's own records say (useradd's password-change day): the
+# harness passes its base's date, so the same inputs make the same bits.
+ARG SOURCE_DATE_EPOCH
+
 # Guix's build users, before the package so its postinst finds them.
 RUN groupadd --system guixbuild \
 	&& for i in $(seq -w 1 10); do \
@@ -23,7 +27,9 @@ ARG APT_CHECK_VALID_UNTIL=true
 RUN apt-get -o Acquire::Check-Valid-Until="$APT_CHECK_VALID_UNTIL" -o Acquire::Retries=5 update \
 	&& DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		-o Acquire::Retries=5 guix ca-certificates git gzip \
-	&& rm -rf /var/lib/apt/lists/* \
+	&& rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt \
+		/var/log/dpkg.log /var/log/alternatives.log /var/cache/debconf/*-old \
+		/var/lib/dpkg/*-old /var/cache/ldconfig/aux-cache \
 	&& mkdir -p /gnu/store /var/guix /var/log/guix /root/.cache/guix
 
 ENV SSL_CERT_DIR=/etc/ssl/certs \

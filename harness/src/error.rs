@@ -127,7 +127,7 @@ impl Error {
                 | reuse::ReuseError::Older { .. } => Refused,
                 reuse::ReuseError::Open(e) => open_exit(e),
                 reuse::ReuseError::Engine(e) => engine_exit(e),
-                reuse::ReuseError::Tree { .. } => Usage,
+                reuse::ReuseError::Tree { .. } | reuse::ReuseError::OtherTree { .. } => Usage,
             },
             Error::Pull(pull::PullError::NoKey { .. }) => Usage,
             Error::Base(_)
@@ -149,7 +149,11 @@ fn engine_exit(e: &engine::EngineError) -> Exit {
     use engine::EngineError as E;
     match e {
         E::BadUrl { .. } | E::Twice { .. } | E::TlsFiles { .. } | E::Context { .. } => Exit::Usage,
-        E::Unavailable { .. } | E::Timeout { .. } | E::Lost { .. } | E::Api { .. } => Exit::Setup,
+        E::Unavailable { .. }
+        | E::Timeout { .. }
+        | E::Lost { .. }
+        | E::Api { .. }
+        | E::Rewrite { .. } => Exit::Setup,
     }
 }
 

@@ -10,13 +10,13 @@
 //! 5. fleet — which engine runs which legs
 //! 6. pipeline — prepare on one engine: machine facts, build stages, the pull stage, starting from a release
 //! 7. error — every failure, its fix and exit code
-//! 8. release — making a release (gate, export, oci, dist, push, ship, contents) and reading one (source, trust, signature, open, archive, input, reuse)
+//! 8. release — making a release (gate, export, oci, dist, push, ship, contents) and reading one (source, trust, signature, open, archive, input, reuse, rebuild)
 //! 9. doctor — is this machine ready; recipe — what the tree builds and its content hash; record — the run's records (legs, report.json)
 //! 10. base — the Debian base, its date and the mirror's; emulators — binfmt handlers through the helper; pin — the pinned channel; pull — the pull stage's job and record
 //! 11. engine — the only code that speaks bollard; placement — native or which emulator, per engine
 //! 12. names — every image, label and artifact name; registry — the only code that speaks HTTP to registries; retry — back-off for network steps
 //! 13. matrix — matrix.toml, typed and checked
-//! 14. host — facts of this host; paths — the checkout and bounded file reads; text — text helpers
+//! 14. host — facts of this host; paths — the checkout and bounded file reads; text — text helpers; epoch — an image archive with the times of its build taken out
 
 pub mod cli;
 
@@ -52,6 +52,7 @@ pub mod retry;
 
 pub mod matrix;
 
+pub mod epoch;
 pub mod host;
 pub mod paths;
 pub mod text;

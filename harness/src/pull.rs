@@ -69,8 +69,14 @@ pub struct Pulled {
     pub from: String,
     /// `guix describe` of the pulled generation, one line.
     pub describe: String,
-    /// How long the pull took.
+    /// How long the pull took (in the report; never in the label: the same
+    /// pull makes the same image however long it took).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub seconds: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Pulled {
@@ -87,7 +93,11 @@ impl Pulled {
     }
 
     pub fn label(&self) -> String {
-        serde_json::to_string(self).expect("pull record json")
+        let record = Pulled {
+            seconds: 0,
+            ..self.clone()
+        };
+        serde_json::to_string(&record).expect("pull record json")
     }
 }
 

@@ -46,6 +46,7 @@ pub fn probe_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec 
         extra_parts: BTreeMap::new(),
         labels: BTreeMap::new(),
         cache_from: vec![],
+        no_cache: false,
         timeout: Duration::from_secs(1200),
         step: format!("{}: readdir probe image", native.docker),
         root: root.to_path_buf(),
@@ -100,6 +101,7 @@ pub fn helper_spec(matrix: &Matrix, root: &Path, native: &Platform) -> BuildSpec
         extra_parts: BTreeMap::new(),
         labels: BTreeMap::new(),
         cache_from: vec![],
+        no_cache: false,
         timeout: Duration::from_secs(900),
         step: format!("{}: emulator helper image", native.docker),
         root: root.to_path_buf(),
@@ -135,8 +137,13 @@ pub fn guix_spec(matrix: &Matrix, root: &Path, platform: &Platform) -> BuildSpec
             .iter()
             .map(PathBuf::from)
             .collect(),
-        build_args: BTreeMap::from([("BASE_IMAGE".to_string(), names::base(d, platform))]),
-        unhashed_args: apt_args(d),
+        build_args: BTreeMap::new(),
+        // The base's tag names no content (its recipe below does): a rebuild
+        // under other tags makes the same inputs.
+        unhashed_args: apt_args(d)
+            .into_iter()
+            .chain([("BASE_IMAGE".to_string(), names::base(d, platform))])
+            .collect(),
         // The base's recipe, not its id: the same tree has the same content
         // hash on every machine, whichever day its base was made.
         depends_on: vec![format!(
@@ -146,6 +153,7 @@ pub fn guix_spec(matrix: &Matrix, root: &Path, platform: &Platform) -> BuildSpec
         extra_parts: BTreeMap::new(),
         labels: BTreeMap::new(),
         cache_from: vec![],
+        no_cache: false,
         timeout: platform.timeout(Duration::from_secs(d.step_timeout_secs)) * 2,
         step: format!("{}: build the Guix layer", platform.docker),
         root: root.to_path_buf(),
@@ -185,6 +193,7 @@ pub fn top_spec(
         extra_parts,
         labels: BTreeMap::new(),
         cache_from: vec![],
+        no_cache: false,
         timeout: platform.timeout(Duration::from_secs(d.step_timeout_secs)),
         step: format!("{}: build the image", platform.docker),
         root: root.to_path_buf(),

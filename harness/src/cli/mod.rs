@@ -4,6 +4,7 @@ mod completions;
 mod info;
 mod keygen;
 pub mod progress;
+mod rebuild;
 mod release;
 mod repro;
 mod run;
@@ -234,6 +235,10 @@ pub enum Command {
     /// Say what vouches for a release (its pinned digest, or a signature by a
     /// trusted key) without fetching its images; exit 5 when nothing does.
     Verify(verify::VerifyArgs),
+    /// Rebuild a release's images from this checkout and its own base, every
+    /// stage anew, and say whether they are the same bits (exit 1 with what
+    /// differs when not).
+    Rebuild(rebuild::RebuildArgs),
     /// Make a key pair for signing releases (PREFIX.key, PREFIX.pub).
     Keygen(keygen::KeygenArgs),
     /// Print shell completions (`harness completions bash > ~/.local/share/bash-completion/completions/harness`).
@@ -514,6 +519,10 @@ impl Command {
             }
             Command::Verify(args) => {
                 let ctx = args.workspace.context()?;
+                args.exec(&ctx).await
+            }
+            Command::Rebuild(args) => {
+                let ctx = args.workspace.with_build(&args.build)?;
                 args.exec(&ctx).await
             }
             Command::Keygen(args) => args.exec(),

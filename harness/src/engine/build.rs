@@ -34,6 +34,9 @@ pub struct BuildSpec {
     /// Labels set on the result besides the harness's own (not hashed).
     pub labels: BTreeMap<String, String>,
     /// Images whose layers the builder may reuse (a release of this image).
+    /// Every step built anew, the engine's layer cache and an up-to-date
+    /// image of the same inputs ignored (a rebuild that checks a release).
+    pub no_cache: bool,
     pub cache_from: Vec<String>,
     pub timeout: Duration,
     /// Step name used in messages and progress.
@@ -254,7 +257,7 @@ pub async fn build(
         parts,
     } = inputs_of(spec, &files);
     let replaced = engine.local_image(&spec.tag).await?;
-    if let Some(img) = replaced.clone() {
+    if let Some(img) = replaced.clone().filter(|_| !spec.no_cache) {
         if img.has_inputs(&inputs) {
             tracing::info!(
                 "{}: {} is up to date (inputs {})",
@@ -310,6 +313,7 @@ pub async fn build(
         .labels(&labels)
         .rm(true)
         .forcerm(true)
+        .nocache(spec.no_cache)
         .build();
     let mut stream =
         engine

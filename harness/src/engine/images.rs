@@ -301,3 +301,65 @@ impl Engine {
             .map(|r| r.map_err(std::io::Error::other))
     }
 }
+
+impl Engine {
+    /// `docker save NAME | transform | docker load`: the image rewritten in
+    /// the engine by `transform`, a blocking reader-to-writer function whose
+    /// result comes back once the engine has loaded what it wrote.
+    pub async fn rewrite<T: Send + 'static>(
+        &self,
+        step: &str,
+        name: &str,
+        limit: Duration,
+        transform: impl FnOnce(&mut dyn std::io::Read, &mut dyn std::io::Write) -> std::io::Result<T>
+            + Send
+            + 'static,
+    ) -> Result<T, EngineError> {
+        let saved = self.save(&[name]);
+        let mut reader =
+            tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(Box::pin(saved)));
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut writer = ChannelWriter(tx.clone());
+            let result = transform(&mut reader, &mut writer);
+            if let Err(e) = &result {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+            result
+        });
+        let loaded = self.load(step, tokio_stream_of(rx), limit).await;
+        let result = task.await.map_err(|e| EngineError::Rewrite {
+            step: step.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let out = result.map_err(|source| EngineError::Rewrite {
+            step: step.to_string(),
+            source,
+        })?;
+        loaded?;
+        Ok(out)
+    }
+}
+
+/// The receiving end of a channel as a body stream.
+pub fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A writer into a channel (the blocking side of a body stream).
+pub struct ChannelWriter(pub tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the load was abandoned"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -16,7 +16,7 @@ pub mod run;
 
 use address::tls_files;
 pub use address::Address;
-pub use images::{Commit, LocalImage};
+pub use images::{tokio_stream_of, ChannelWriter, Commit, LocalImage};
 
 /// What an engine says of itself.
 #[derive(Debug, Clone)]
@@ -63,6 +63,11 @@ pub enum EngineError {
         step: String,
         source: bollard::errors::Error,
     },
+    #[error("{step}: {source}")]
+    Rewrite {
+        step: String,
+        source: std::io::Error,
+    },
     #[error("docker context `{name}` ({from}): {why}")]
     Context {
         name: String,
@@ -80,6 +85,7 @@ impl EngineError {
             EngineError::Twice { platform, .. } => Some(format!("give {platform} one --engine: a platform's legs run on one engine")),
             EngineError::BadUrl { .. } => Some("give unix:///path/to/docker.sock, tcp://HOST:PORT (TLS when DOCKER_TLS_VERIFY is set, as the docker CLI does) or https://HOST:PORT".into()),
             EngineError::TlsFiles { .. } => Some("put the engine's client key.pem, cert.pem and ca.pem in DOCKER_CERT_PATH (default ~/.docker), or unset DOCKER_TLS_VERIFY for a plain tcp:// engine".into()),
+            EngineError::Rewrite { .. } => Some("run again: the image the engine had is kept until its rewrite is loaded".into()),
             EngineError::Context { .. } => Some("name a context `docker context ls` shows (DOCKER_CONTEXT, or `docker context use NAME`), or give the engine itself (--engine URL, DOCKER_HOST)".into()),
             EngineError::Timeout { .. } | EngineError::Api { .. } => None,
         }

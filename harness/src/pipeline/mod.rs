@@ -23,7 +23,7 @@ mod options;
 mod pull_stage;
 mod stages;
 
-pub use options::Options;
+pub use options::{Options, Rebuild};
 
 /// An image ready to run for one platform.
 #[derive(Debug, Clone)]
@@ -199,6 +199,9 @@ impl Pipeline {
                 self.forget_stages(platform, &why).await;
                 local = None;
             }
+        }
+        if self.options.rebuild.is_some() {
+            local = None;
         }
         let label = local.as_ref().and_then(|img| img.inputs());
         if let (Some(img), Some(want)) = (

@@ -36,6 +36,18 @@ pub struct Options {
     /// keeping the pin); the other legs name it instead of repeating them
     /// under an emulator. None: every leg runs every step.
     pub shared_steps: Option<String>,
+    /// A rebuild that checks a release (`rebuild --check`): every stage
+    /// above the base built anew, no layer cache, nothing up to date.
+    pub rebuild: Option<Rebuild>,
+}
+
+/// What a rebuild takes from the release it checks.
+#[derive(Debug, Clone, Default)]
+pub struct Rebuild {
+    /// Each platform's base as the release's image names it
+    /// (`io.guix-matrix.base`), by Docker platform: the release's base is
+    /// loaded from the release, not pulled, so the engine cannot say it.
+    pub base_provenance: std::collections::BTreeMap<String, String>,
 }
 
 impl Options {
@@ -51,6 +63,7 @@ impl Options {
             pull: pull::Want::offline(),
             engine: Engine::default_host(),
             shared_steps: None,
+            rebuild: None,
         }
     }
 

@@ -54,7 +54,9 @@ impl Pipeline {
         let pin = crate::pin::read(&self.options.checkout.channels())?;
         let keyed = |img: &LocalImage| img.labels.get(crate::names::LABEL_PULL_KEY) == Some(&key);
         let mut have = self.engine.local_image(&tag).await?.filter(keyed);
-        if have.is_none() {
+        if self.options.rebuild.is_some() {
+            have = None;
+        } else if have.is_none() {
             // The image of an earlier tree (or a release's, reused) pulled on
             // this same Guix layer: its pull is below its scripts, so it can
             // be the pulled layer (no pull; the store layer stays shared).

@@ -49,10 +49,21 @@ impl Pipeline {
         .await?;
         let mut guix_spec = self.guix_spec(platform);
         guix_spec.cache_from = cache_from.to_vec();
+        guix_spec.no_cache = self.options.rebuild.is_some();
+        // What the build's own records date (not an input: the base's recipe is).
+        guix_spec.unhashed_args.insert(
+            "SOURCE_DATE_EPOCH".into(),
+            base.date.unwrap_or(0).max(0).to_string(),
+        );
         let guix = build::inputs(&guix_spec)?;
         if generation.is_none() {
             progress("Guix layer");
-            build::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
+            let mut layer = build::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
+            // Settled as soon as built: the stages above share its layers.
+            if layer.rebuilt {
+                progress("settle the Guix layer");
+                self.settle(job, &mut layer, &base).await?;
+            }
         }
         let (layer, stage, by) = match (&self.options.pull, generation) {
             (pull::Want::Skip(why), _) => (
@@ -78,6 +89,7 @@ impl Pipeline {
         progress("image");
         let mut spec = self.top_spec(platform, &guix, by, &layer, &base);
         spec.cache_from = cache_from.to_vec();
+        spec.no_cache = self.options.rebuild.is_some();
         if let Some(p) = stage.pulled() {
             spec.labels
                 .insert(crate::names::LABEL_PULL.into(), p.label());
@@ -88,8 +100,53 @@ impl Pipeline {
                 .pulled()
                 .map_or_else(|| "no".into(), |p| format!("{} {}", p.by, p.commit)),
         );
-        let image = build::build(&self.engine, &spec, &|s| progress(s)).await?;
+        let mut image = build::build(&self.engine, &spec, &|s| progress(s)).await?;
+        if image.rebuilt {
+            progress("settle");
+            self.settle(job, &mut image, &base).await?;
+        }
         Ok((base, image, stage))
+    }
+
+    /// The image just built made the same bits as any build of the same
+    /// inputs: every time after its base's date clamped to it, the config's
+    /// build times and IDs out (see [`crate::epoch`]); the build's own image
+    /// removed. Layers already settled (the Guix layer's, below the image)
+    /// come out as they went in, and the engine keeps them once.
+    async fn settle(
+        &self,
+        job: &Job<'_>,
+        image: &mut build::Built,
+        base: &base::Base,
+    ) -> Result<(), Error> {
+        let epoch = base.date.unwrap_or(0).max(0);
+        let created = base::mirror::rfc3339(epoch);
+        let (tag, built) = (image.tag.clone(), image.id.clone());
+        let started = std::time::Instant::now();
+        let settled = self
+            .engine
+            .rewrite(
+                &format!("{}: settle {tag}", job.platform.docker),
+                &image.tag,
+                self.step_timeout(job.placement),
+                move |from, to| {
+                    crate::epoch::settle_archive(from, to, epoch as u64, &created, &tag)
+                },
+            )
+            .await?;
+        let clamped: u64 = settled.layers.iter().map(|l| l.entries).sum();
+        tracing::info!(
+            "{}: settled to {} in {:.1?}: {clamped} entries clamped, image {}",
+            job.platform.docker,
+            base::mirror::rfc3339(epoch),
+            started.elapsed(),
+            &settled.id[7..19]
+        );
+        if settled.id != built {
+            self.engine.remove_unused_image(&built).await;
+        }
+        image.id = settled.id;
+        Ok(())
     }
 
     /// The checkout's channels file (the pin).
@@ -128,8 +185,15 @@ impl Pipeline {
         );
         spec.unhashed_args
             .insert("GUIX_IMAGE".into(), layer.to_string());
-        spec.unhashed_args
-            .insert("BASE_PROVENANCE".into(), base.provenance.clone());
+        let provenance = self
+            .options
+            .rebuild
+            .as_ref()
+            .and_then(|r| r.base_provenance.get(&platform.docker));
+        spec.unhashed_args.insert(
+            "BASE_PROVENANCE".into(),
+            provenance.unwrap_or(&base.provenance).clone(),
+        );
         // The image says how old its Debian packages are (max_base_age_days).
         if let Some(date) = base.date {
             spec.labels.insert(

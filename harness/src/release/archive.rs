@@ -32,31 +32,6 @@ pub fn probes_of(tar: impl std::io::Read) -> std::io::Result<Probes> {
     Ok(probes)
 }
 
-/// The receiving end of a channel as a body stream.
-pub(super) fn tokio_stream_of(
-    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// A writer into a channel (the blocking side of a body stream).
-pub(super) struct ChannelWriter(
-    pub(super) tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
-);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::other("the load was abandoned"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Why one entry of an archive is refused: the entry as it was written, and why.
 fn refused(raw: &str, why: &str) -> String {
     format!("entry `{raw}` {why}")

@@ -15,6 +15,7 @@ mod ship;
 pub mod archive;
 pub mod input;
 pub mod open;
+pub mod rebuild;
 pub mod reuse;
 pub mod signature;
 pub mod source;

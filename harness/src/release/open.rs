@@ -1,6 +1,7 @@
 //! Opening a release (vouched for once) and fetching its parts as users get them: loaded from a release directory (its checksums verified first) or pulled from a registry for one platform.
 
-use super::archive::{inspect, probes_of, tokio_stream_of, without_names, ChannelWriter, Probes};
+use super::archive::{inspect, probes_of, without_names, Probes};
+use crate::engine::{tokio_stream_of, ChannelWriter};
 use crate::engine::{Engine, EngineError, LocalImage};
 use crate::matrix::Platform;
 use crate::names::{BASE_DIGEST, HELPER_DIGEST};

@@ -75,6 +75,13 @@ pub enum ReuseError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("{platform}: this checkout is not the tree of release {release} (its {changed} differ): a rebuild of it checks nothing")]
+    OtherTree {
+        platform: String,
+        release: String,
+        changed: String,
+        revision: String,
+    },
     #[error("{platform}: cannot read {path} to verify the release: {source}")]
     Tree {
         platform: String,
@@ -96,6 +103,9 @@ impl ReuseError {
             ReuseError::Open(e) => e.fix(),
             ReuseError::Engine(e) => e.fix(),
             ReuseError::Tree { .. } => None,
+            ReuseError::OtherTree { revision, .. } => Some(format!(
+                "check out the release's revision (`git checkout {revision}`) and rebuild from there"
+            )),
         }
     }
 }

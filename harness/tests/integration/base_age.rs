@@ -58,3 +58,34 @@ fn a_base_older_than_max_base_age_days_is_rebuilt_when_the_mirror_has_newer() {
     );
     assert_eq!(img.created, Some(suite.date));
 }
+
+/// mmdebstrap honours SOURCE_DATE_EPOCH (the mirror's Release date) and the
+/// harness writes the base's config from it: the base built twice from the
+/// same mirror is the same image, root filesystem and config. Under an
+/// image name of its own.
+#[test]
+fn the_base_built_twice_from_the_same_mirror_is_the_same_image() {
+    let _all = crate::common::shared();
+    let h = harness();
+    let mut defaults = h.matrix.defaults.clone();
+    defaults.image = "guix-matrix-twicetest".into();
+    // Nothing local to take instead: mmdebstrap both times.
+    defaults.base_image = "guix-matrix-twicetest-none:absent".into();
+    let amd64 = h.matrix.find("linux/amd64").unwrap();
+    let tag = harness::names::base(&defaults, amd64);
+    let build = || {
+        let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+        let built = block_on(base::ensure(&h.engine, &defaults, amd64, false));
+        let img = block_on(h.engine.local_image(&tag)).unwrap();
+        (built.map_err(|e| e.to_string()), img)
+    };
+    let (first, one) = build();
+    let (second, two) = build();
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.origin, base::Origin::BuiltOffline);
+    assert_eq!(second.origin, base::Origin::BuiltOffline);
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!(one.layers, two.layers, "the same root filesystem");
+    assert_eq!(first.id, second.id, "the same image");
+}

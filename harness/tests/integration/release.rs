@@ -978,15 +978,17 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
 
     // The checkout's pin moved since the run: refused, even --unpulled.
     let moved = work.path().join("moved");
-    for dir in ["channels", "scripts", "substitutes", "fixtures"] {
-        let to = moved.join(dir);
-        std::fs::create_dir_all(&to).unwrap();
-        for e in std::fs::read_dir(checkout.root.join(dir)).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-    std::fs::copy(checkout.root.join("Dockerfile"), moved.join("Dockerfile")).unwrap();
+    testkit::tree::copy(
+        &checkout.root,
+        &moved,
+        &[
+            "channels",
+            "scripts",
+            "substitutes",
+            "fixtures",
+            "Dockerfile",
+        ],
+    );
     std::fs::copy(&matrix, moved.join("matrix.toml")).unwrap();
     let channels = moved.join("channels/channels.scm");
     let text = std::fs::read_to_string(&channels).unwrap();
@@ -1279,4 +1281,148 @@ fn a_from_release_older_than_the_engines_images_is_refused_unless_allowed() {
     let allowed = run(&["--allow-older"]);
     let _ = docker(&["rmi", &newer]);
     assert!(allowed.status.success(), "{}", said(&allowed));
+}
+
+/// The tags of `docker images` that start with `prefix`.
+fn tags_like(prefix: &str) -> Vec<String> {
+    let out = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The released amd64 and arm/v7 images (arm/v7 built under qemu), rebuilt
+/// from this tree and the release's own bases with every stage above the
+/// base anew (no layer cache), are the same bits: config and every layer.
+/// The rebuild leaves none of its tags behind.
+#[test]
+fn a_release_rebuilt_from_its_tree_and_its_base_is_the_same_bits() {
+    let r = released();
+    let _one = one_at_a_time();
+    let out = harness(&[
+        "rebuild",
+        "--check",
+        &crate::common::pinned(&r.dist),
+        "--platform",
+        "linux/amd64",
+        "--platform",
+        "linux/arm/v7",
+    ]);
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    for p in ["linux/amd64", "linux/arm/v7"] {
+        assert!(
+            text.contains(&format!("{p}: identical: image sha256:")),
+            "{text}"
+        );
+    }
+    assert!(
+        tags_like("guix-matrix-rebuild").is_empty(),
+        "{:?}",
+        tags_like("guix-matrix-rebuild")
+    );
+}
+
+/// A step that writes the time of the build (a fixture tree's scripts
+/// Dockerfile, pulled by the stand-in) is found by `rebuild --check`: exit
+/// 1, that one layer and its file named with what differs; the stand-in's
+/// pull and every other layer are the same bits.
+#[test]
+fn a_nondeterministic_step_is_named_by_rebuild_check() {
+    let _one = one_at_a_time();
+    let base = prepared("linux/amd64").base.reference;
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nondeterministic-fixture");
+    let _ = std::fs::remove_dir_all(&work);
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let root = &crate::common::harness().options.checkout.root;
+    testkit::tree::copy(
+        root,
+        &tree,
+        &[
+            "Dockerfile",
+            "matrix.toml",
+            "substitutes",
+            "channels",
+            "scripts",
+            "fixtures",
+            "trust",
+        ],
+    );
+    let matrix = std::fs::read_to_string(tree.join("matrix.toml")).unwrap();
+    let matrix = matrix.replacen(
+        "image = \"guix-matrix\"",
+        "image = \"guix-matrix-nondet\"",
+        1,
+    );
+    std::fs::write(tree.join("matrix.toml"), matrix).unwrap();
+    let mut dockerfile = std::fs::read_to_string(tree.join("scripts/Dockerfile")).unwrap();
+    dockerfile.push_str("RUN date +%s%N > /etc/guix-matrix/build-time\n");
+    std::fs::write(tree.join("scripts/Dockerfile"), dockerfile).unwrap();
+    // The same base, under the fixture's name (no second mmdebstrap).
+    assert!(docker(&["tag", &base, "guix-matrix-nondet-base:amd64"])
+        .status
+        .success());
+    let t = tree.to_str().unwrap();
+    let cleanup = || {
+        for tag in tags_like("guix-matrix-nondet") {
+            let _ = docker(&["rmi", "-f", &tag]);
+        }
+    };
+    let reports = work.join("reports");
+    let run = harness(&[
+        "run",
+        "--root",
+        t,
+        "--platform",
+        "linux/amd64",
+        "--scenario",
+        "smoke",
+        "--stand-in-pull",
+        "--report",
+        reports.to_str().unwrap(),
+    ]);
+    let dist = work.join("dist");
+    let release = harness(&[
+        "release",
+        "--root",
+        t,
+        "--unpulled",
+        "--report",
+        reports.join("report.json").to_str().unwrap(),
+        "--dist",
+        dist.to_str().unwrap(),
+        "--tag",
+        "v20260102",
+    ]);
+    let rebuild = harness(&[
+        "rebuild",
+        "--root",
+        t,
+        "--check",
+        &crate::common::pinned(&dist),
+    ]);
+    cleanup();
+    assert!(run.status.success(), "{}", said(&run));
+    assert!(release.status.success(), "{}", said(&release));
+    let text = said(&rebuild);
+    assert_eq!(rebuild.status.code(), Some(1), "{text}");
+    assert!(text.contains("linux/amd64: differs"), "{text}");
+    let layers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("layer "))
+        .collect();
+    assert_eq!(layers.len(), 1, "only the step's layer differs: {text}");
+    let file = text
+        .lines()
+        .find(|l| l.contains("etc/guix-matrix/build-time"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(file.contains("content sha256:"), "{file}");
+    assert!(
+        text.contains("not in"),
+        "platforms the release lacks are named: {text}"
+    );
+    assert!(text.contains("not the same bits on linux/amd64"), "{text}");
 }

@@ -1,0 +1,170 @@
+//! `harness rebuild --check`: a release's images rebuilt from this checkout and the release's own base, every stage anew, and compared with the release's bits.
+
+use super::Context;
+use crate::engine::{build::Inputs, Engine};
+use crate::error::{Error, Exit};
+use crate::matrix::{Matrix, Platform};
+use crate::names;
+use crate::pipeline::{Pipeline, Rebuild};
+use crate::pull::{By, Want};
+use crate::release::open::{self, OpenError, Part, Release};
+use crate::release::rebuild::{compare, saved};
+use crate::release::reuse::ReuseError;
+use crate::release::source::Source;
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// Compare the rebuilt images with the release's (what a rebuild is for:
+    /// it ships nothing).
+    #[arg(long, required = true, help_heading = "Selection")]
+    pub check: bool,
+    /// The release: a directory (DIR, or DIR@sha256:… pinning its SHA256SUMS)
+    /// or a registry reference (REF, or REF@sha256:… pinning its index).
+    #[arg(value_name = "DIR|REF", value_parser = crate::release::source::parse_arg)]
+    pub source: Source,
+    /// Rebuild this platform (repeat for more); default: every platform of
+    /// the matrix that the release has.
+    #[arg(long = "platform", value_name = "PLATFORM", help_heading = "Selection")]
+    pub platforms: Vec<String>,
+    #[command(flatten)]
+    pub trust: super::TrustKeys,
+    #[command(flatten)]
+    pub build: super::BuildArgs,
+    #[command(flatten)]
+    pub workspace: super::Workspace,
+}
+
+impl RebuildArgs {
+    pub async fn exec(self, ctx: &Context) -> Result<Exit, Error> {
+        let keys = self.trust.load(ctx)?;
+        let release = open::open(&self.source, &keys).await?;
+        let matrix = rebuild_matrix(&ctx.matrix);
+        let asked = !self.platforms.is_empty();
+        let platforms: Vec<Platform> = if asked {
+            self.platforms
+                .iter()
+                .map(|p| ctx.matrix.find(p).cloned())
+                .collect::<Result<_, _>>()?
+        } else {
+            ctx.matrix.platforms.clone()
+        };
+        let engine = Engine::connect_to(&ctx.options.engine).await?;
+        let mut differs = vec![];
+        let mut checked = 0;
+        for p in &platforms {
+            let started = std::time::Instant::now();
+            let outcome = one(ctx, &matrix, &engine, &release, p).await;
+            forget(&engine, &matrix, p).await;
+            let comparison = match outcome {
+                Err(Error::Open(OpenError::NotInRelease { .. })) if !asked => {
+                    println!("{}: not in {}", p.docker, release.name());
+                    continue;
+                }
+                other => other?,
+            };
+            checked += 1;
+            println!(
+                "{}: {} ({:.0} s)",
+                p.docker,
+                comparison,
+                started.elapsed().as_secs_f64()
+            );
+            if !comparison.identical() {
+                differs.push(p.docker.clone());
+            }
+        }
+        if checked == 0 {
+            return Err(Error::Open(OpenError::NotInRelease {
+                dir: self.source.to_string().into(),
+                platform: "any platform of the matrix".into(),
+                slug: "*".into(),
+            }));
+        }
+        Ok(if differs.is_empty() {
+            Exit::Success
+        } else {
+            eprintln!(
+                "rebuild of {}: not the same bits on {}",
+                release.name(),
+                differs.join(", ")
+            );
+            Exit::LegsFailed
+        })
+    }
+}
+
+/// The matrix a rebuild builds with: its own tags (the engine's images of
+/// the tree stay as they are), and the release's base taken at any age.
+fn rebuild_matrix(matrix: &Matrix) -> Matrix {
+    let mut m = matrix.clone();
+    m.defaults.image = format!("{}-rebuild", m.defaults.image);
+    m.defaults.max_base_age_days = 36_500;
+    m
+}
+
+/// Rebuilds `platform` of `release` and compares it with the release's image.
+async fn one(
+    ctx: &Context,
+    matrix: &Matrix,
+    engine: &Engine,
+    release: &Release,
+    platform: &Platform,
+) -> Result<crate::release::rebuild::Comparison, Error> {
+    let d = &matrix.defaults;
+    let theirs = engine_tag(matrix, platform);
+    let img = release
+        .fetch(engine, platform, &theirs, Part::Image)
+        .await?;
+    let label = |k: &str| img.labels.get(k).cloned().unwrap_or_default();
+    let pulled = label(names::LABEL_PULLED);
+    let (want, by) = match pulled.split_once(' ').map(|(by, _)| by) {
+        Some("stand-in") => (Want::Pull(By::StandIn), Some(By::StandIn)),
+        Some("guix") => (Want::Pull(By::GuixPull), Some(By::GuixPull)),
+        _ => (Want::Skip("the release ships it unpulled".into()), None),
+    };
+    let mut options = ctx.options.clone();
+    options.pull = want;
+    options.rebuild = Some(Rebuild {
+        base_provenance: [(platform.docker.clone(), label("io.guix-matrix.base"))].into(),
+    });
+    let h = Pipeline::on(engine.clone(), matrix.clone(), options);
+    let ours = h.inputs(platform, by)?;
+    if img.inputs() != Some(ours.hash.as_str()) {
+        let changed = Inputs::from_labels(&img.labels)
+            .map(|theirs| ours.changed_since(&theirs).join(", "))
+            .unwrap_or_else(|why| format!("inputs ({why})"));
+        return Err(ReuseError::OtherTree {
+            platform: platform.docker.clone(),
+            release: release.name(),
+            changed,
+            revision: label("org.opencontainers.image.revision"),
+        }
+        .into());
+    }
+    release
+        .fetch(engine, platform, &names::base(d, platform), Part::Base)
+        .await?;
+    let prepared = h.prepare(platform).await?;
+    let (a, b) = tokio::try_join!(saved(engine, &theirs), saved(engine, &prepared.image.tag))?;
+    Ok(compare(&a, &b))
+}
+
+/// Where the release's image waits to be compared.
+fn engine_tag(matrix: &Matrix, platform: &Platform) -> String {
+    format!("{}-release:{}", matrix.defaults.image, platform.slug())
+}
+
+/// Every tag the rebuild of `platform` made, removed (its images with them).
+async fn forget(engine: &Engine, matrix: &Matrix, platform: &Platform) {
+    let d = &matrix.defaults;
+    for tag in [
+        engine_tag(matrix, platform),
+        names::image(d, platform),
+        names::unpulled(d, platform),
+        names::pulled(d, platform),
+        names::guix_layer(d, platform),
+        names::base(d, platform),
+    ] {
+        engine.remove_image(&tag).await;
+    }
+}
