@@ -4,6 +4,8 @@
 # generation, install the certificates, collect garbage, and write the pin
 # back as `guix describe` reports it.
 # Run it through the entry point: /entry-point.sh /usr/local/bin/guix-pull.sh
+# [--epoch SECONDS]: the store database's registration times set to that
+# time (the harness passes its base's date: the same pull, the same bits).
 set -exuo pipefail
 
 readonly channels=/root/.config/guix/channels.scm
@@ -16,6 +18,7 @@ readonly acl=/etc/guix/acl
 pull_args=(--channels="$channels" --fallback)
 install_args=(--fallback)
 started=""
+epoch=""
 
 # shellcheck disable=SC2317 # called through the EXIT trap
 cleanup() {
@@ -85,7 +88,32 @@ keep_pin() {
 	mv "$channels.new" "$channels"
 }
 
+# The registration times of the store database, as of the epoch.
+settle_db() {
+	[ -n "$epoch" ] || return 0
+	guile -c "(use-modules (sqlite3))
+		(let ((db (sqlite-open \"/var/guix/db/db.sqlite\")))
+		  (sqlite-exec db \"UPDATE ValidPaths SET registrationTime = $epoch;\")
+		  (sqlite-close db))"
+}
+
 main() {
+	case "${1:-}" in
+	--epoch)
+		epoch=${2:-}
+		case "$epoch" in
+		'' | *[!0-9]*)
+			echo "guix-matrix: --epoch takes seconds since 1970, not '$epoch'" >&2
+			exit 2
+			;;
+		esac
+		;;
+	'') ;;
+	*)
+		echo "guix-matrix: usage: guix-pull.sh [--epoch SECONDS]" >&2
+		exit 2
+		;;
+	esac
 	trap cleanup EXIT
 	local pinned
 	pinned=$(grep -o '(commit "[0-9a-f]*")' "$channels" | cut -d'"' -f2)
@@ -107,6 +135,7 @@ main() {
 	keep_pin "$pinned"
 	guix describe
 	guix --version
+	settle_db
 }
 
 main "$@"

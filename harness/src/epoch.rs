@@ -237,13 +237,27 @@ fn later(value: &[u8], epoch: u64) -> bool {
 
 /// An image's config with its build times set to `epoch` (RFC 3339
 /// `created`), the build containers' IDs, host names and the engine
-/// version taken out, and `diff_ids` as its layers now are.
+/// version taken out, `diff_ids` as its layers now are, the labels `drop`
+/// (a build's own facts) taken out and the label `mark` saying it was settled.
 pub fn settle_config(
     config: &serde_json::Value,
     diff_ids: &[String],
     created: &str,
+    (mark, drop): ((&str, &str), &[&str]),
 ) -> serde_json::Value {
     let mut c = config.clone();
+    if !c["config"].is_object() {
+        c["config"] = serde_json::json!({});
+    }
+    if !c["config"]["Labels"].is_object() {
+        c["config"]["Labels"] = serde_json::json!({});
+    }
+    if let Some(labels) = c["config"]["Labels"].as_object_mut() {
+        for label in drop {
+            labels.remove(*label);
+        }
+    }
+    c["config"]["Labels"][mark.0] = mark.1.into();
     c["created"] = created.into();
     if let Some(history) = c["history"].as_array_mut() {
         for h in history {
@@ -268,6 +282,36 @@ pub fn settle_config(
     c
 }
 
+/// Where a link entry of an archive points, as a path in the archive
+/// (a symlink's target is relative to its own folder); None: no link.
+pub fn link_target<R: Read>(entry: &tar::Entry<R>, path: &str) -> std::io::Result<Option<String>> {
+    let kind = entry.header().entry_type();
+    if !(kind.is_symlink() || kind.is_hard_link()) {
+        return Ok(None);
+    }
+    let Some(target) = entry.link_name()? else {
+        return Ok(None);
+    };
+    let joined = match kind.is_symlink() {
+        true => std::path::Path::new(path)
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join(target),
+        false => target.into_owned(),
+    };
+    let mut parts: Vec<String> = vec![];
+    for c in joined.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(parts.join("/")))
+}
+
 /// What settling an archive of one image made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
@@ -278,22 +322,31 @@ pub struct Settled {
 }
 
 /// Reads a `docker save` archive of one image and writes the archive of
-/// the same image settled to `epoch`, tagged `tag`, for `docker load`.
+/// the same image settled to `epoch`, tagged `tag`, labelled `mark` and
+/// without the labels `drop`, for `docker load`.
 pub fn settle_archive(
     input: impl Read,
     output: impl Write,
     epoch: u64,
     created: &str,
     tag: &str,
+    labels: ((&str, &str), &[&str]),
 ) -> std::io::Result<Settled> {
     let mut out = tar::Builder::new(output);
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Each layer by its path in the input: its name in the output, clamped.
     let mut layers: BTreeMap<String, (String, Clamped)> = BTreeMap::new();
+    // `docker save` writes a layer that two images' chains share once, and
+    // a link to it where it comes again.
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
+        if let Some(target) = link_target(&entry, &path)? {
+            links.insert(path, target);
+            continue;
+        }
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -344,6 +397,7 @@ pub fn settle_archive(
     let mut settled = vec![];
     let mut names = vec![];
     for path in order {
+        let path = links.get(path).map_or(path, String::as_str);
         let (name, clamped) = layers
             .get(path)
             .ok_or_else(|| invalid(format!("the archive has no layer {path}")))?;
@@ -351,7 +405,7 @@ pub fn settle_archive(
         settled.push(clamped.clone());
     }
     let ids: Vec<String> = settled.iter().map(|c| c.diff_id.clone()).collect();
-    let config = serde_json::to_vec(&settle_config(&config, &ids, created))?;
+    let config = serde_json::to_vec(&settle_config(&config, &ids, created, labels))?;
     let id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
     let config_name = format!("{}.json", &id["sha256:".len()..]);
     let manifest = serde_json::to_vec(&serde_json::json!([{
@@ -484,12 +538,13 @@ mod tests {
             "container": "abc123",
             "docker_version": "20.10.24",
             "container_config": {"Hostname": "abc123"},
-            "config": {"Hostname": "abc123", "Image": "sha256:77", "Labels": {"k": "v"}},
+            "config": {"Hostname": "abc123", "Image": "sha256:77", "Labels": {"k": "v", "run": "vm:1:2"}},
             "history": [{"created": "2026-12-05T10:00:00Z", "created_by": "|1 A=b /bin/sh -c x"}],
-            "rootfs": {"type": "layers", "diff_ids": [diff]},
+            "rootfs": {"type": "layers", "diff_ids": [diff, diff]},
         })
         .to_string();
-        let manifest = r#"[{"Config":"c.json","RepoTags":["x:y"],"Layers":["aa/layer.tar"]}]"#;
+        let manifest =
+            r#"[{"Config":"c.json","RepoTags":["x:y"],"Layers":["aa/layer.tar","bb/layer.tar"]}]"#;
         let mut b = tar::Builder::new(vec![]);
         for (name, bytes) in [
             ("aa/layer.tar", l.as_slice()),
@@ -501,12 +556,20 @@ mod tests {
             h.set_mode(0o644);
             b.append_data(&mut h, name, bytes).unwrap();
         }
+        // The same layer again, as docker save writes it: a link.
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "bb/layer.tar", "../aa/layer.tar")
+            .unwrap();
         let input = b.into_inner().unwrap();
         let mut out = vec![];
         let when = "2023-11-14T22:13:20Z";
-        let s = settle_archive(input.as_slice(), &mut out, EPOCH, when, "x:settled").unwrap();
+        let mark = (("epoch", "1700000000"), ["run"].as_slice());
+        let s = settle_archive(input.as_slice(), &mut out, EPOCH, when, "x:settled", mark).unwrap();
         let mut again = vec![];
-        let t = settle_archive(input.as_slice(), &mut again, EPOCH, when, "x:settled").unwrap();
+        let t =
+            settle_archive(input.as_slice(), &mut again, EPOCH, when, "x:settled", mark).unwrap();
         assert_eq!(
             (&s, &out),
             (&t, &again),
@@ -528,6 +591,8 @@ mod tests {
         assert_eq!(config["config"]["Hostname"], "");
         assert_eq!(config["config"]["Image"], "");
         assert_eq!(config["config"]["Labels"]["k"], "v");
+        assert_eq!(config["config"]["Labels"]["epoch"], "1700000000");
+        assert!(config["config"]["Labels"].get("run").is_none());
         assert!(config.get("container").is_none() && config.get("docker_version").is_none());
         assert_eq!(
             config["rootfs"]["diff_ids"][0],

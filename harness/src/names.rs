@@ -25,6 +25,10 @@ pub const HELPER_DIGEST: &str = "io.guix-matrix.helper.digest";
 /// When a base's Debian packages were current (RFC 3339): the mirror's
 /// Release date it was built from.
 pub const LABEL_BASE_DATE: &str = "io.guix-matrix.base.date";
+/// The epoch an image was settled to and its inputs (see `epoch`): an image
+/// whose label does not name its own inputs was never settled (its build
+/// was cut short) and is settled before use.
+pub const LABEL_EPOCH: &str = "io.guix-matrix.epoch";
 /// The run a container belongs to (`HOST:PID:STARTED`).
 pub const LABEL_RUN: &str = "io.guix-matrix.run";
 /// A run's lease: the platform slugs it holds (on a volume that is the lease).

@@ -257,6 +257,9 @@ pub struct Job {
     pub stand_in: Option<Vec<u8>>,
     /// Print the pull's output as it comes, with this prefix.
     pub echo: Option<String>,
+    /// The image's epoch (its base's date): the store database's
+    /// registration times are set to it, so the same pull gives the same bits.
+    pub epoch: i64,
 }
 
 /// Runs the image's pull step in a container of `job.image` and commits
@@ -270,7 +273,11 @@ pub async fn run(engine: &Engine, job: &Job) -> Result<Pulled, PullError> {
         format!("{}: pull ({})", job.platform.docker, job.by),
     )
     .platform(&job.platform.docker)
-    .cmd(["/usr/local/bin/guix-pull.sh"])
+    .cmd([
+        "/usr/local/bin/guix-pull.sh".to_string(),
+        "--epoch".to_string(),
+        job.epoch.to_string(),
+    ])
     .timeout(job.timeout)
     .with_options(job.echo.clone(), true);
     if job.cache_tmpfs {

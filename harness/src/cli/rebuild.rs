@@ -39,8 +39,7 @@ impl RebuildArgs {
         let keys = self.trust.load(ctx)?;
         let release = open::open(&self.source, &keys).await?;
         let matrix = rebuild_matrix(&ctx.matrix);
-        let asked = !self.platforms.is_empty();
-        let platforms: Vec<Platform> = if asked {
+        let platforms: Vec<Platform> = if !self.platforms.is_empty() {
             self.platforms
                 .iter()
                 .map(|p| ctx.matrix.find(p).cloned())
@@ -49,12 +48,30 @@ impl RebuildArgs {
             ctx.matrix.platforms.clone()
         };
         let engine = Engine::connect_to(&ctx.options.engine).await?;
+        // Its containers are a live run's: `clean` leaves them alone.
+        crate::engine::lease::Held::take(&engine, platforms.iter().map(Platform::slug).collect())
+            .await?;
+        share_helpers(&engine, &ctx.matrix, &matrix).await?;
+        let outcome = self.each(ctx, &matrix, &engine, &release, &platforms).await;
+        forget(&engine, &matrix).await;
+        outcome
+    }
+
+    /// Rebuilds and compares each platform in turn: what it says, and the exit.
+    async fn each(
+        &self,
+        ctx: &Context,
+        matrix: &Matrix,
+        engine: &Engine,
+        release: &Release,
+        platforms: &[Platform],
+    ) -> Result<Exit, Error> {
+        let asked = !self.platforms.is_empty();
         let mut differs = vec![];
         let mut checked = 0;
-        for p in &platforms {
+        for p in platforms {
             let started = std::time::Instant::now();
-            let outcome = one(ctx, &matrix, &engine, &release, p).await;
-            forget(&engine, &matrix, p).await;
+            let outcome = one(ctx, matrix, engine, release, p).await;
             let comparison = match outcome {
                 Err(Error::Open(OpenError::NotInRelease { .. })) if !asked => {
                     println!("{}: not in {}", p.docker, release.name());
@@ -97,7 +114,8 @@ impl RebuildArgs {
 /// the tree stay as they are), and the release's base taken at any age.
 fn rebuild_matrix(matrix: &Matrix) -> Matrix {
     let mut m = matrix.clone();
-    m.defaults.image = format!("{}-rebuild", m.defaults.image);
+    // Per process: two rebuilds on one engine never share a tag.
+    m.defaults.image = format!("{}-rebuild{}", m.defaults.image, std::process::id());
     m.defaults.max_base_age_days = 36_500;
     m
 }
@@ -154,17 +172,30 @@ fn engine_tag(matrix: &Matrix, platform: &Platform) -> String {
     format!("{}-release:{}", matrix.defaults.image, platform.slug())
 }
 
-/// Every tag the rebuild of `platform` made, removed (its images with them).
-async fn forget(engine: &Engine, matrix: &Matrix, platform: &Platform) {
-    let d = &matrix.defaults;
-    for tag in [
-        engine_tag(matrix, platform),
-        names::image(d, platform),
-        names::unpulled(d, platform),
-        names::pulled(d, platform),
-        names::guix_layer(d, platform),
-        names::base(d, platform),
-    ] {
-        engine.remove_image(&tag).await;
+/// The engine's emulator helpers, under the rebuild's names (a helper is
+/// no part of what is compared; building another would need a base).
+async fn share_helpers(engine: &Engine, matrix: &Matrix, rebuild: &Matrix) -> Result<(), Error> {
+    for p in &matrix.platforms {
+        let ours = names::binfmt_helper(&matrix.defaults, p);
+        if let Some(img) = engine.local_image(&ours).await? {
+            engine
+                .tag(&img.id, &names::binfmt_helper(&rebuild.defaults, p))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every tag the rebuild made (its images with them), removed: the engine
+/// keeps only what it had.
+async fn forget(engine: &Engine, matrix: &Matrix) {
+    let image = &matrix.defaults.image;
+    let Ok(tags) = engine.tags().await else {
+        return;
+    };
+    for tag in tags.keys() {
+        if tag.starts_with(&format!("{image}:")) || tag.starts_with(&format!("{image}-")) {
+            engine.remove_image(tag).await;
+        }
     }
 }

@@ -81,6 +81,15 @@ pub struct Pipeline {
     prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
 }
 
+/// Whether `img` was settled as the image of its own inputs (see [`crate::epoch`]).
+fn settled(img: &crate::engine::LocalImage) -> bool {
+    let mark = img.labels.get(names::LABEL_EPOCH);
+    match (mark.and_then(|m| m.split_once(' ')), img.inputs()) {
+        (Some((_, of)), Some(inputs)) => of == inputs,
+        _ => false,
+    }
+}
+
 impl Pipeline {
     /// Connects to the options' engine.
     pub async fn new(matrix: Matrix, options: Options) -> Result<Self, Error> {
@@ -200,7 +209,9 @@ impl Pipeline {
                 local = None;
             }
         }
-        if self.options.rebuild.is_some() {
+        // A rebuild builds anew; an image never settled (its build cut short)
+        // is settled by the stages first.
+        if self.options.rebuild.is_some() || !local.as_ref().is_some_and(settled) {
             local = None;
         }
         let label = local.as_ref().and_then(|img| img.inputs());

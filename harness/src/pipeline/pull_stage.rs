@@ -113,6 +113,7 @@ impl Pipeline {
                         .options
                         .echo
                         .then(|| format!("[{} pull]", platform.slug())),
+                    epoch: base.date.unwrap_or(0).max(0),
                 };
                 let record = pull::run(&self.engine, &job).await?;
                 (Some(record), true)

@@ -60,10 +60,8 @@ impl Pipeline {
             progress("Guix layer");
             let mut layer = build::build(&self.engine, &guix_spec, &|s| progress(s)).await?;
             // Settled as soon as built: the stages above share its layers.
-            if layer.rebuilt {
-                progress("settle the Guix layer");
-                self.settle(job, &mut layer, &base).await?;
-            }
+            self.settle(job, &mut layer, &base, "settle the Guix layer")
+                .await?;
         }
         let (layer, stage, by) = match (&self.options.pull, generation) {
             (pull::Want::Skip(why), _) => (
@@ -101,10 +99,7 @@ impl Pipeline {
                 .map_or_else(|| "no".into(), |p| format!("{} {}", p.by, p.commit)),
         );
         let mut image = build::build(&self.engine, &spec, &|s| progress(s)).await?;
-        if image.rebuilt {
-            progress("settle");
-            self.settle(job, &mut image, &base).await?;
-        }
+        self.settle(job, &mut image, &base, "settle").await?;
         Ok((base, image, stage))
     }
 
@@ -112,14 +107,29 @@ impl Pipeline {
     /// inputs: every time after its base's date clamped to it, the config's
     /// build times and IDs out (see [`crate::epoch`]); the build's own image
     /// removed. Layers already settled (the Guix layer's, below the image)
-    /// come out as they went in, and the engine keeps them once.
+    /// come out as they went in, and the engine keeps them once. An image
+    /// already settled to that epoch (its label says so) is left as it is;
+    /// one whose build was cut short before its settling is settled now.
     async fn settle(
         &self,
         job: &Job<'_>,
         image: &mut build::Built,
         base: &base::Base,
+        step: &str,
     ) -> Result<(), Error> {
         let epoch = base.date.unwrap_or(0).max(0);
+        // The image's own inputs with the epoch: an image inherits the
+        // label of the settled stage it is built on, which is not itself.
+        let mark = format!("{epoch} {}", image.inputs);
+        let settled = self
+            .engine
+            .local_image(&image.tag)
+            .await?
+            .is_some_and(|img| img.labels.get(crate::names::LABEL_EPOCH) == Some(&mark));
+        if settled {
+            return Ok(());
+        }
+        (job.progress)(step);
         let created = base::mirror::rfc3339(epoch);
         let (tag, built) = (image.tag.clone(), image.id.clone());
         let started = std::time::Instant::now();
@@ -130,7 +140,12 @@ impl Pipeline {
                 &image.tag,
                 self.step_timeout(job.placement),
                 move |from, to| {
-                    crate::epoch::settle_archive(from, to, epoch as u64, &created, &tag)
+                    // A committed stage keeps its container's run label.
+                    let labels = (
+                        (crate::names::LABEL_EPOCH, mark.as_str()),
+                        [crate::names::LABEL_RUN].as_slice(),
+                    );
+                    crate::epoch::settle_archive(from, to, epoch as u64, &created, &tag, labels)
                 },
             )
             .await?;

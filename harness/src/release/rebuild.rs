@@ -59,10 +59,15 @@ pub async fn saved(engine: &Engine, name: &str) -> Result<Saved, EngineError> {
 fn read_saved(input: impl Read) -> std::io::Result<Saved> {
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut layers: BTreeMap<String, (String, BTreeMap<String, Entry>)> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
+        if let Some(target) = crate::epoch::link_target(&entry, &path)? {
+            links.insert(path, target);
+            continue;
+        }
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -97,6 +102,7 @@ fn read_saved(input: impl Read) -> std::io::Result<Saved> {
     };
     for path in manifest[0]["Layers"].as_array().into_iter().flatten() {
         let path = path.as_str().unwrap_or_default();
+        let path = links.get(path).map_or(path, String::as_str);
         saved.layers.push(
             layers
                 .get(path)

@@ -978,6 +978,7 @@ fn release_ships_only_the_pinned_guix_unless_told_to_ship_it_unpulled() {
 
     // The checkout's pin moved since the run: refused, even --unpulled.
     let moved = work.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
     testkit::tree::copy(
         &checkout.root,
         &moved,
@@ -1301,6 +1302,9 @@ fn tags_like(prefix: &str) -> Vec<String> {
 fn a_release_rebuilt_from_its_tree_and_its_base_is_the_same_bits() {
     let r = released();
     let _one = one_at_a_time();
+    // No `clean` of another test while it builds (its own lease guards it
+    // from a user's).
+    let _shared = crate::common::shared();
     let out = harness(&[
         "rebuild",
         "--check",
@@ -1332,6 +1336,7 @@ fn a_release_rebuilt_from_its_tree_and_its_base_is_the_same_bits() {
 #[test]
 fn a_nondeterministic_step_is_named_by_rebuild_check() {
     let _one = one_at_a_time();
+    let _shared = crate::common::shared();
     let base = prepared("linux/amd64").base.reference;
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nondeterministic-fixture");
     let _ = std::fs::remove_dir_all(&work);
@@ -1349,6 +1354,7 @@ fn a_nondeterministic_step_is_named_by_rebuild_check() {
             "scripts",
             "fixtures",
             "trust",
+            "emulators",
         ],
     );
     let matrix = std::fs::read_to_string(tree.join("matrix.toml")).unwrap();

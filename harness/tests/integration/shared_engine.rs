@@ -149,10 +149,15 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
 
     // A run killed with SIGKILL: its lease is dead, clean removes it and
     // the run's containers.
-    let killed = run("killed", &[]).spawn().unwrap();
+    let killed = run(
+        "killed",
+        &["--scenario", "defaults", "--scenario", "chroot"],
+    )
+    .spawn()
+    .unwrap();
     let pid = killed.id();
     let id = lease_of(pid);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
