@@ -144,7 +144,7 @@ fn main() {
         )
     };
     row(
-        "tarballs (harness: gzip -9 on every core; CLI: gzip -6)",
+        "tarballs (harness: libdeflate 7 on every core; CLI: gzip -6)",
         export + tarballs,
         save,
     );
