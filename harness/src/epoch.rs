@@ -282,6 +282,34 @@ pub fn settle_config(
     c
 }
 
+/// The newest entry time in the layers of a `docker save` archive (a
+/// base's: an image is settled to no earlier time than its base's files,
+/// so settling never changes its base's layers).
+pub fn newest_time(input: impl Read) -> std::io::Result<u64> {
+    let mut newest = 0;
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut head = vec![];
+        (&mut entry).take(BLOCK as u64).read_to_end(&mut head)?;
+        if matches!(head.first(), Some(b'{' | b'[')) || head.starts_with(&[0x1f, 0x8b]) {
+            continue;
+        }
+        if path.ends_with("layer.tar") || path.starts_with("blobs/") {
+            let mut layer = tar::Archive::new(head.as_slice().chain(&mut entry));
+            for e in layer.entries()? {
+                newest = newest.max(e?.header().mtime().unwrap_or(0));
+            }
+            std::io::copy(&mut entry, &mut std::io::sink())?;
+        }
+    }
+    Ok(newest)
+}
+
 /// Where a link entry of an archive points, as a path in the archive
 /// (a symlink's target is relative to its own folder); None: no link.
 pub fn link_target<R: Read>(entry: &tar::Entry<R>, path: &str) -> std::io::Result<Option<String>> {
@@ -511,6 +539,19 @@ mod tests {
         assert_eq!(seen[2].3, "x");
         // Clamped twice is clamped once.
         assert_eq!(clamp(&out).0, out);
+    }
+
+    /// The newest time of a saved image is its newest layer entry's.
+    #[test]
+    fn the_newest_time_of_an_archive_is_its_newest_entrys() {
+        let l = layer();
+        let mut b = tar::Builder::new(vec![]);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(l.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "aa/layer.tar", l.as_slice()).unwrap();
+        let archive = b.into_inner().unwrap();
+        assert_eq!(newest_time(archive.as_slice()).unwrap(), 1_800_000_000);
     }
 
     /// A layer already before the epoch comes out as it went in.

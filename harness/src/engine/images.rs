@@ -303,6 +303,28 @@ impl Engine {
 }
 
 impl Engine {
+    /// `docker save NAME`, read by `read` (a blocking function) within `limit`.
+    pub async fn read_saved<T: Send + 'static>(
+        &self,
+        step: &str,
+        name: &str,
+        limit: Duration,
+        read: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let saved = self.save(&[name]);
+        let mut reader =
+            tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(Box::pin(saved)));
+        let task = tokio::task::spawn_blocking(move || read(&mut reader));
+        let failed = |source: std::io::Error| EngineError::Rewrite {
+            step: step.to_string(),
+            source,
+        };
+        timeout(step, limit, task)
+            .await?
+            .map_err(|e| failed(std::io::Error::other(e.to_string())))?
+            .map_err(failed)
+    }
+
     /// `docker save NAME | transform | docker load`: the image rewritten in
     /// the engine by `transform`, a blocking reader-to-writer function whose
     /// result comes back once the engine has loaded what it wrote.

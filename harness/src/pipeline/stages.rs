@@ -103,6 +103,23 @@ impl Pipeline {
         Ok((base, image, stage))
     }
 
+    /// The time an image on `base` is settled to: the base's date, or its
+    /// newest file when that is later (a base made by hand), so settling
+    /// never changes the base's own layers.
+    async fn epoch(&self, job: &Job<'_>, base: &base::Base) -> Result<i64, Error> {
+        let date = base.date.unwrap_or(0).max(0);
+        let newest = self
+            .engine
+            .read_saved(
+                &format!("{}: read the base {}", job.platform.docker, base.reference),
+                &base.reference,
+                self.step_timeout(job.placement),
+                |archive| crate::epoch::newest_time(archive),
+            )
+            .await?;
+        Ok(date.max(newest as i64))
+    }
+
     /// The image just built made the same bits as any build of the same
     /// inputs: every time after its base's date clamped to it, the config's
     /// build times and IDs out (see [`crate::epoch`]); the build's own image
@@ -117,7 +134,7 @@ impl Pipeline {
         base: &base::Base,
         step: &str,
     ) -> Result<(), Error> {
-        let epoch = base.date.unwrap_or(0).max(0);
+        let epoch = self.epoch(job, base).await?;
         // The image's own inputs with the epoch: an image inherits the
         // label of the settled stage it is built on, which is not itself.
         let mark = format!("{epoch} {}", image.inputs);
