@@ -102,7 +102,7 @@ impl Pipeline {
                     image: unpulled.tag,
                     tag: tag.clone(),
                     by,
-                    key,
+                    key: key.clone(),
                     from,
                     trust,
                     channels,
@@ -119,6 +119,23 @@ impl Pipeline {
                 (Some(record), true)
             }
         };
+        // Settled as soon as committed: the image's scripts go on these very
+        // layers (and the engine keeps the pulled store once).
+        let id = self
+            .engine
+            .local_image(&tag)
+            .await?
+            .map(|img| img.id)
+            .unwrap_or_default();
+        let mut pulled = build::Built {
+            tag: tag.clone(),
+            id,
+            inputs: key.clone(),
+            rebuilt: ran,
+            elapsed: Duration::ZERO,
+        };
+        self.settle(job, &mut pulled, base, "settle the pulled layer")
+            .await?;
         progress("guix describe");
         let (describe, commit) = pull::describe(
             &self.engine,

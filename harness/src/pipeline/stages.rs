@@ -127,7 +127,7 @@ impl Pipeline {
     /// come out as they went in, and the engine keeps them once. An image
     /// already settled to that epoch (its label says so) is left as it is;
     /// one whose build was cut short before its settling is settled now.
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         job: &Job<'_>,
         image: &mut build::Built,
