@@ -1,5 +1,6 @@
 //! Whether a rebuilt image is a release's image: config and layers compared as the engine holds them, and where they differ, each file that does (path, size, mode, owner, mtime, link, content hash), as `guix build --check` and diffoscope's summary do.
 
+use super::hashing::HashingReader;
 use crate::engine::{Engine, EngineError};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -77,13 +78,10 @@ fn read_saved(input: impl Read) -> std::io::Result<Saved> {
             entry.read_to_end(&mut head)?;
             small.insert(path, head);
         } else if path.ends_with("layer.tar") || path.starts_with("blobs/") {
-            let mut hashing = HashingRead {
-                inner: head.as_slice().chain(&mut entry),
-                hash: Sha256::new(),
-            };
+            let mut hashing = HashingReader::new(head.as_slice().chain(&mut entry));
             let files = files(&mut hashing)?;
             std::io::copy(&mut hashing, &mut std::io::sink())?;
-            let diff_id = format!("sha256:{}", hex::encode(hashing.hash.finalize()));
+            let diff_id = format!("sha256:{}", hashing.digest());
             layers.insert(path, (diff_id, files));
         }
     }
@@ -111,20 +109,6 @@ fn read_saved(input: impl Read) -> std::io::Result<Saved> {
         );
     }
     Ok(saved)
-}
-
-/// A reader that hashes what passes through it.
-struct HashingRead<R> {
-    inner: R,
-    hash: Sha256,
-}
-
-impl<R: Read> Read for HashingRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Every entry of a layer tar, by path.
