@@ -127,7 +127,10 @@ impl Error {
                 | reuse::ReuseError::Older { .. } => Refused,
                 reuse::ReuseError::Open(e) => open_exit(e),
                 reuse::ReuseError::Engine(e) => engine_exit(e),
-                reuse::ReuseError::Tree { .. } | reuse::ReuseError::OtherTree { .. } => Usage,
+                reuse::ReuseError::Tree { .. }
+                | reuse::ReuseError::OtherTree { .. }
+                | reuse::ReuseError::PulledFrom { .. }
+                | reuse::ReuseError::NotAStart { .. } => Usage,
             },
             Error::Pull(pull::PullError::NoKey { .. }) => Usage,
             Error::Base(_)

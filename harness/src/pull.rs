@@ -79,7 +79,24 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Where a pull from release `release`'s generation of `commit` started, as its record says.
+pub fn from_generation(release: &str, commit: &str) -> String {
+    format!(
+        "release {release}'s generation {}",
+        commit.chars().take(12).collect::<String>()
+    )
+}
+
 impl Pulled {
+    /// The release whose generation this pull started from, if it did
+    /// (what `from_generation` wrote).
+    pub fn started_from_release(&self) -> Option<&str> {
+        self.from
+            .strip_prefix("release ")?
+            .split_once("'s generation ")
+            .map(|(release, _)| release)
+    }
+
     /// The pull an image's labels record, if any (a label that does not parse is an error).
     pub fn of(labels: &HashMap<String, String>) -> Result<Option<Pulled>, String> {
         labels
@@ -410,4 +427,27 @@ pub async fn describe(
         });
     }
     Ok((line, described))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_from_a_generation_names_its_release_and_one_from_debian_none() {
+        let mut p = Pulled {
+            by: By::StandIn,
+            commit: "c".repeat(40),
+            from: from_generation("v20261129", &"a".repeat(40)),
+            describe: String::new(),
+            seconds: 0,
+        };
+        assert_eq!(
+            p.from,
+            format!("release v20261129's generation {}", "a".repeat(12))
+        );
+        assert_eq!(p.started_from_release(), Some("v20261129"));
+        p.from = "Debian's guix 1.5.0".into();
+        assert_eq!(p.started_from_release(), None);
+    }
 }

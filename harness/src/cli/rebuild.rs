@@ -26,6 +26,15 @@ pub struct RebuildArgs {
     /// the matrix that the release has.
     #[arg(long = "platform", value_name = "PLATFORM", help_heading = "Selection")]
     pub platforms: Vec<String>,
+    /// The release whose pulled generation the release's pull started from
+    /// (its pull label names it), vouched for by the same keys; from a
+    /// registry, default: that tag of the same repository.
+    #[arg(long, value_name = "DIR|REF", value_parser = crate::release::source::parse_arg, help_heading = "Selection")]
+    pub from: Option<Source>,
+    /// Also write what the rebuild found as a Markdown section (for a
+    /// release's notes).
+    #[arg(long, value_name = "FILE", help_heading = "Output")]
+    pub notes: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub trust: super::TrustKeys,
     #[command(flatten)]
@@ -52,7 +61,13 @@ impl RebuildArgs {
         crate::engine::lease::Held::take(&engine, platforms.iter().map(Platform::slug).collect())
             .await?;
         share_helpers(&engine, &ctx.matrix, &matrix).await?;
-        let outcome = self.each(ctx, &matrix, &engine, &release, &platforms).await;
+        let from = Earlier {
+            given: self.from.clone(),
+            keys,
+        };
+        let outcome = self
+            .each(ctx, &matrix, &engine, (&release, &from), &platforms)
+            .await;
         forget(&engine, &matrix).await;
         outcome
     }
@@ -63,15 +78,16 @@ impl RebuildArgs {
         ctx: &Context,
         matrix: &Matrix,
         engine: &Engine,
-        release: &Release,
+        (release, from): (&Release, &Earlier),
         platforms: &[Platform],
     ) -> Result<Exit, Error> {
         let asked = !self.platforms.is_empty();
         let mut differs = vec![];
+        let mut found = vec![];
         let mut checked = 0;
         for p in platforms {
             let started = std::time::Instant::now();
-            let outcome = one(ctx, matrix, engine, release, p).await;
+            let outcome = one(ctx, matrix, engine, (release, from), p).await;
             let comparison = match outcome {
                 Err(Error::Open(OpenError::NotInRelease { .. })) if !asked => {
                     println!("{}: not in {}", p.docker, release.name());
@@ -80,12 +96,14 @@ impl RebuildArgs {
                 other => other?,
             };
             checked += 1;
-            println!(
+            let line = format!(
                 "{}: {} ({:.0} s)",
                 p.docker,
                 comparison,
                 started.elapsed().as_secs_f64()
             );
+            println!("{line}");
+            found.push(line);
             if !comparison.identical() {
                 differs.push(p.docker.clone());
             }
@@ -96,6 +114,13 @@ impl RebuildArgs {
                 platform: "any platform of the matrix".into(),
                 slug: "*".into(),
             }));
+        }
+        if let Some(path) = &self.notes {
+            let text = notes(&self.source, release, &found, differs.is_empty());
+            std::fs::write(path, text).map_err(|source| Error::Output {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(if differs.is_empty() {
             Exit::Success
@@ -120,12 +145,66 @@ fn rebuild_matrix(matrix: &Matrix) -> Matrix {
     m
 }
 
+/// What a rebuild's notes say: the command, and each platform's finding.
+fn notes(source: &Source, release: &Release, found: &[String], identical: bool) -> String {
+    let verdict = if identical {
+        "the same bits"
+    } else {
+        "**not** the same bits"
+    };
+    format!(
+        "## Rebuilt from its tree\n\n`harness rebuild --check {source}`, from this release's revision and base: {verdict} as {}.\n\n```\n{}\n```\n",
+        release.name(),
+        found.join("\n")
+    )
+}
+
+/// The release a rebuilt release's pull started from: as given by
+/// `--from`, or looked up in the same registry.
+struct Earlier {
+    given: Option<Source>,
+    keys: crate::release::trust::Keys,
+}
+
+impl Earlier {
+    /// Release `started`, vouched for: the one `--from` gives (it must be
+    /// that release), else the same repository's tag of that name.
+    async fn open(
+        &self,
+        of: &Release,
+        platform: &Platform,
+        started: &str,
+    ) -> Result<Release, Error> {
+        let wrong = |given: Option<String>| ReuseError::PulledFrom {
+            platform: platform.docker.clone(),
+            started: started.to_string(),
+            given,
+        };
+        let source = match (&self.given, &of.source) {
+            (Some(s), _) => s.clone(),
+            (None, Source::Registry { reference, .. }) => Source::Registry {
+                reference: crate::registry::Reference {
+                    tag: Some(started.to_string()),
+                    ..reference.clone()
+                },
+                pin: None,
+            },
+            (None, Source::Dir { .. }) => return Err(wrong(None).into()),
+        };
+        let earlier = open::open(&source, &self.keys).await?;
+        if earlier.name() != started {
+            return Err(wrong(Some(earlier.name())).into());
+        }
+        Ok(earlier)
+    }
+}
+
 /// Rebuilds `platform` of `release` and compares it with the release's image.
 async fn one(
     ctx: &Context,
     matrix: &Matrix,
     engine: &Engine,
-    release: &Release,
+    (release, from): (&Release, &Earlier),
     platform: &Platform,
 ) -> Result<crate::release::rebuild::Comparison, Error> {
     let d = &matrix.defaults;
@@ -142,9 +221,20 @@ async fn one(
     };
     let mut options = ctx.options.clone();
     options.pull = want;
-    options.rebuild = Some(Rebuild {
+    let mut rebuild = Rebuild {
         base_provenance: [(platform.docker.clone(), label("io.guix-matrix.base"))].into(),
-    });
+        generation: Default::default(),
+    };
+    let pulled = crate::pull::Pulled::of(&img.labels).ok().flatten();
+    if let Some(started) = pulled.as_ref().and_then(|p| p.started_from_release()) {
+        let earlier = from.open(release, platform, started).await?;
+        let tag = format!("{}-from:{}", d.image, platform.slug());
+        earlier.fetch(engine, platform, &tag, Part::Image).await?;
+        rebuild
+            .generation
+            .insert(platform.docker.clone(), (tag, started.to_string()));
+    }
+    options.rebuild = Some(rebuild);
     let h = Pipeline::on(engine.clone(), matrix.clone(), options);
     let ours = h.inputs(platform, by)?;
     if img.inputs() != Some(ours.hash.as_str()) {

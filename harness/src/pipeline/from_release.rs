@@ -115,6 +115,36 @@ impl Pipeline {
         }))
     }
 
+    /// Where a rebuild's pull of `platform` starts: the earlier release's
+    /// generation the release's own pull started from, when it did (an
+    /// image that cannot be that start is an error, never a cold pull).
+    pub(super) async fn rebuild_generation(
+        &self,
+        platform: &Platform,
+        by: By,
+    ) -> Result<Option<Generation>, Error> {
+        let Some((image, release)) = self
+            .options
+            .rebuild
+            .as_ref()
+            .and_then(|r| r.generation.get(&platform.docker))
+        else {
+            return Ok(None);
+        };
+        match self
+            .release_generation(platform, image, release, by)
+            .await?
+        {
+            Some(g) => Ok(Some(g)),
+            None => Err(reuse::ReuseError::NotAStart {
+                platform: platform.docker.clone(),
+                release: release.clone(),
+                by: by.to_string(),
+            }
+            .into()),
+        }
+    }
+
     /// What the `--from` release does for `platform`: the image reused, or
     /// how the build starts. Nothing of an unverified release is fetched.
     pub(super) async fn seed(

@@ -79,6 +79,8 @@ pub struct Pipeline {
     helper: OnceCell<Tool>,
     handlers: OnceCell<Vec<emulators::Handler>>,
     prepared: Mutex<HashMap<String, Arc<OnceCell<Prepared>>>>,
+    /// Each base's settle epoch, by reference and ID, once read.
+    epochs: Mutex<HashMap<String, i64>>,
 }
 
 /// Whether `img` was settled as the image of its own inputs (see [`crate::epoch`]).
@@ -110,6 +112,7 @@ impl Pipeline {
             helper: OnceCell::new(),
             handlers: OnceCell::new(),
             prepared: Mutex::default(),
+            epochs: Mutex::default(),
         }
     }
 
@@ -264,6 +267,7 @@ impl Pipeline {
                 self.release_generation(platform, image, release, *by)
                     .await?
             }
+            (pull::Want::Pull(by), _, _) => self.rebuild_generation(platform, *by).await?,
             _ => None,
         };
         let built = self

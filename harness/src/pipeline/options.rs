@@ -48,6 +48,10 @@ pub struct Rebuild {
     /// (`io.guix-matrix.base`), by Docker platform: the release's base is
     /// loaded from the release, not pulled, so the engine cannot say it.
     pub base_provenance: std::collections::BTreeMap<String, String>,
+    /// Where each platform's pull started when the release's did not start
+    /// from Debian's guix, by Docker platform: the local tag of the earlier
+    /// release's image (fetched, vouched for) and that release's name.
+    pub generation: std::collections::BTreeMap<String, (String, String)>,
 }
 
 impl Options {

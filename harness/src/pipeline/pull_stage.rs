@@ -79,11 +79,7 @@ impl Pipeline {
                 let (layer, from, channels) = match generation {
                     Some(g) => (
                         g.image.clone(),
-                        format!(
-                            "release {}'s generation {}",
-                            g.release,
-                            g.pulled.commit.chars().take(12).collect::<String>()
-                        ),
+                        pull::from_generation(&g.release, &g.pulled.commit),
                         Some(self.channels_file()?),
                     ),
                     None => (

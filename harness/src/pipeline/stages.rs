@@ -105,8 +105,13 @@ impl Pipeline {
 
     /// The time an image on `base` is settled to: the base's date, or its
     /// newest file when that is later (a base made by hand), so settling
-    /// never changes the base's own layers.
+    /// never changes the base's own layers. The base is read once per
+    /// process (each stage of a build settles to the same epoch).
     async fn epoch(&self, job: &Job<'_>, base: &base::Base) -> Result<i64, Error> {
+        let key = format!("{} {}", base.reference, base.id);
+        if let Some(known) = self.epochs.lock().expect("epochs lock").get(&key) {
+            return Ok(*known);
+        }
         let date = base.date.unwrap_or(0).max(0);
         let newest = self
             .engine
@@ -117,7 +122,11 @@ impl Pipeline {
                 |archive| crate::epoch::newest_time(archive),
             )
             .await?;
-        Ok(date.max(newest as i64))
+        let epoch = date.max(newest as i64);
+        if !base.id.is_empty() {
+            self.epochs.lock().expect("epochs lock").insert(key, epoch);
+        }
+        Ok(epoch)
     }
 
     /// The image just built made the same bits as any build of the same

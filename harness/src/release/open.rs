@@ -130,7 +130,10 @@ pub async fn open(source: &Source, keys: &Keys) -> Result<Release, TrustError> {
 impl Release {
     /// Its name (the dated tag) and what vouches for it.
     pub fn name(&self) -> String {
-        self.source.release_name()
+        // What the vouched-for bytes name (`latest` resolves to its version).
+        self.vouched
+            .version()
+            .unwrap_or_else(|| self.source.release_name())
     }
 
     /// Makes `part` of the release for `platform` local under `tag`: from a

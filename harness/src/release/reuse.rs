@@ -82,6 +82,18 @@ pub enum ReuseError {
         changed: String,
         revision: String,
     },
+    #[error("{platform}: the release's pull started from release {started}'s generation{}, so its rebuild starts there too", given.as_ref().map(|g| format!(", and --from is release {g}")).unwrap_or_default())]
+    PulledFrom {
+        platform: String,
+        started: String,
+        given: Option<String>,
+    },
+    #[error("{platform}: release {release}'s image is no generation this tree's pull ({by}) can start from: its Guix layer is not this tree's, or it was not pulled that way")]
+    NotAStart {
+        platform: String,
+        release: String,
+        by: String,
+    },
     #[error("{platform}: cannot read {path} to verify the release: {source}")]
     Tree {
         platform: String,
@@ -103,6 +115,12 @@ impl ReuseError {
             ReuseError::Open(e) => e.fix(),
             ReuseError::Engine(e) => e.fix(),
             ReuseError::Tree { .. } => None,
+            ReuseError::PulledFrom { started, .. } => Some(format!(
+                "pass release {started} with --from (its directory, or REF:{started}); from a registry, the same repository's {started} is taken when --from is not given"
+            )),
+            ReuseError::NotAStart { release, .. } => Some(format!(
+                "pass the release the pull started from (release {release}, as the rebuilt release's pull label names it) with --from"
+            )),
             ReuseError::OtherTree { revision, .. } => Some(format!(
                 "check out the release's revision (`git checkout {revision}`) and rebuild from there"
             )),

@@ -16,6 +16,7 @@ mod incremental;
 
 mod platforms;
 mod pull_stage;
+mod rebuild;
 mod release;
 mod scenarios;
 mod session;

@@ -153,7 +153,7 @@ fn released() -> &'static Released {
 }
 
 /// The three release tests, one at a time: they load, tag and push.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1285,7 +1285,7 @@ fn a_from_release_older_than_the_engines_images_is_refused_unless_allowed() {
 }
 
 /// The tags of `docker images` that start with `prefix`.
-fn tags_like(prefix: &str) -> Vec<String> {
+pub(crate) fn tags_like(prefix: &str) -> Vec<String> {
     let out = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -1327,108 +1327,4 @@ fn a_release_rebuilt_from_its_tree_and_its_base_is_the_same_bits() {
         "{:?}",
         tags_like("guix-matrix-rebuild")
     );
-}
-
-/// A step that writes the time of the build (a fixture tree's scripts
-/// Dockerfile, pulled by the stand-in) is found by `rebuild --check`: exit
-/// 1, that one layer and its file named with what differs; the stand-in's
-/// pull and every other layer are the same bits.
-#[test]
-fn a_nondeterministic_step_is_named_by_rebuild_check() {
-    let _one = one_at_a_time();
-    let _shared = crate::common::shared();
-    let base = prepared("linux/amd64").base.reference;
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nondeterministic-fixture");
-    let _ = std::fs::remove_dir_all(&work);
-    let tree = work.join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    let root = &crate::common::harness().options.checkout.root;
-    testkit::tree::copy(
-        root,
-        &tree,
-        &[
-            "Dockerfile",
-            "matrix.toml",
-            "substitutes",
-            "channels",
-            "scripts",
-            "fixtures",
-            "trust",
-            "emulators",
-        ],
-    );
-    let matrix = std::fs::read_to_string(tree.join("matrix.toml")).unwrap();
-    let matrix = matrix.replacen(
-        "image = \"guix-matrix\"",
-        "image = \"guix-matrix-nondet\"",
-        1,
-    );
-    std::fs::write(tree.join("matrix.toml"), matrix).unwrap();
-    let mut dockerfile = std::fs::read_to_string(tree.join("scripts/Dockerfile")).unwrap();
-    dockerfile.push_str("RUN date +%s%N > /etc/guix-matrix/build-time\n");
-    std::fs::write(tree.join("scripts/Dockerfile"), dockerfile).unwrap();
-    // The same base, under the fixture's name (no second mmdebstrap).
-    assert!(docker(&["tag", &base, "guix-matrix-nondet-base:amd64"])
-        .status
-        .success());
-    let t = tree.to_str().unwrap();
-    let cleanup = || {
-        for tag in tags_like("guix-matrix-nondet") {
-            let _ = docker(&["rmi", "-f", &tag]);
-        }
-    };
-    let reports = work.join("reports");
-    let run = harness(&[
-        "run",
-        "--root",
-        t,
-        "--platform",
-        "linux/amd64",
-        "--scenario",
-        "smoke",
-        "--stand-in-pull",
-        "--report",
-        reports.to_str().unwrap(),
-    ]);
-    let dist = work.join("dist");
-    let release = harness(&[
-        "release",
-        "--root",
-        t,
-        "--unpulled",
-        "--report",
-        reports.join("report.json").to_str().unwrap(),
-        "--dist",
-        dist.to_str().unwrap(),
-        "--tag",
-        "v20260102",
-    ]);
-    let rebuild = harness(&[
-        "rebuild",
-        "--root",
-        t,
-        "--check",
-        &crate::common::pinned(&dist),
-    ]);
-    cleanup();
-    assert!(run.status.success(), "{}", said(&run));
-    assert!(release.status.success(), "{}", said(&release));
-    let text = said(&rebuild);
-    assert_eq!(rebuild.status.code(), Some(1), "{text}");
-    assert!(text.contains("linux/amd64: differs"), "{text}");
-    let layers: Vec<&str> = text
-        .lines()
-        .filter(|l| l.trim_start().starts_with("layer "))
-        .collect();
-    assert_eq!(layers.len(), 1, "only the step's layer differs: {text}");
-    let file = text
-        .lines()
-        .find(|l| l.contains("etc/guix-matrix/build-time"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(file.contains("content sha256:"), "{file}");
-    assert!(
-        text.contains("not in"),
-        "platforms the release lacks are named: {text}"
-    );
-    assert!(text.contains("not the same bits on linux/amd64"), "{text}");
 }

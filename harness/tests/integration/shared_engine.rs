@@ -71,12 +71,15 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     )
     .unwrap();
     let m = matrix.to_str().unwrap().to_string();
-    // Its base is the shared one: the build hits the cache.
-    docker(&[
-        "tag",
-        "guix-matrix-base:amd64",
-        &format!("{IMAGE}-base:amd64"),
-    ]);
+    // Its base and Guix layer are the shared ones (the same inputs): no
+    // apt run of its own, only the image on top is built.
+    for stage in ["base", "guix"] {
+        docker(&[
+            "tag",
+            &format!("guix-matrix-{stage}:amd64"),
+            &format!("{IMAGE}-{stage}:amd64"),
+        ]);
+    }
     let run = |report: &str, more: &[&str]| {
         let mut cmd = command();
         cmd.args(["run", "--matrix", &m, "--platform", "linux/amd64"])
@@ -106,7 +109,8 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     let first = run("first", &[]).output().unwrap();
     assert!(
         first.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&first.stdout),
         String::from_utf8_lossy(&first.stderr)
     );
     // Another platform's tag no run holds.

@@ -342,3 +342,64 @@ fn the_prove_jobs_hand_the_helper_and_probes_to_the_release() {
     };
     assert!(at("docker load") < at("harness release"), "{publish:?}");
 }
+
+/// Every release is rebuilt on one platform and the finding goes into its
+/// notes: the rebuild job (read-only) runs `harness rebuild --check` of the
+/// tag just published with `--notes`, after publish; the notes job, which
+/// may write the release, runs no image and adds that file to the notes
+/// whatever the rebuild's outcome.
+#[test]
+fn each_release_is_rebuilt_on_one_platform_and_its_notes_say_so() {
+    let (_, release) = workflows()
+        .into_iter()
+        .find(|(f, _)| f == "release.yml")
+        .expect("release.yml");
+    let job = |name: &str| &release["jobs"][name];
+    let runs = |name: &str| -> String {
+        steps(job(name))
+            .iter()
+            .filter_map(|s| s["run"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let needs = |name: &str| -> Vec<String> {
+        job(name)["needs"]
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let rebuild = runs("rebuild");
+    assert!(
+        rebuild.contains("harness rebuild --check \"$TARGET:$TAG\" --platform linux/amd64")
+            && rebuild.contains("--notes rebuild.md"),
+        "the rebuild job does not rebuild the release it published: {rebuild}"
+    );
+    assert!(needs("rebuild").contains(&"publish".to_string()));
+    let perms = job("rebuild")["permissions"]
+        .as_mapping()
+        .expect("permissions");
+    assert!(
+        perms.values().all(|v| v.as_str() == Some("read")),
+        "the job that runs images holds a write token: {perms:?}"
+    );
+    let notes = runs("notes");
+    assert!(
+        notes.contains("cat rebuild.md") && notes.contains("gh release edit \"$TAG\" --notes-file"),
+        "{notes}"
+    );
+    assert!(
+        !notes.contains("docker") && !notes.contains("harness"),
+        "the job that writes runs an image: {notes}"
+    );
+    assert!(needs("notes").contains(&"rebuild".to_string()));
+    assert!(
+        job("notes")["if"]
+            .as_str()
+            .is_some_and(|c| c.contains("always()")),
+        "a rebuild that differs or fails must still reach the notes"
+    );
+}
