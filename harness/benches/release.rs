@@ -163,8 +163,8 @@ fn main() {
         "(harness steps: export and compress {export:.1}s, then tarballs {tarballs:.1}s and push {push:.1}s at the same time)"
     );
     println!(
-        "\n{:16} {:>12} {:>14} {:>7}",
-        "platform", "engine MiB", "tarball MiB", "ratio"
+        "\n{:16} {:>10} {:>12} {:>12} {:>10}",
+        "platform", "engine MiB", "tarball MiB", "gzip -6 MiB", "vs gzip -6"
     );
     for p in &platforms {
         let image = format!("guix-matrix:{}", slug(p));
@@ -176,12 +176,16 @@ fn main() {
         .unwrap_or(0);
         let file = dist.join(format!("guix-matrix-vbench-{}.tar", slug(p)));
         let tar = std::fs::metadata(&file).map_or(0, |m| m.len());
+        let gzip =
+            std::fs::metadata(cli.join(format!("{}.tar.gz", slug(p)))).map_or(0, |m| m.len());
+        let mib = |n: u64| n as f64 / f64::from(1 << 20);
         println!(
-            "{:16} {:>12} {:>14} {:>6.0}%",
+            "{:16} {:>10.0} {:>12.1} {:>12.1} {:>9.1}%",
             p,
-            size >> 20,
-            tar >> 20,
-            100.0 * tar as f64 / size.max(1) as f64
+            mib(size),
+            mib(tar),
+            mib(gzip),
+            100.0 * tar as f64 / gzip.max(1) as f64
         );
     }
     second_release(&work.path().join("changed"), &repo_ours);

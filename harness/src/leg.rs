@@ -51,6 +51,18 @@ pub async fn leg(
     scenarios: &[Scenario],
     watch: &dyn Watch,
 ) -> Leg {
+    leg_in(h, platform, scenarios, watch, None).await
+}
+
+/// A leg whose checks wait for one of the engine's check lanes, when it
+/// shares them (the leg after them prepares meanwhile).
+async fn leg_in(
+    h: &Pipeline,
+    platform: &Platform,
+    scenarios: &[Scenario],
+    watch: &dyn Watch,
+    lanes: Option<&tokio::sync::Semaphore>,
+) -> Leg {
     let started = Instant::now();
     let step = Mutex::new(String::from("start"));
     let steps: Mutex<Vec<(String, Instant)>> = Mutex::default();
@@ -67,7 +79,8 @@ pub async fn leg(
         Err(e) => failed(h, platform, e.report(), started.elapsed()),
         Ok(placement) => {
             let (limit, steps) = budget(h, &placement, scenarios.len());
-            match tokio::time::timeout(limit, body(h, platform, scenarios, &track)).await {
+            let body = body(h, platform, scenarios, &track, lanes);
+            match tokio::time::timeout(limit, body).await {
                 Ok(leg) => leg,
                 Err(_) => {
                     let removed = h.engine.remove_tracked_for(&platform.docker).await;
@@ -115,6 +128,7 @@ async fn body(
     platform: &Platform,
     scenarios: &[Scenario],
     progress: &(dyn Fn(&str) + Sync),
+    lanes: Option<&tokio::sync::Semaphore>,
 ) -> Leg {
     let started = Instant::now();
     let prepared = h.prepare_with(platform, progress).await;
@@ -140,18 +154,37 @@ async fn body(
     leg.start = p.start.to_string();
     leg.release = h.reproduce_with();
     leg.pull = Some(p.pull.clone());
+    // The wait is shown as a step, and is no part of the leg's time.
+    let waiting = Instant::now();
+    let _lane = match lanes {
+        Some(lanes) => {
+            progress("wait for a check lane");
+            Some(
+                lanes
+                    .acquire()
+                    .await
+                    .expect("the check lanes are never closed"),
+            )
+        }
+        None => None,
+    };
+    let waited = waiting.elapsed();
     for s in scenarios {
         progress(&format!("check {}", s.name()));
         leg.outcomes.push(scenarios::run_one(h, &p, *s).await);
     }
-    leg.elapsed = started.elapsed();
+    leg.elapsed = started.elapsed().saturating_sub(waited);
     leg
 }
 
-/// Runs the legs of `platforms`, each on its engine, `jobs` at a time per
-/// engine and every engine at once, the slowest first on each (emulated
-/// legs: longest legs first packs them best), and returns them in the
-/// matrix's order; one failing leg, or engine, never stops the others.
+/// Runs the legs of `platforms`, each on its engine, `jobs` checking at a
+/// time per engine and one more leg preparing meanwhile (a cold build
+/// waits on the mirror and the disk for part of its time: the next
+/// platform's build fills that) and the readdir probes built from the
+/// start when a check needs them, every engine at once, the slowest first
+/// on each (emulated legs: longest legs first packs them best), and
+/// returns them in the matrix's order; one failing leg, or engine, never
+/// stops the others.
 pub async fn run_legs(
     fleet: &Fleet,
     platforms: &[Platform],
@@ -167,11 +200,23 @@ pub async fn run_legs(
         let arch = h.arch().await.cloned().unwrap_or_default();
         let slowdown = |p: &Platform| placement::expected_slowdown(p, &arch);
         order.sort_by(|a, b| slowdown(b).total_cmp(&slowdown(a)));
-        futures::stream::iter(order)
-            .map(|p| leg(h, p, scenarios, watch))
-            .buffer_unordered(jobs.max(1))
-            .collect::<Vec<Leg>>()
-            .await
+        let lanes = tokio::sync::Semaphore::new(jobs.max(1));
+        let lanes = &lanes;
+        let needed = !order.is_empty() && scenarios.iter().any(|s| s.needs_probe());
+        let legs = futures::stream::iter(order)
+            .map(|p| leg_in(h, p, scenarios, watch, Some(lanes)))
+            .buffer_unordered(jobs.max(1) + 1)
+            .collect::<Vec<Leg>>();
+        // The probes are built while the first legs prepare, not when their
+        // first check needs them (a failure is the checks' to report).
+        let probes = async {
+            if needed {
+                if let Err(e) = h.probes().await {
+                    tracing::debug!("readdir probes, ahead of the checks: {e}");
+                }
+            }
+        };
+        futures::future::join(legs, probes).await.0
     });
     let mut legs: Vec<Leg> = futures::future::join_all(lanes)
         .await

@@ -56,6 +56,15 @@ impl Scenario {
             Scenario::Defaults => "defaults",
         }
     }
+
+    /// Whether it runs the readdir() probe (built once per engine, on the
+    /// native base, with the cross compilers).
+    pub fn needs_probe(self) -> bool {
+        matches!(
+            self,
+            Scenario::Tmpfs | Scenario::Chroot | Scenario::Defaults
+        )
+    }
 }
 
 /// How a check ended.

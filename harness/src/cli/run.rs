@@ -30,7 +30,8 @@ pub struct RunArgs {
     /// per run on a native one.
     #[arg(long, help_heading = "Selection")]
     pub no_shared_steps: bool,
-    /// Legs at a time (default: the number of cores).
+    /// Legs checking at a time, per engine (default: the number of cores);
+    /// one leg more prepares meanwhile.
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256), help_heading = "Selection")]
     pub jobs: Option<u16>,
     /// Write report.json, junit.xml and failure bundles in this directory

@@ -1,6 +1,7 @@
 //! More than one engine: a run split over the main engine and a second dockerd
 //! the test starts, an engine that goes away failing only its own legs, and
-//! the engine arguments that must be refused with a fix.
+//! the engine arguments that must be refused with a fix; and on one engine,
+//! how its legs share its check lanes.
 
 use crate::common::{block_on, harness, prepared};
 use harness::fleet::{EngineArg, Fleet};
@@ -385,4 +386,91 @@ fn ctrl_c_cleans_every_engine() {
         assert!(err.contains(&format!("{host}: removed ")), "{host}:\n{err}");
         assert_eq!(left_on(&host), 0, "{host} kept a container");
     }
+}
+
+/// When each leg entered each step, and when it ended.
+#[derive(Default)]
+struct Times(std::sync::Mutex<Vec<(String, String, std::time::Instant)>>);
+
+impl harness::leg::Watch for Times {
+    fn step(&self, platform: &harness::matrix::Platform, step: &str) {
+        let now = std::time::Instant::now();
+        let mut times = self.0.lock().unwrap();
+        times.push((platform.docker.clone(), step.to_string(), now));
+    }
+    fn finished(&self, leg: &harness::report::Leg) {
+        let now = std::time::Instant::now();
+        let mut times = self.0.lock().unwrap();
+        times.push((leg.platform.clone(), "finished".into(), now));
+    }
+}
+
+impl Times {
+    /// When `platform` first entered a step starting with `step`.
+    fn at(&self, platform: &str, step: &str) -> std::time::Instant {
+        let times = self.0.lock().unwrap();
+        times
+            .iter()
+            .find(|(p, s, _)| p == platform && s.starts_with(step))
+            .map(|t| t.2)
+            .unwrap_or_else(|| panic!("{platform} never entered `{step}`"))
+    }
+}
+
+/// One check lane (`-j1`) and two legs: the second leg prepares while the
+/// first checks (one leg more than the lanes is in flight), and its checks
+/// wait for the lane, so two legs never check at once.
+#[test]
+fn the_next_leg_prepares_while_a_leg_checks_and_checks_wait_for_their_lane() {
+    let _serial = crate::common::exclusive();
+    prepared("linux/amd64");
+    prepared("linux/386");
+    let h = harness();
+    let selected = h
+        .matrix
+        .select(&["linux/amd64".into(), "linux/386".into()])
+        .unwrap();
+    let fleet = block_on(Fleet::connect(&h.matrix, &h.options, &[], &selected)).unwrap();
+    let times = Times::default();
+    let legs = block_on(harness::leg::run_legs(
+        &fleet,
+        &selected,
+        &[Scenario::Smoke, Scenario::Tmpfs],
+        1,
+        &times,
+    ));
+    for leg in &legs {
+        assert!(!leg.failed(), "{leg:?}");
+    }
+    // Which leg checked first.
+    let (first, second) = match times.at("linux/amd64", "check ") < times.at("linux/386", "check ")
+    {
+        true => ("linux/amd64", "linux/386"),
+        false => ("linux/386", "linux/amd64"),
+    };
+    let slack = std::time::Duration::from_millis(500);
+    let first_done = times.at(first, "finished");
+    assert!(
+        times.at(second, "wait for a check lane") + slack < first_done,
+        "{second} did not prepare while {first} checked"
+    );
+    assert!(
+        times.at(second, "check ") + slack >= first_done,
+        "{second} checked while {first} still held the only lane"
+    );
+    let leg = legs.iter().find(|l| l.platform == second).unwrap();
+    let waited = leg
+        .prepare_steps
+        .iter()
+        .find(|s| s.step == "wait for a check lane")
+        .map(|s| s.elapsed)
+        .unwrap_or_default();
+    assert!(waited > slack, "the report shows the wait: {waited:?}");
+    // The leg's time is its work: the wait is not counted in.
+    let span = times.at(second, "finished") - times.at(second, "place");
+    assert!(
+        leg.elapsed + waited <= span + slack,
+        "{:?} + {waited:?} > {span:?}",
+        leg.elapsed
+    );
 }
