@@ -2,6 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
+/// What the image is built from, and matrix.toml: the parts a copy that
+/// builds images needs (a test adds the folders its runs read).
+pub const IMAGE_INPUTS: [&str; 5] = [
+    "Dockerfile",
+    "matrix.toml",
+    "substitutes",
+    "channels",
+    "scripts",
+];
+
 /// Copies `parts` (files or folders, relative) of the checkout at `root` to `to`.
 pub fn copy(root: &Path, to: &Path, parts: &[&str]) {
     let mut stack: Vec<PathBuf> = parts.iter().map(PathBuf::from).collect();

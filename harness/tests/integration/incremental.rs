@@ -54,14 +54,7 @@ fn prepare(h: &Pipeline) -> Result<Prepared, String> {
 /// Copies the image's inputs (and matrix.toml) of the checkout to `to`.
 fn copy_tree(to: &Path) {
     let root = &harness().options.checkout.root;
-    let parts = [
-        "Dockerfile",
-        "matrix.toml",
-        "substitutes",
-        "channels",
-        "scripts",
-    ];
-    testkit::tree::copy(root, to, &parts);
+    testkit::tree::copy(root, to, &testkit::tree::IMAGE_INPUTS);
 }
 
 /// The release `TAG` of the amd64 image, written to `dist`, built on a base

@@ -37,14 +37,7 @@ impl Drop for Cleanup {
 /// A copy of the checkout's image inputs, matrix.toml and fixtures.
 fn tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let parts = [
-        "Dockerfile",
-        "matrix.toml",
-        "substitutes",
-        "channels",
-        "scripts",
-        "fixtures",
-    ];
+    let parts = [&testkit::tree::IMAGE_INPUTS[..], &["fixtures"]].concat();
     testkit::tree::copy(&harness().options.checkout.root, dir.path(), &parts);
     dir
 }

@@ -31,15 +31,10 @@ impl Fixture {
         std::fs::create_dir_all(&tree).unwrap();
         let root = &crate::common::harness().options.checkout.root;
         let parts = [
-            "Dockerfile",
-            "matrix.toml",
-            "substitutes",
-            "channels",
-            "scripts",
-            "fixtures",
-            "trust",
-            "emulators",
-        ];
+            &testkit::tree::IMAGE_INPUTS[..],
+            &["fixtures", "trust", "emulators"],
+        ]
+        .concat();
         testkit::tree::copy(root, &tree, &parts);
         let matrix = std::fs::read_to_string(tree.join("matrix.toml")).unwrap();
         let matrix = matrix.replacen(
