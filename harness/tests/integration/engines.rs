@@ -431,6 +431,13 @@ fn the_next_leg_prepares_while_a_leg_checks_and_checks_wait_for_their_lane() {
         .select(&["linux/amd64".into(), "linux/386".into()])
         .unwrap();
     let fleet = block_on(Fleet::connect(&h.matrix, &h.options, &[], &selected)).unwrap();
+    // Both prepared first on the run's own pipeline (whatever earlier tests
+    // left), and the probes fetched: the legs below take both as done, so
+    // only the lanes decide when each leg checks.
+    for p in &selected {
+        block_on(fleet.pipeline(p).prepare(p)).unwrap_or_else(|e| panic!("{}", e.report()));
+    }
+    block_on(fleet.pipeline(&selected[0]).probes()).unwrap_or_else(|e| panic!("{}", e.report()));
     let times = Times::default();
     let legs = block_on(harness::leg::run_legs(
         &fleet,
