@@ -166,7 +166,7 @@ impl Fleet {
                 .iter()
                 .filter(|p| self.of.get(&p.docker) == Some(&i))
                 .map(Platform::slug)
-                .chain(h.native_slug().await)
+                .chain(h.native_tags().await)
                 .collect();
             slugs.sort();
             slugs.dedup();

@@ -65,7 +65,12 @@ pub fn base(d: &Defaults, p: &Platform) -> String {
 
 /// The same base from another Debian suite: `guix-matrix-base:amd64-bookworm`.
 pub fn base_of_suite(d: &Defaults, p: &Platform, suite: &str) -> String {
-    format!("{}-{suite}", base(d, p))
+    format!("{}-base:{}", d.image, suite_slug(p, suite))
+}
+
+/// The tag part of a platform's image from another suite: `amd64-bookworm`.
+pub fn suite_slug(p: &Platform, suite: &str) -> String {
+    format!("{}-{suite}", p.slug())
 }
 
 /// A published image fetched to be checked (`run --image`).

@@ -178,7 +178,7 @@ impl Engine {
             self.drop_lease(&lease.volume).await;
             out.dead_leases += 1;
         }
-        out.live = held;
+        out.live = held.clone();
         if containers_only {
             return Ok(out);
         }
@@ -191,19 +191,21 @@ impl Engine {
             tag.strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('-'))
         };
-        // A tag's platform is its tag part (`guix-matrix-base:arm-v7`).
+        // A tag's platform is its tag part (`guix-matrix-base:arm-v7`); an
+        // image a live run committed (a check's `docker commit`) carries
+        // that run's label, whatever its tag.
         let held_tag = |tag: &str| {
             let slug = tag.rsplit_once(':').map_or("", |(_, s)| s);
             out.live.iter().any(|l| l.slugs.iter().any(|s| s == slug))
         };
         let mut removed = 0;
         let mut kept = 0;
-        for tag in images
+        for (image, tag) in images
             .iter()
-            .flat_map(|i| i.repo_tags.iter())
-            .filter(|t| ours(t))
+            .flat_map(|i| i.repo_tags.iter().map(move |t| (i, t)))
+            .filter(|(_, t)| ours(t))
         {
-            if held_tag(tag) {
+            if held_tag(tag) || held_by(image.labels.get(crate::names::LABEL_RUN)) {
                 kept += 1;
                 continue;
             }

@@ -6,6 +6,7 @@ use crate::emulators;
 use crate::engine::{build, run, LocalImage};
 use crate::error::Error;
 use crate::matrix::Platform;
+use crate::names;
 use crate::placement::{self, Machine, Placement};
 use crate::recipe;
 use crate::record::{Tool, ToolRole};
@@ -172,16 +173,24 @@ impl Pipeline {
         }
     }
 
-    /// The slug of the platform this engine runs natively (its helper's and
-    /// probes' tags), when the engine says. Asked apart from the pipeline's
-    /// cached facts: a leg's own first question to the engine stays its own.
-    pub async fn native_slug(&self) -> Option<String> {
-        let arch = self.engine.arch().await.ok()?;
-        self.matrix
-            .platforms
-            .iter()
-            .find(|p| p.arch() == arch)
-            .map(|p| p.slug())
+    /// The tag parts of this engine's own tool images, which a run's lease
+    /// must cover: the native platform's slug (its helper and probes) and,
+    /// when the probes use another suite, that suite's base
+    /// (`amd64-bookworm`). Asked apart from the pipeline's cached facts: a
+    /// leg's own first question to the engine stays its own.
+    pub async fn native_tags(&self) -> Vec<String> {
+        let Ok(arch) = self.engine.arch().await else {
+            return vec![];
+        };
+        let Some(native) = self.matrix.platforms.iter().find(|p| p.arch() == arch) else {
+            return vec![];
+        };
+        let d = &self.matrix.defaults;
+        let mut tags = vec![native.slug()];
+        if d.probe_suite != d.suite {
+            tags.push(names::suite_slug(native, &d.probe_suite));
+        }
+        tags
     }
 
     /// The platform this engine runs natively (no base needed).

@@ -3,7 +3,7 @@
 //! rest; a run killed with SIGKILL leaves a dead lease that `clean` removes
 //! with the run's containers. Under an image name of its own.
 
-use crate::common::{command, prepared};
+use crate::common::{block_on, command, prepared};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -73,11 +73,19 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     let m = matrix.to_str().unwrap().to_string();
     // Its base and Guix layer are the shared ones (the same inputs): no
     // apt run of its own, only the image on top is built.
-    for stage in ["base", "guix"] {
+    // The readdir probes and their bookworm base, too: the live run below
+    // finds them made, and clean must leave them to it.
+    block_on(crate::common::harness().probes()).unwrap_or_else(|e| panic!("{}", e.report()));
+    for (from, to) in [
+        ("base:amd64", "base:amd64"),
+        ("guix:amd64", "guix:amd64"),
+        ("base:amd64-bookworm", "base:amd64-bookworm"),
+        ("probe:amd64", "probe:amd64"),
+    ] {
         docker(&[
             "tag",
-            &format!("guix-matrix-{stage}:amd64"),
-            &format!("{IMAGE}-{stage}:amd64"),
+            &format!("guix-matrix-{from}"),
+            &format!("{IMAGE}-{to}"),
         ]);
     }
     let run = |report: &str, more: &[&str]| {
@@ -132,16 +140,23 @@ fn clean_leaves_a_live_runs_objects_and_removes_a_killed_runs() {
     let live = live.wait_with_output().unwrap();
     assert!(
         live.status.success(),
-        "the run survives a clean during its legs: {said}\n{}",
+        "the run survives a clean during its legs: {said}\n{}{}",
+        String::from_utf8_lossy(&live.stdout),
         String::from_utf8_lossy(&live.stderr)
     );
     assert!(said.contains("left alone: "), "{said}");
     assert!(
-        said.contains(&format!("held by live run(s) {id} (amd64)")),
+        said.contains(&format!("held by live run(s) {id} (amd64, amd64-bookworm)")),
         "{said}"
     );
     let left = tags();
     assert!(left.contains(&format!("{IMAGE}:amd64")), "{left:?}");
+    for tool in ["base:amd64-bookworm", "probe:amd64"] {
+        assert!(
+            left.contains(&format!("{IMAGE}-{tool}")),
+            "the live run's probes and their base are held: {left:?}"
+        );
+    }
     assert!(
         !left.contains(&format!("{IMAGE}-base:riscv64")),
         "not held: {left:?}"
