@@ -76,6 +76,8 @@ impl RunArgs {
     }
 
     pub async fn exec(self, ctx: &Context, global: &Global) -> Result<Exit, Error> {
+        // A platform name that is wrong is said first, alone.
+        let selected = ctx.matrix.select(&self.platforms)?;
         let mut options = ctx.options.clone();
         self.pull.apply(&mut options);
         self.source.apply(ctx, &mut options).await?;
@@ -87,7 +89,6 @@ impl RunArgs {
             ctx.checkout.root.display(),
             ctx.matrix.path.display()
         );
-        let selected = ctx.matrix.select(&self.platforms)?;
         let scenarios = if self.scenarios.is_empty() {
             Scenario::ALL.to_vec()
         } else {

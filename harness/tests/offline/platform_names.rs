@@ -47,3 +47,25 @@ fn no_name_belongs_to_two_rows_and_an_unknown_one_lists_them() {
         "{e}"
     );
 }
+
+/// `run` with a name no row has says so first and alone: no checkout
+/// header, no engine asked, exit 2 with the accepted names.
+#[test]
+fn run_with_an_unknown_platform_says_only_that() {
+    let out = crate::common::command()
+        .args(["run", "--platform", "sparc64"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sparc64") && stderr.contains("aarch64"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing before the error: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
