@@ -250,6 +250,11 @@ impl Platform {
 }
 
 impl Matrix {
+    /// The row an engine of architecture `arch` (`amd64`, `arm64`) runs natively.
+    pub fn native(&self, arch: &str) -> Option<&Platform> {
+        self.platforms.iter().find(|p| p.arch() == arch)
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, MatrixError> {
         let path = path.as_ref().to_path_buf();

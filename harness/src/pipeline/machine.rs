@@ -182,7 +182,7 @@ impl Pipeline {
         let Ok(arch) = self.engine.arch().await else {
             return vec![];
         };
-        let Some(native) = self.matrix.platforms.iter().find(|p| p.arch() == arch) else {
+        let Some(native) = self.matrix.native(&arch) else {
             return vec![];
         };
         let d = &self.matrix.defaults;
@@ -197,9 +197,7 @@ impl Pipeline {
     pub async fn native_platform(&self) -> Result<Platform, Error> {
         let arch = self.arch().await?.clone();
         self.matrix
-            .platforms
-            .iter()
-            .find(|p| p.arch() == arch)
+            .native(&arch)
             .cloned()
             .ok_or_else(|| Error::NoNativePlatform {
                 path: self.matrix.path.clone(),
